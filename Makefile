@@ -1,0 +1,20 @@
+# The two commands of the README. Each sets up the venv first (seconds when it is current).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean-venv
+
+setup:
+	bash scripts/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest -q -x tests
+
+bench: setup
+	$(PY) benchmarks/step_cost.py
+
+clean-venv:
+	rm -rf $(VENV)
