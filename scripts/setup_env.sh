@@ -54,7 +54,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 export PIP_CONSTRAINT="$ROOT/constraints.txt"
-"${PIP[@]}" install -U pip setuptools wheel 2>&1 | grep -v "^WARNING: Location" || true
+"${PIP[@]}" install -U "setuptools<81" wheel 2>&1 | grep -v "^WARNING: Location" || true
 log "installing torch, torchvision and the Python dependencies"
 "${PIP[@]}" install -r requirements.txt -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import torch, torchvision, fvcore, iopath" \

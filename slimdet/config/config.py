@@ -1,0 +1,98 @@
+"""fvcore ``CfgNode`` with error messages that name the file, the key and the value."""
+from __future__ import annotations
+
+import os
+from typing import Any, List, Sequence
+
+from fvcore.common.config import CfgNode as _FvCfgNode
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the source, the key and the value."""
+
+
+def _coerce_numbers(new: Any, default: Any) -> Any:
+    """Accept ``1`` for a float key and ``[1, 0.5]`` for a list-of-float key (YAML/CLI users
+    write both); everything else is left to yacs' strict type check."""
+    if isinstance(default, float) and isinstance(new, int) and not isinstance(new, bool):
+        return float(new)
+    if isinstance(default, (list, tuple)) and default and isinstance(new, (list, tuple)):
+        if all(isinstance(d, float) for d in default):
+            return type(new)(float(x) if isinstance(x, int) and not isinstance(x, bool) else x
+                             for x in new)
+    if isinstance(default, _FvCfgNode) and isinstance(new, dict):
+        return {k: _coerce_numbers(v, default[k]) if k in default else v for k, v in new.items()}
+    return new
+
+
+class CfgNode(_FvCfgNode):
+    """slimdet's config node: fvcore's (``_BASE_`` inheritance) with clear errors."""
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        if not os.path.isfile(cfg_filename):
+            raise ConfigError(f"config file not found: {cfg_filename}")
+        try:
+            loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
+        except (FileNotFoundError, OSError) as e:
+            # A missing _BASE_ file: name both files.
+            missing = getattr(e, "filename", None) or str(e)
+            raise ConfigError(f"{cfg_filename}: cannot read _BASE_ config {missing}") from e
+        except Exception as e:  # YAML syntax errors
+            raise ConfigError(f"{cfg_filename}: cannot parse: {e}") from e
+        loaded = _coerce_numbers(loaded, self)
+        try:
+            self.merge_from_other_cfg(type(self)(loaded))
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"{cfg_filename}: {_describe(e)}") from e
+
+    def merge_from_list(self, cfg_list: Sequence[str]) -> None:
+        if len(cfg_list) % 2:
+            raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(cfg_list)}")
+        fixed: List[Any] = []
+        for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
+            node, leaf = self, key.split(".")
+            for part in leaf[:-1]:
+                node = node.get(part) if isinstance(node, _FvCfgNode) else None
+            default = node.get(leaf[-1]) if isinstance(node, _FvCfgNode) else None
+            if default is None:
+                raise ConfigError(f"command line: unknown config key {key!r} (value {value!r})")
+            value = _coerce_numbers(self._decode_cfg_value(value), default)
+            fixed += [key, value]
+        try:
+            super().merge_from_list(fixed)
+        except (KeyError, ValueError, AssertionError) as e:
+            raise ConfigError(f"command line: {_describe(e)}") from e
+
+
+def _describe(e: BaseException) -> str:
+    msg = e.args[0] if e.args else str(e)
+    if isinstance(msg, str) and msg.startswith("Non-existent config key"):
+        return "unknown config key " + msg.split(":", 1)[1].strip()
+    return str(msg)
+
+
+def validate_cfg(cfg: CfgNode) -> None:
+    """Checks that span several keys; each error names the key and the value."""
+    widths = list(cfg.MODEL.WIDTHS)
+    if not widths or any(not (0.0 < w <= 1.0) for w in widths):
+        raise ConfigError(f"MODEL.WIDTHS must be multipliers in (0, 1], got {widths}")
+    if widths[0] != 1.0 or sorted(widths, reverse=True) != widths or len(set(widths)) != len(widths):
+        raise ConfigError(
+            f"MODEL.WIDTHS must start with 1.0 and be strictly decreasing, got {widths}")
+    if cfg.MODEL.BACKBONE.DEPTH not in (18, 34, 50, 101, 152):
+        raise ConfigError(
+            f"MODEL.BACKBONE.DEPTH must be one of 18, 34, 50, 101, 152, got {cfg.MODEL.BACKBONE.DEPTH}")
+    if cfg.MODEL.SLIM.LOSS_WEIGHTING not in ("size", "uniform", "proportional"):
+        raise ConfigError("MODEL.SLIM.LOSS_WEIGHTING must be size, uniform or proportional, "
+                          f"got {cfg.MODEL.SLIM.LOSS_WEIGHTING!r}")
+    if cfg.DATALOADER.BACKEND not in ("torch", "dali"):
+        raise ConfigError(f"DATALOADER.BACKEND must be torch or dali, got {cfg.DATALOADER.BACKEND!r}")
+    if cfg.SOLVER.IMS_PER_BATCH <= 0:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
+
+
+def get_cfg() -> CfgNode:
+    """A fresh copy of the defaults (slimdet/config/defaults.py)."""
+    from .defaults import _C
+
+    return _C.clone()

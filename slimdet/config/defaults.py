@@ -1,0 +1,193 @@
+"""Every config key of slimdet, with its default and what it means.
+
+Configs are fvcore ``CfgNode`` trees: a YAML file may name a ``_BASE_`` file to inherit from and
+then override keys; the command line overrides ``KEY VALUE`` pairs last. Keys that name a part
+(``MODEL.METHOD``, ``MODEL.BACKBONE.NAME``, ``SOLVER.LR_SCHEDULER_NAME`` ...) name a class
+registered in the matching registry.
+"""
+from .config import CfgNode as CN
+
+_C = CN()
+_C.VERSION = 1
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+_C.MODEL = CN()
+# Registered name in SSL_REGISTRY (slimdet/modeling/ssl): MoCoV2, MoCoV3, SimCLR, Supervised,
+# LinearProbe, Classifier.
+_C.MODEL.METHOD = "MoCoV2"
+# "cpu", "cuda", or "" to pick cuda when available.
+_C.MODEL.DEVICE = ""
+# Checkpoint to initialise from (slimdet checkpoint or reference-implementation file).
+_C.MODEL.WEIGHTS = ""
+# Width multipliers of the slimmable network, full width first. [1.0] trains a plain network.
+_C.MODEL.WIDTHS = [1.0, 0.75, 0.5, 0.25]
+# Classes of a classification head (supervised training, linear probe, analyze_model).
+_C.MODEL.NUM_CLASSES = 1000
+
+_C.MODEL.BACKBONE = CN()
+# Registered name in BACKBONE_REGISTRY.
+_C.MODEL.BACKBONE.NAME = "SlimResNet"
+# ResNet depth: 18 and 34 (basic blocks), 50, 101, 152 (bottlenecks).
+_C.MODEL.BACKBONE.DEPTH = 50
+# Channels of the stem at full width (64 for the standard ResNet; stage widths scale with it).
+_C.MODEL.BACKBONE.BASE_CHANNELS = 64
+# Input channels (3 for RGB; 1 for grey images such as Fashion-MNIST). Never sliced.
+_C.MODEL.BACKBONE.IN_CHANNELS = 3
+# CIFAR stem for small images: 3x3 stride-1 conv and no max-pool instead of 7x7/2 + max-pool.
+_C.MODEL.BACKBONE.CIFAR_STEM = False
+# Zero-init the last BN gamma of every residual block (every width).
+_C.MODEL.BACKBONE.ZERO_INIT_RESIDUAL = True
+# Stage outputs to return ("res2".."res5") instead of the pooled feature; empty = pooled.
+_C.MODEL.BACKBONE.OUT_FEATURES = []
+
+# SlimCLR: how the widths are trained together (slimdet/modeling/slim).
+_C.MODEL.SLIM = CN()
+# Online distillation from the full width's (detached) logits to every sub-width.
+_C.MODEL.SLIM.DISTILL = True
+# Distillation temperature tau (SPEC: 5.0 on raw cosine logits for MoCo v2 / SimCLR, 1.0 for v3).
+_C.MODEL.SLIM.DISTILL_TEMPERATURE = 5.0
+# Sub-width loss = (1 - a) * task loss + a * distillation, a = DISTILL_WEIGHT.
+_C.MODEL.SLIM.DISTILL_WEIGHT = 0.5
+# Loss weights per width: "size" (full = 1 + sum of sub multipliers, subs = 1), "uniform" (all 1),
+# "proportional" (w / sum w). See slimdet/modeling/slim/weights.py.
+_C.MODEL.SLIM.LOSS_WEIGHTING = "size"
+# Slow start: before this epoch only the full width trains (weight 1). 0 disables it.
+_C.MODEL.SLIM.SLOW_START_EPOCH = 0
+
+# MoCo v2 (slimdet/modeling/ssl/moco_v2.py)
+_C.MODEL.MOCO = CN()
+_C.MODEL.MOCO.DIM = 128
+_C.MODEL.MOCO.HIDDEN_DIM = 2048
+_C.MODEL.MOCO.QUEUE_SIZE = 65536
+_C.MODEL.MOCO.MOMENTUM = 0.999
+_C.MODEL.MOCO.TEMPERATURE = 0.2
+# Shuffle-BN for the key encoder across processes (needs >1 process to have an effect).
+_C.MODEL.MOCO.SHUFFLE_BN = True
+# Fill the queue with real keys from the first batches before training (small-data demos: a
+# random queue made slimmable models collapse).
+_C.MODEL.MOCO.PREFILL_QUEUE = False
+
+# MoCo v3 (slimdet/modeling/ssl/moco_v3.py)
+_C.MODEL.MOCOV3 = CN()
+_C.MODEL.MOCOV3.DIM = 256
+_C.MODEL.MOCOV3.HIDDEN_DIM = 4096
+_C.MODEL.MOCOV3.TEMPERATURE = 1.0
+# Momentum at step 0; it follows a half-cosine to 1.0 at the end of training.
+_C.MODEL.MOCOV3.MOMENTUM = 0.99
+
+# SimCLR (slimdet/modeling/ssl/simclr.py)
+_C.MODEL.SIMCLR = CN()
+_C.MODEL.SIMCLR.DIM = 128
+_C.MODEL.SIMCLR.HIDDEN_DIM = 2048
+_C.MODEL.SIMCLR.TEMPERATURE = 0.1
+
+# Linear probe (slimdet/modeling/ssl/linear_probe.py)
+_C.MODEL.PROBE = CN()
+# Keep the backbone in eval mode (each width uses its pre-training BN statistics).
+_C.MODEL.PROBE.FREEZE_BACKBONE = True
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+_C.DATASETS = CN()
+# Registered dataset names (slimdet/data/catalog.py), e.g. imagenet_train, fashion_mnist_train.
+_C.DATASETS.TRAIN = "imagenet_train"
+_C.DATASETS.TEST = "imagenet_val"
+# Root folder of folder-style data sets (ImageNet: ROOT/train/<class>/*.JPEG, ROOT/val/...).
+_C.DATASETS.ROOT = "datasets/imagenet"
+# Use only the first N images (stratified by class) of the training set; 0 = all.
+_C.DATASETS.TRAIN_SUBSET = 0
+_C.DATASETS.TEST_SUBSET = 0
+
+_C.DATALOADER = CN()
+# "torch" (PyTorch DataLoader) or "dali" (NVIDIA DALI GPU pipelines, optional extra).
+_C.DATALOADER.BACKEND = "torch"
+_C.DATALOADER.NUM_WORKERS = 4
+# Unreadable images: "skip" (count and name them) or "error".
+_C.DATALOADER.ON_BAD_IMAGE = "skip"
+
+_C.INPUT = CN()
+# Registered augmentation recipe (slimdet/data/transforms.py): MoCoV2, BYOL, SimCLR, LinearEval.
+_C.INPUT.AUGMENTATION = "MoCoV2"
+_C.INPUT.CROP_SIZE = 224
+# RandomResizedCrop scale range.
+_C.INPUT.MIN_SCALE = 0.2
+_C.INPUT.MAX_SCALE = 1.0
+# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units).
+_C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
+_C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
+# Evaluation: resize the short side to this, then centre-crop CROP_SIZE (0 = no resize).
+_C.INPUT.TEST_RESIZE = 256
+
+# ---------------------------------------------------------------------------------------------
+# Solver
+# ---------------------------------------------------------------------------------------------
+_C.SOLVER = CN()
+# Registered optimizer name (slimdet/solver/build.py): SGD, LARS.
+_C.SOLVER.OPTIMIZER = "SGD"
+# Total batch size over all processes.
+_C.SOLVER.IMS_PER_BATCH = 256
+_C.SOLVER.EPOCHS = 200
+# Stop after this many iterations (0 = EPOCHS * iterations per epoch). For smoke runs.
+_C.SOLVER.MAX_ITER = 0
+_C.SOLVER.BASE_LR = 0.03
+# If > 0 the learning rate is BASE_LR * IMS_PER_BATCH / REFERENCE_BATCH_SIZE (linear scaling).
+_C.SOLVER.REFERENCE_BATCH_SIZE = 0
+# Registered scheduler name (slimdet/solver/lr_scheduler.py): WarmupCosine, WarmupMultiStep,
+# SlowStartSwapCosine.
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupCosine"
+_C.SOLVER.WARMUP_EPOCHS = 0.0
+# Epochs at which WarmupMultiStep multiplies the LR by GAMMA.
+_C.SOLVER.STEPS = []
+_C.SOLVER.GAMMA = 0.1
+# SlowStartSwapCosine: base LR from MODEL.SLIM.SLOW_START_EPOCH on (0 = keep BASE_LR).
+_C.SOLVER.BASE_LR_AFTER_SLOW_START = 0.0
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.NESTEROV = False
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Weight decay of BN parameters and biases (the reference code decays them; SPEC says none
+# for LARS). SGD recipes keep MoCo's behaviour by setting it equal to WEIGHT_DECAY.
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
+# LARS trust coefficient; BN and bias parameters get no trust ratio.
+_C.SOLVER.LARS_TRUST_COEF = 1e-3
+# Save a checkpoint every N iterations (0 = once per epoch).
+_C.SOLVER.CHECKPOINT_PERIOD = 0
+# Keep at most N periodic checkpoints (0 = all).
+_C.SOLVER.MAX_TO_KEEP = 2
+_C.SOLVER.AMP = CN()
+# Mixed precision (fp16 + GradScaler on CUDA; bf16 autocast on CPU).
+_C.SOLVER.AMP.ENABLED = False
+# Clip the gradient norm (0 = off).
+_C.SOLVER.CLIP_GRAD_NORM = 0.0
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+_C.TEST = CN()
+# Registered evaluator names (slimdet/evaluation) run by the evaluation hook and --eval-only.
+_C.TEST.EVALUATORS = ["KNNEvaluator"]
+# Run the evaluators every N iterations during training (0 = only at the end).
+_C.TEST.EVAL_PERIOD = 0
+_C.TEST.IMS_PER_BATCH = 256
+_C.TEST.KNN = CN()
+_C.TEST.KNN.K = 200
+_C.TEST.KNN.TEMPERATURE = 0.1
+# Also evaluate a randomly initialised copy of the network (shows the gain of pre-training).
+_C.TEST.COMPARE_RANDOM_INIT = False
+
+# ---------------------------------------------------------------------------------------------
+# Misc
+# ---------------------------------------------------------------------------------------------
+_C.OUTPUT_DIR = "./output"
+# Seed of everything random (data order, augmentation, init). Negative = from time.
+_C.SEED = 0
+# Print metrics every N iterations.
+_C.LOG_PERIOD = 20
+# Gradient diagnostics (per-width gradient norms and agreement) every N iterations (0 = off).
+_C.ANALYSIS = CN()
+_C.ANALYSIS.GRAD_PERIOD = 0
+# Save weights along training for loss-landscape trajectories every N iterations (0 = off).
+_C.ANALYSIS.TRAJECTORY_PERIOD = 0

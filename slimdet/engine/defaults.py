@@ -1,0 +1,78 @@
+"""The plumbing every tool shares: argument parser, config set-up, logging, seeding."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from typing import Optional
+
+import numpy as np
+import torch
+from detectron2.engine import default_argument_parser as _d2_parser
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from iopath.common.file_io import g_pathmgr
+
+from ..config import CfgNode, ConfigError, get_cfg, validate_cfg
+
+
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """Detectron2's flags: --config-file --resume --eval-only --num-gpus --num-machines
+    --machine-rank --dist-url and trailing ``KEY VALUE`` overrides."""
+    return _d2_parser(epilog)
+
+
+def load_cfg(config_file: str = "", opts=()) -> CfgNode:
+    """Defaults <- config file (with its _BASE_ chain) <- KEY VALUE overrides, validated."""
+    cfg = get_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts or []))
+    validate_cfg(cfg)
+    return cfg
+
+
+def seed_all(seed: int) -> int:
+    if seed < 0:
+        seed = int.from_bytes(os.urandom(2), "little")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
+
+
+def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> None:
+    """Output folder, loggers, the config saved beside the outputs, seeds."""
+    out = cfg.OUTPUT_DIR
+    if comm.is_main_process() and out:
+        g_pathmgr.mkdirs(out)
+    rank = comm.get_rank()
+    setup_logger(out, distributed_rank=rank, name="fvcore")
+    setup_logger(out, distributed_rank=rank, name="detectron2", abbrev_name="d2")
+    logger = setup_logger(out, distributed_rank=rank, name="slimdet")
+    logger.info("Rank %d of %d, torch %s", rank, comm.get_world_size(), torch.__version__)
+    if args is not None:
+        logger.info("Command line: %s", " ".join(sys.argv))
+    if comm.is_main_process() and out:
+        path = os.path.join(out, "config.yaml")
+        with g_pathmgr.open(path, "w") as f:
+            f.write(cfg.dump())
+        logger.info("Full config saved to %s", path)
+    # Different seeds per rank would give different augmentations to the same sample index; the
+    # sampler shards indices, so one seed for all ranks is right.
+    seed_all(cfg.SEED)
+    torch.backends.cudnn.benchmark = True
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """Build the config from ``args`` (exits with one clear line on a config error)."""
+    try:
+        cfg = load_cfg(args.config_file, args.opts)
+    except ConfigError as e:
+        logging.getLogger("slimdet").error("%s", e)
+        raise SystemExit(f"config error: {e}")
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg

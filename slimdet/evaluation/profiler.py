@@ -1,0 +1,80 @@
+"""Parameters, FLOPs (MACs) and latency of every width of a slimmable backbone.
+
+FLOPs follow the paper's convention: multiply-accumulates of convolutions and linear layers,
+counted by fvcore's ``FlopCountAnalysis`` on the plain network cut out at each width (so the
+count is exactly what a deployed sub-network costs). Parameters are counted on the same plain
+network with fvcore's ``parameter_count``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Sequence
+
+import torch
+from fvcore.nn import FlopCountAnalysis, parameter_count
+
+from ..layers import use_width
+from ..modeling.backbone import extract_subnet
+
+COUNTED_OPS = ("conv", "linear")
+
+
+def count_macs(model: torch.nn.Module, inputs: torch.Tensor) -> int:
+    """Conv + linear multiply-accumulates of one forward pass on ``inputs``."""
+    flops = FlopCountAnalysis(model, inputs)
+    flops.unsupported_ops_warnings(False)
+    flops.uncalled_modules_warnings(False)
+    by_op = flops.by_operator()
+    return int(sum(by_op.get(op, 0) for op in COUNTED_OPS))
+
+
+@torch.no_grad()
+def measure_latency(model: torch.nn.Module, inputs: torch.Tensor, warmup: int = 2,
+                    repeats: int = 5) -> float:
+    """Median seconds of one forward pass."""
+    for _ in range(warmup):
+        model(inputs)
+    times = []
+    for _ in range(repeats):
+        if inputs.is_cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model(inputs)
+        if inputs.is_cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def profile_widths(model, image_size: int, in_channels: int = 3,
+                   widths: Sequence[float] | None = None, latency_batch: int = 0,
+                   device: str = "cpu") -> List[Dict[str, float]]:
+    """One row per width: width, params, macs and (if ``latency_batch`` > 0) latency_ms."""
+    model = model.eval()
+    rows = []
+    x = torch.zeros(1, in_channels, image_size, image_size)
+    for w in widths or model.widths:
+        plain = extract_subnet(model, w).eval()
+        row = {"width": w, "params": parameter_count(plain)[""], "macs": count_macs(plain, x)}
+        if latency_batch > 0:
+            xb = torch.randn(latency_batch, in_channels, image_size, image_size, device=device)
+            m = model.to(device)
+            with use_width(m, w):
+                row["latency_ms"] = 1000 * measure_latency(m, xb)
+        rows.append(row)
+    return rows
+
+
+def format_profile(rows: List[Dict[str, float]], latency_batch: int = 0) -> str:
+    from tabulate import tabulate
+
+    headers = ["width", "params (M)", "FLOPs (G MACs)"]
+    if any("latency_ms" in r for r in rows):
+        headers.append(f"latency (ms, batch {latency_batch})")
+    table = []
+    for r in rows:
+        line = [f"{r['width']:g}", f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.2f}"]
+        if "latency_ms" in r:
+            line.append(f"{r['latency_ms']:.1f}")
+        table.append(line)
+    return tabulate(table, headers=headers, tablefmt="pipe")

@@ -1,0 +1,206 @@
+"""Slimmable ResNet (SPEC §2): torchvision "v1.5" layout (stride on the 3x3 conv), basic blocks
+for depths 18/34 and bottlenecks for 50/101/152, every layer sliced to the active width.
+
+Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``fc``) so a width
+exports to a torchvision state dict by slicing; each BN is ``<name>.bn.<i>`` (one per width).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ...layers import SlimConv2d, SlimLinear, SwitchableBatchNorm2d, init_weights, scaled
+from .build import BACKBONE_REGISTRY
+
+STAGE_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
+                152: [3, 8, 36, 3]}
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int, widths: Sequence[float]):
+        super().__init__()
+        self.conv1 = SlimConv2d(in_ch, inner, 3, stride=stride, padding=1)
+        self.bn1 = SwitchableBatchNorm2d(inner, widths)
+        self.conv2 = SlimConv2d(inner, out_ch, 3, padding=1)
+        self.bn2 = SwitchableBatchNorm2d(out_ch, widths)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_ch, out_ch, stride, widths)
+
+    @property
+    def last_bn(self) -> nn.Module:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int, widths: Sequence[float]):
+        super().__init__()
+        self.conv1 = SlimConv2d(in_ch, inner, 1)
+        self.bn1 = SwitchableBatchNorm2d(inner, widths)
+        self.conv2 = SlimConv2d(inner, inner, 3, stride=stride, padding=1)
+        self.bn2 = SwitchableBatchNorm2d(inner, widths)
+        self.conv3 = SlimConv2d(inner, out_ch, 1)
+        self.bn3 = SwitchableBatchNorm2d(out_ch, widths)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(in_ch, out_ch, stride, widths)
+
+    @property
+    def last_bn(self) -> nn.Module:
+        return self.bn3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _shortcut(in_ch: int, out_ch: int, stride: int, widths: Sequence[float]) -> Optional[nn.Module]:
+    if stride == 1 and in_ch == out_ch:
+        return None
+    return nn.Sequential(SlimConv2d(in_ch, out_ch, 1, stride=stride),
+                         SwitchableBatchNorm2d(out_ch, widths))
+
+
+class SlimResNet(nn.Module):
+    """A slimmable ResNet.
+
+    Args:
+        depth: 18, 34, 50, 101 or 152.
+        widths: width multipliers, full width (1.0) first, strictly decreasing.
+        base_channels: stem channels at full width (64 = standard ResNet).
+        in_channels: image channels (never sliced).
+        cifar_stem: 3x3 stride-1 stem without max-pool, for 32 px images.
+        num_classes: if > 0, a slimmable-input ``fc`` returns logits; else pooled features.
+        out_features: stage names ("res2".."res5") to return as a dict instead (detection).
+        zero_init_residual: zero gamma of every block's last BN (every width).
+        channel_multiplier: scales every layer's full-width channel count; a plain network equal
+            to width ``w`` of a slimmable one is ``SlimResNet(widths=[1.0], channel_multiplier=w)``.
+    """
+
+    def __init__(self, depth: int = 50, widths: Sequence[float] = (1.0,), base_channels: int = 64,
+                 in_channels: int = 3, cifar_stem: bool = False, num_classes: int = 0,
+                 out_features: Optional[Sequence[str]] = None, zero_init_residual: bool = True,
+                 channel_multiplier: float = 1.0):
+        super().__init__()
+        if depth not in STAGE_BLOCKS:
+            raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
+        widths = [float(w) for w in widths]
+        if widths[0] != 1.0 or sorted(widths, reverse=True) != widths:
+            raise ValueError(f"widths must start with 1.0 and decrease, got {widths}")
+        self.depth, self.widths = depth, widths
+        self.cifar_stem = cifar_stem
+        block = BasicBlock if depth < 50 else Bottleneck
+        ch = lambda c: scaled(c, channel_multiplier)  # noqa: E731
+        stem = ch(base_channels)
+        if cifar_stem:
+            self.conv1 = SlimConv2d(in_channels, stem, 3, stride=1, padding=1, slim_in=False)
+            self.maxpool = nn.Identity()
+        else:
+            self.conv1 = SlimConv2d(in_channels, stem, 7, stride=2, padding=3, slim_in=False)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.bn1 = SwitchableBatchNorm2d(stem, widths)
+        self.relu = nn.ReLU(inplace=True)
+
+        in_ch = stem
+        self.stage_channels: List[int] = []
+        for i, n_blocks in enumerate(STAGE_BLOCKS[depth]):
+            inner = ch(base_channels * 2 ** i)
+            out_ch = ch(base_channels * 2 ** i * block.expansion)
+            blocks = []
+            for j in range(n_blocks):
+                stride = 2 if (j == 0 and i > 0) else 1
+                blocks.append(block(in_ch, inner, out_ch, stride, widths))
+                in_ch = out_ch
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.stage_channels.append(out_ch)
+        self.num_features = in_ch
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = SlimLinear(in_ch, num_classes, slim_out=False) if num_classes > 0 else None
+        self.out_features = list(out_features or [])
+        for name in self.out_features:
+            if name not in ("res2", "res3", "res4", "res5"):
+                raise ValueError(f"unknown out feature {name!r}; choose from res2, res3, res4, res5")
+
+        last_bns = [b.last_bn for layer in self.stages for b in layer] if zero_init_residual else []
+        init_weights(self, last_bns)
+
+    @property
+    def stages(self) -> List[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def feature_dim(self, width_mult: float) -> int:
+        """Pooled feature size at a width (the input size of a probe / projection head)."""
+        return scaled(self.num_features, width_mult)
+
+    def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = {}
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            outs[f"res{i + 2}"] = x
+        return outs
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        feats = self.forward_features(x)
+        if self.out_features:
+            return {k: feats[k] for k in self.out_features}
+        x = torch.flatten(self.avgpool(feats["res5"]), 1)
+        return self.fc(x) if self.fc is not None else x
+
+
+def build_slim_resnet(cfg, num_classes: int = 0) -> SlimResNet:
+    b = cfg.MODEL.BACKBONE
+    return SlimResNet(depth=b.DEPTH, widths=cfg.MODEL.WIDTHS, base_channels=b.BASE_CHANNELS,
+                      in_channels=b.IN_CHANNELS, cifar_stem=b.CIFAR_STEM, num_classes=num_classes,
+                      out_features=b.OUT_FEATURES or None, zero_init_residual=b.ZERO_INIT_RESIDUAL)
+
+
+BACKBONE_REGISTRY.register(SlimResNet)
+SlimResNet.from_config = staticmethod(build_slim_resnet)
+
+
+def slice_state_dict(slim_state: Dict[str, torch.Tensor], width_index: int,
+                     target_state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Cut one width out of a slimmable state dict, in the shapes of ``target_state``.
+
+    ``target_state`` is the state dict of the same architecture built with a single width
+    (``widths=[1.0]``, so its BNs are ``<name>.bn.0``); every tensor is the leading slice of the
+    slimmable one and every BN comes from ``<name>.bn.<width_index>``.
+    """
+    out = {}
+    for key, ref in target_state.items():
+        src_key = key.replace(".bn.0.", f".bn.{width_index}.")
+        if src_key not in slim_state:
+            raise KeyError(f"slimmable state dict has no {src_key!r} (needed for {key!r})")
+        src = slim_state[src_key]
+        if src.dim() != ref.dim():
+            raise ValueError(f"{src_key}: shape {tuple(src.shape)} cannot give {tuple(ref.shape)}")
+        out[key] = src[tuple(slice(0, n) for n in ref.shape)].clone() if src.dim() else src.clone()
+    return out
+
+
+def extract_subnet(model: SlimResNet, width_mult: float) -> SlimResNet:
+    """A plain (single-width) SlimResNet equal to ``model`` at ``width_mult``, weights copied."""
+    if width_mult not in model.widths:
+        raise ValueError(f"width {width_mult} is not one of this network's widths {model.widths}")
+    plain = SlimResNet(
+        depth=model.depth, widths=[1.0], base_channels=model.conv1.out_channels,
+        in_channels=model.conv1.in_channels, cifar_stem=model.cifar_stem,
+        num_classes=model.fc.out_features if model.fc is not None else 0,
+        out_features=model.out_features or None, channel_multiplier=width_mult)
+    state = slice_state_dict(model.state_dict(), model.widths.index(width_mult), plain.state_dict())
+    plain.load_state_dict(state)
+    return plain.train(model.training)

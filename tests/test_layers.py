@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from slimdet.layers import (SlimConv2d, SlimLinear, SwitchableBatchNorm1d, SwitchableBatchNorm2d,
+                            SwitchableLinear, set_width, use_width)
+
+
+def test_slim_conv_uses_leading_slice():
+    conv = SlimConv2d(8, 16, 3, padding=1, bias=True)
+    x = torch.randn(2, 8, 5, 5)
+    set_width(conv, 0.5)
+    y = conv(x[:, :4])
+    ref = torch.nn.functional.conv2d(x[:, :4], conv.weight[:8, :4], conv.bias[:8], padding=1)
+    assert y.shape == (2, 8, 5, 5) and torch.allclose(y, ref)
+
+
+def test_fixed_input_and_output():
+    stem = SlimConv2d(3, 16, 3, slim_in=False)
+    set_width(stem, 0.25)
+    assert stem(torch.randn(1, 3, 8, 8)).shape[1] == 4
+    head = SlimLinear(32, 10, slim_out=False)
+    set_width(head, 0.25)
+    assert head(torch.randn(4, 8)).shape == (4, 10)
+
+
+def test_switchable_bn_keeps_separate_statistics():
+    bn = SwitchableBatchNorm2d(8, [1.0, 0.5])
+    with use_width(bn, 0.5):
+        bn(torch.randn(16, 4, 3, 3) + 5.0)
+    assert bn.bn[1].running_mean.mean() > 0.4
+    assert torch.all(bn.bn[0].running_mean == 0)
+    bn1d = SwitchableBatchNorm1d(8, [1.0, 0.5], slim=False)
+    with use_width(bn1d, 0.5):
+        assert bn1d(torch.randn(4, 8)).shape == (4, 8)
+
+
+def test_switchable_linear_has_one_classifier_per_width():
+    lin = SwitchableLinear(16, 3, [1.0, 0.5, 0.25])
+    assert [m.in_features for m in lin.linears] == [16, 8, 4]
+    with use_width(lin, 0.25):
+        assert lin(torch.randn(2, 4)).shape == (2, 3)
+
+
+def test_use_width_restores_and_rejects_unknown():
+    bn = SwitchableBatchNorm2d(8, [1.0, 0.5])
+    with use_width(bn, 0.5):
+        assert bn.width_mult == 0.5
+    assert bn.width_mult == 1.0
+    with pytest.raises(ValueError, match=r"0\.75.*\[1\.0, 0\.5\]"):
+        set_width(bn, 0.75)
