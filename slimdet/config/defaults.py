@@ -23,6 +23,8 @@ _C.MODEL.DEVICE = ""
 _C.MODEL.WEIGHTS = ""
 # Width multipliers of the slimmable network, full width first. [1.0] trains a plain network.
 _C.MODEL.WIDTHS = [1.0, 0.75, 0.5, 0.25]
+# Convert every BN to SyncBatchNorm when several processes train (MoCo v3, SimCLR recipes).
+_C.MODEL.SYNC_BN = False
 # Classes of a classification head (supervised training, linear probe, analyze_model).
 _C.MODEL.NUM_CLASSES = 1000
 
@@ -97,6 +99,9 @@ _C.DATASETS.TRAIN = "imagenet_train"
 _C.DATASETS.TEST = "imagenet_val"
 # Root folder of folder-style data sets (ImageNet: ROOT/train/<class>/*.JPEG, ROOT/val/...).
 _C.DATASETS.ROOT = "datasets/imagenet"
+# Storage format of imagenet_train / imagenet_val under ROOT: "folder" (ROOT/train/<class>/*),
+# "lmdb" (ROOT/train.lmdb, from datasets/prepare_lmdb.py) or "recordio" (ROOT/train.rec + .idx).
+_C.DATASETS.FORMAT = "folder"
 # Use only the first N images (stratified by class) of the training set; 0 = all.
 _C.DATASETS.TRAIN_SUBSET = 0
 _C.DATASETS.TEST_SUBSET = 0

@@ -1,0 +1,3 @@
+from .checkpointer import SlimCheckpointer
+
+__all__ = ["SlimCheckpointer"]

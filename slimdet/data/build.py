@@ -1,0 +1,145 @@
+"""``build_train_loader(cfg)`` / ``build_test_loader(cfg, name)``: one batch format for every
+data source.
+
+Training batches are dicts ``{"views": [FloatTensor(B, C, H, W), ...], "label": LongTensor(B),
+"index": LongTensor(B)}`` on the training device; test batches are ``{"image", "label"}``.
+In-memory data sets are augmented as whole batches on the device (``batch_transforms``);
+per-image data sets (folders, LMDB, RecordIO) go through a PyTorch DataLoader with the per-image
+recipes of ``transforms.py``; ``DATALOADER.BACKEND: dali`` uses the DALI pipelines.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterator, Optional
+
+import torch
+from detectron2.utils import comm
+
+from ..utils.registry import lookup
+from .batch_transforms import BATCH_AUGMENTATION_REGISTRY, eval_batch_transform
+from .catalog import get_dataset
+from .in_memory import InMemoryImageDataset
+from .samplers import IterationIndices, IterationSampler
+from . import fashion_mnist  # noqa: F401  (registers the embedded data set)
+
+
+def _seed_of(cfg) -> int:
+    return max(cfg.SEED, 0)
+
+
+def augmentation_generator(seed: int, iteration: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + iteration) * 64 + rank)
+
+
+class InMemoryTrainLoader:
+    """Iterates training batches of an in-memory data set from ``start_iter`` on, forever."""
+
+    def __init__(self, dataset: InMemoryImageDataset, augment, total_batch: int, seed: int,
+                 device: torch.device, start_iter: int = 0):
+        self.dataset, self.augment, self.seed, self.device = dataset, augment, seed, device
+        self.indices = IterationIndices(len(dataset), total_batch, seed, comm.get_rank(),
+                                        comm.get_world_size())
+        self.iters_per_epoch = self.indices.iters_per_epoch
+        self.start_iter = start_iter
+
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+        it = self.start_iter  # read when iteration begins, after a resume set it
+        while True:
+            idx = self.indices.batch(it)
+            images = self.dataset.images[idx].to(self.device, non_blocking=True)
+            g = augmentation_generator(self.seed, it, self.indices.rank)
+            views = self.augment(images, g)
+            yield {"views": views, "label": self.dataset.labels[idx].to(self.device),
+                   "index": idx}
+            it += 1
+
+
+class _SeededViews(torch.utils.data.Dataset):
+    """Per-image data set item -> augmented views, seeded by (seed, iteration, index)."""
+
+    def __init__(self, dataset, transform, seed: int):
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, iteration = key
+        image, label = self.dataset[index]
+        torch.manual_seed((self.seed * 1_000_003 + iteration) * 10_000_019 + index)
+        return {"views": self.transform(image), "label": label, "index": index}
+
+
+class PerImageTrainLoader:
+    """A PyTorch DataLoader over a per-image data set, moving batches to the device."""
+
+    def __init__(self, cfg, dataset, device: torch.device, start_iter: int = 0):
+        from .transforms import build_view_transform
+
+        self.cfg, self.device, self.start_iter = cfg, device, start_iter
+        self.indices = IterationIndices(len(dataset), cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
+                                        comm.get_rank(), comm.get_world_size())
+        self.iters_per_epoch = self.indices.iters_per_epoch
+        self.dataset = _SeededViews(dataset, build_view_transform(cfg, is_train=True), _seed_of(cfg))
+
+    def __iter__(self):
+        sampler = IterationSampler(self.indices, self.start_iter)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.indices.local_batch, sampler=sampler,
+            num_workers=self.cfg.DATALOADER.NUM_WORKERS, pin_memory=self.device.type == "cuda",
+            drop_last=True, persistent_workers=False)
+        for batch in loader:
+            batch["views"] = [v.to(self.device, non_blocking=True) for v in batch["views"]]
+            batch["label"] = batch["label"].to(self.device)
+            yield batch
+
+
+def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: int = 0):
+    """The training loader of ``cfg.DATASETS.TRAIN``; has ``iters_per_epoch`` and ``start_iter``."""
+    device = torch.device(device or "cpu")
+    if cfg.DATALOADER.BACKEND == "dali":
+        from .dali import build_dali_train_loader
+
+        return build_dali_train_loader(cfg)
+    dataset = get_dataset(cfg.DATASETS.TRAIN, cfg)
+    if isinstance(dataset, InMemoryImageDataset):
+        augment = lookup(BATCH_AUGMENTATION_REGISTRY, cfg.INPUT.AUGMENTATION, "INPUT.AUGMENTATION")(cfg)
+        return InMemoryTrainLoader(dataset, augment, cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
+                                   device, start_iter)
+    return PerImageTrainLoader(cfg, dataset, device, start_iter)
+
+
+def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,
+                      batch_size: int = 0):
+    """Deterministic batches ``{"image", "label"}`` of a whole data set (this rank's shard)."""
+    device = torch.device(device or "cpu")
+    batch_size = batch_size or cfg.TEST.IMS_PER_BATCH
+    dataset = get_dataset(dataset_name, cfg)
+    if isinstance(dataset, InMemoryImageDataset):
+        transform = eval_batch_transform(cfg)
+        g = torch.Generator().manual_seed(0)
+
+        def batches():
+            for s in range(0, len(dataset), batch_size):
+                images = dataset.images[s:s + batch_size].to(device)
+                yield {"image": transform(images, g)[0],
+                       "label": dataset.labels[s:s + batch_size].to(device)}
+        return batches()
+    from .transforms import build_view_transform
+
+    transform = build_view_transform(cfg, is_train=False)
+
+    class _Eval(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(dataset)
+
+        def __getitem__(self, i):
+            image, label = dataset[i]
+            return {"image": transform(image)[0], "label": label}
+
+    loader = torch.utils.data.DataLoader(_Eval(), batch_size=batch_size, shuffle=False,
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+    def moved():
+        for b in loader:
+            yield {"image": b["image"].to(device), "label": b["label"].to(device)}
+    return moved()

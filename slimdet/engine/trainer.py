@@ -1,0 +1,194 @@
+"""The training engine: Detectron2's ``SimpleTrainer`` whose step is the SlimCLR width loop.
+
+One class serves pre-training, supervised slimmable training and the linear probe (they differ
+only in the method of ``cfg.MODEL.METHOD``). Mixed precision is fp16 + GradScaler on CUDA and
+bf16 autocast on the CPU; DDP wraps the method when several processes run.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import weakref
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from detectron2.engine import SimpleTrainer, create_ddp_model, hooks
+from detectron2.utils import comm
+from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
+                                     get_event_storage)
+
+from ..checkpoint import SlimCheckpointer
+from ..data import build_train_loader
+from ..evaluation import build_evaluators
+from ..modeling import build_model
+from ..modeling.slim import WidthLoop
+from ..solver import build_lr_scheduler, build_optimizer
+from .hooks import (EpochCounterHook, MomentumScheduleHook, QueuePrefillHook,
+                    WidthScheduleHook)
+
+logger = logging.getLogger("slimdet")
+
+
+def resolve_device(cfg) -> torch.device:
+    name = cfg.MODEL.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device(name)
+
+
+class SlimTrainer(SimpleTrainer):
+    """Build everything from ``cfg``; ``resume_or_load()`` then ``train()``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.device = resolve_device(cfg)
+        method = build_model(cfg).to(self.device)
+        if comm.get_world_size() > 1 and cfg.MODEL.SYNC_BN:
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        optimizer = build_optimizer(cfg, method)
+        data_loader = build_train_loader(cfg, self.device)
+        # Each width uses its own BNs, so every step leaves some parameters unused.
+        model = create_ddp_model(method, broadcast_buffers=False, find_unused_parameters=True)
+        super().__init__(model, data_loader, optimizer)
+        self.method = method
+        self.width_loop = WidthLoop.from_config(cfg)
+        self.iters_per_epoch = data_loader.iters_per_epoch
+        self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
+        self.scheduler = build_lr_scheduler(cfg, optimizer, self.max_iter, self.iters_per_epoch)
+        self.amp = cfg.SOLVER.AMP.ENABLED
+        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda" else None
+        self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.register_hooks(self.build_hooks())
+
+    # ----------------------------------------------------------------------------- set-up
+    def build_hooks(self) -> List:
+        cfg = self.cfg
+        period = cfg.SOLVER.CHECKPOINT_PERIOD or self.iters_per_epoch
+        ret = [
+            hooks.IterationTimer(),
+            EpochCounterHook(self.iters_per_epoch),
+            hooks.LRScheduler(self.optimizer, self.scheduler),
+            WidthScheduleHook(self.width_loop, cfg.MODEL.SLIM.SLOW_START_EPOCH, self.iters_per_epoch),
+        ]
+        if hasattr(self.method, "base_momentum"):
+            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.max_iter))
+        if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
+            ret.append(QueuePrefillHook(self.method, self.data_loader))
+        ret += self.extra_hooks()
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, period,
+                                                  max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
+        if cfg.TEST.EVALUATORS:
+            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+        return ret
+
+    def extra_hooks(self) -> List:
+        """Hooks added by other subsystems (gradient diagnostics, trajectories ...)."""
+        return []
+
+    def build_writers(self) -> List:
+        out = self.cfg.OUTPUT_DIR
+        return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "metrics.json")),
+                TensorboardXWriter(out)]
+
+    def _evaluate(self) -> Dict[str, float]:
+        self._last_eval_results = self.test(self.cfg, self.method)
+        return self._last_eval_results
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """``resume``: continue from OUTPUT_DIR/last_checkpoint if there is one; otherwise load
+        MODEL.WEIGHTS (if set) and start at iteration 0."""
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            self.start_iter = self.iter + 1
+        self.data_loader.start_iter = self.start_iter
+
+    def train(self):
+        super().train(self.start_iter, self.max_iter)
+        return getattr(self, "_last_eval_results", {})
+
+    # ----------------------------------------------------------------------------- the step
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
+
+    def run_step(self) -> None:
+        assert self.model.training, "[SlimTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self.width_loop.run(self.model, data, self._backward, self._autocast, self.iter)
+        self._write_step_metrics(logs, data_time)
+        if self.grad_scaler is not None:
+            if self.cfg.SOLVER.CLIP_GRAD_NORM > 0:
+                self.grad_scaler.unscale_(self.optimizer)
+            self._clip()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self._clip()
+            self.optimizer.step()
+
+    def _clip(self) -> None:
+        if self.cfg.SOLVER.CLIP_GRAD_NORM > 0:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.SOLVER.CLIP_GRAD_NORM)
+
+    @staticmethod
+    def _write_step_metrics(logs: Dict[str, float], data_time: float) -> None:
+        logs = dict(logs, data_time=data_time)
+        all_logs = comm.gather(logs)
+        if comm.is_main_process():
+            storage = get_event_storage()
+            storage.put_scalar("data_time", max(x.pop("data_time") for x in all_logs))
+            storage.put_scalars(**{k: float(np.mean([x[k] for x in all_logs])) for k in all_logs[0]})
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+    # ----------------------------------------------------------------------------- evaluation
+    @classmethod
+    def test(cls, cfg, method, evaluators: Optional[List] = None) -> Dict[str, float]:
+        """Run the evaluators of ``cfg.TEST.EVALUATORS`` on ``method``; flat metric dict."""
+        results: Dict[str, float] = {}
+        for evaluator in evaluators if evaluators is not None else build_evaluators(cfg):
+            results.update(evaluator.evaluate(method))
+        if comm.is_main_process() and results:
+            logger.info("Evaluation results:\n%s", format_results(results))
+        return results
+
+
+def format_results(results: Dict[str, float]) -> str:
+    """One row per width, one column per metric ("knn_top1/w0.5" -> row 0.5, column knn_top1)."""
+    from tabulate import tabulate
+
+    rows: Dict[str, Dict[str, float]] = {}
+    for key, value in results.items():
+        metric, _, width = key.rpartition("/w")
+        if not metric:
+            metric, width = key, "-"
+        rows.setdefault(width, {})[metric] = value
+    metrics = sorted({m for r in rows.values() for m in r})
+    table = [[w] + [f"{r[m]:.2f}" if m in r else "" for m in metrics]
+             for w, r in sorted(rows.items(), key=lambda kv: -float(kv[0]) if kv[0] != "-" else 0)]
+    return tabulate(table, headers=["width"] + metrics, tablefmt="pipe")

@@ -1,0 +1,82 @@
+"""Weighted k-nearest-neighbour accuracy of every width (Wu et al. 2018's protocol).
+
+The training set (no augmentation) is the memory bank; each test image votes with its k most
+cosine-similar bank images, weighted by exp(similarity / T). Cheap, no training, and a good
+proxy for linear-probe accuracy, so it also runs periodically during pre-training.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.utils import comm
+
+from ..data import build_test_loader
+from ..layers import use_width
+from .build import EVALUATOR_REGISTRY
+
+
+@torch.no_grad()
+def extract_features(backbone: torch.nn.Module, batches, device) -> tuple:
+    feats: List[torch.Tensor] = []
+    labels: List[torch.Tensor] = []
+    for b in batches:
+        feats.append(F.normalize(backbone(b["image"].to(device)).float(), dim=1))
+        labels.append(b["label"].to(device))
+    return torch.cat(feats), torch.cat(labels)
+
+
+@torch.no_grad()
+def knn_predict(test_feats: torch.Tensor, bank_feats: torch.Tensor, bank_labels: torch.Tensor,
+                num_classes: int, k: int = 200, temperature: float = 0.1,
+                chunk: int = 1024) -> torch.Tensor:
+    """Class scores [N_test, num_classes] of weighted kNN on normalised features."""
+    k = min(k, bank_feats.shape[0])
+    out = []
+    for s in range(0, test_feats.shape[0], chunk):
+        sim = test_feats[s:s + chunk] @ bank_feats.T
+        top_sim, top_idx = sim.topk(k, dim=1)
+        weights = (top_sim / temperature).exp()
+        votes = torch.zeros(sim.shape[0], num_classes, device=sim.device)
+        votes.scatter_add_(1, bank_labels[top_idx], weights)
+        out.append(votes)
+    return torch.cat(out)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict[int, float]:
+    top = scores.topk(max(ks), dim=1).indices
+    hit = top == labels.view(-1, 1)
+    return {k: 100.0 * hit[:, :k].any(1).float().mean().item() for k in ks}
+
+
+@EVALUATOR_REGISTRY.register()
+class KNNEvaluator:
+    """``knn_top1/w<width>`` for every width of the method's backbone (main process result)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.k, self.t = cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE
+
+    def evaluate(self, method) -> Dict[str, float]:
+        backbone = getattr(method, "backbone", method)
+        device = next(backbone.parameters()).device
+        was_training = backbone.training
+        backbone.eval()
+        results = {}
+        try:
+            if comm.is_main_process():
+                for w in backbone.widths:
+                    with use_width(backbone, w):
+                        bank, bank_y = extract_features(
+                            backbone, build_test_loader(self.cfg, self.cfg.DATASETS.TRAIN, device), device)
+                        test, test_y = extract_features(
+                            backbone, build_test_loader(self.cfg, self.cfg.DATASETS.TEST, device), device)
+                    num_classes = int(max(bank_y.max(), test_y.max())) + 1
+                    scores = knn_predict(test, bank, bank_y, num_classes, self.k, self.t)
+                    acc = topk_accuracy(scores, test_y, ks=(1, min(5, num_classes)))
+                    results[f"knn_top1/w{w:g}"] = acc[1]
+        finally:
+            backbone.train(was_training)
+        comm.synchronize()
+        return results

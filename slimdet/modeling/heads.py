@@ -1,0 +1,33 @@
+"""Projection / prediction MLPs whose input (and hidden layers) follow the active width while
+the output embedding keeps the same size at every width (SPEC §1)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from ..layers import SlimLinear, SwitchableBatchNorm1d
+
+
+def slim_mlp(in_dim: int, hidden_dim: int, out_dim: int, widths: Sequence[float],
+             num_layers: int = 2, hidden_bn: bool = True, last_bn: bool = False,
+             last_bn_affine: bool = True, slim_input: bool = True) -> nn.Sequential:
+    """``num_layers`` linear layers; hidden ones are followed by (switchable BN and) ReLU.
+
+    Linear layers followed by BN have no bias. ``slim_input=False`` for a predictor whose input
+    is a fixed-size embedding. The hidden width is slimmed with the network.
+    """
+    layers = []
+    dim = in_dim
+    for i in range(num_layers - 1):
+        layers.append(SlimLinear(dim, hidden_dim, bias=not hidden_bn,
+                                 slim_in=slim_input if i == 0 else True))
+        if hidden_bn:
+            layers.append(SwitchableBatchNorm1d(hidden_dim, widths))
+        layers.append(nn.ReLU(inplace=True))
+        dim = hidden_dim
+    layers.append(SlimLinear(dim, out_dim, bias=not last_bn, slim_out=False,
+                             slim_in=slim_input if num_layers == 1 else True))
+    if last_bn:
+        layers.append(SwitchableBatchNorm1d(out_dim, widths, slim=False, affine=last_bn_affine))
+    return nn.Sequential(*layers)

@@ -1,0 +1,115 @@
+"""The SlimCLR width loop: the one place where all widths of one training step are run.
+
+Every step: the method prepares its targets (e.g. keys of the full-width momentum encoder);
+then each active width, full width first, runs forward on the same inputs, computes its task
+loss, and — for sub-widths — the distillation loss towards the full width's detached logits;
+its weighted loss is back-propagated at once. Gradients accumulate over widths, so the result is
+the gradient of the summed loss while the peak memory is that of a single width's graph. Under
+DDP every backward but the last runs in ``no_sync()``: one all-reduce per step.
+
+Methods (``slimdet/modeling/ssl``) only turn one width's outputs into a task loss and the logits
+to distil (:class:`TaskOutput`); pre-training, supervised slimmable training and the linear probe
+all use this loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ...layers import set_width
+from .distill import multi_distillation_loss
+from .weights import loss_weights
+
+
+@dataclass
+class TaskOutput:
+    """What a method returns for one width."""
+    loss: torch.Tensor                      # the width's own loss (contrastive, CE, ...)
+    distill_logits: List[torch.Tensor]      # logits the distillation compares across widths
+    metrics: Dict[str, float] = field(default_factory=dict)  # extra scalars to log
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class WidthLoop:
+    """Runs the active widths of one step with their loss weights.
+
+    ``set_active`` is called by :class:`slimdet.engine.hooks.WidthScheduleHook` (slow start).
+    """
+
+    def __init__(self, widths: Sequence[float], weighting: str = "size", distill: bool = True,
+                 distill_temperature: float = 5.0, distill_weight: float = 0.5):
+        self.all_widths = [float(w) for w in widths]
+        self.weighting = weighting
+        self.distill = distill
+        self.tau = distill_temperature
+        self.alpha = distill_weight
+        self.set_active(self.all_widths)
+
+    @classmethod
+    def from_config(cls, cfg) -> "WidthLoop":
+        s = cfg.MODEL.SLIM
+        return cls(cfg.MODEL.WIDTHS, s.LOSS_WEIGHTING, s.DISTILL, s.DISTILL_TEMPERATURE,
+                   s.DISTILL_WEIGHT)
+
+    def set_active(self, widths: Sequence[float], weights: Optional[Sequence[float]] = None) -> None:
+        widths = [float(w) for w in widths]
+        unknown = [w for w in widths if w not in self.all_widths]
+        if unknown or widths[0] != self.all_widths[0]:
+            raise ValueError(f"active widths {widths} must start with the full width and be "
+                             f"among {self.all_widths}")
+        self.widths = widths
+        # A single width trains alone with weight 1 (slow start / plain training).
+        self.weights = list(weights) if weights is not None else (
+            loss_weights(widths, self.weighting) if len(widths) > 1 else [1.0])
+
+    def run(self, model: nn.Module, data, backward: Callable[[torch.Tensor], None],
+            autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+            iteration: int = -1) -> Dict[str, float]:
+        """One step's forward/backward over the active widths; returns the losses to log."""
+        method = unwrap(model)
+        logs: Dict[str, float] = {}
+        with torch.no_grad(), autocast():
+            ctx = method.prepare(data)
+        teacher: List[torch.Tensor] = []
+        total = 0.0
+        for i, (w, weight) in enumerate(zip(self.widths, self.weights)):
+            set_width(method, w)
+            last = i == len(self.widths) - 1
+            sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last \
+                else contextlib.nullcontext()
+            with sync:
+                with autocast():
+                    out = model(data)
+                    task = method.task_loss(out, ctx, is_full=(i == 0))
+                terms = {"task": task.loss}
+                if i == 0:
+                    teacher = [z.detach() for z in task.distill_logits]
+                    loss = weight * task.loss
+                elif self.distill:
+                    terms["distill"] = multi_distillation_loss(task.distill_logits, teacher, self.tau)
+                    loss = weight * ((1 - self.alpha) * task.loss + self.alpha * terms["distill"])
+                else:
+                    loss = weight * task.loss
+                for name, value in terms.items():
+                    v = float(value.detach())
+                    if not math.isfinite(v):
+                        raise FloatingPointError(
+                            f"loss became {v} at iteration {iteration}, width {w}, term {name!r}")
+                    logs[f"loss_{name}/w{w:g}"] = v
+                for name, value in task.metrics.items():
+                    logs[f"{name}/w{w:g}"] = value
+                backward(loss)
+                total += float(loss.detach())
+        set_width(method, self.all_widths[0])
+        method.on_step_end(ctx)
+        logs["total_loss"] = total
+        return logs

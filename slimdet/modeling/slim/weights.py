@@ -1,0 +1,24 @@
+"""Loss weights per width (SPEC §3, "loss re-weighting by model size")."""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+
+def loss_weights(widths: Sequence[float], scheme: str = "size") -> List[float]:
+    """Weights of each width's loss term, full width first.
+
+    - ``size`` (SlimCLR): full = 1 + sum of the sub-widths' multipliers, each sub-width 1
+      (2.5 / 1 / 1 / 1 for [1.0, 0.75, 0.5, 0.25]) — the full network's gradient dominates.
+    - ``uniform``: all 1 (the naive slimmable baseline).
+    - ``proportional``: w / sum(w).
+    """
+    widths = list(widths)
+    if scheme == "size":
+        return [1.0 + sum(widths[1:])] + [1.0] * (len(widths) - 1)
+    if scheme == "uniform":
+        return [1.0] * len(widths)
+    if scheme == "proportional":
+        total = sum(widths)
+        return [w / total for w in widths]
+    raise ValueError(f"MODEL.SLIM.LOSS_WEIGHTING: unknown scheme {scheme!r} "
+                     "(choose size, uniform or proportional)")

@@ -1,0 +1,74 @@
+"""What every training method provides to the width loop and the engine."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+import torch
+import torch.distributed as dist
+from detectron2.utils import comm
+from torch import nn
+
+from ..slim import TaskOutput
+
+
+class SSLMethod(nn.Module):
+    """A method turns a batch into one width's outputs and loss.
+
+    - ``prepare(data)``: once per step, under ``no_grad`` at full width (targets, momentum keys).
+    - ``forward(data)``: the student at the active width (called through DDP).
+    - ``task_loss(outputs, ctx, is_full)``: :class:`TaskOutput` of that width.
+    - ``on_step_end(ctx)``: after all widths (enqueue keys ...).
+    - ``backbone``: the slimmable encoder that evaluation, export and transfer use.
+    """
+
+    backbone: nn.Module
+
+    @property
+    def widths(self):
+        return self.backbone.widths
+
+    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        return {}
+
+    def task_loss(self, outputs, ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
+        raise NotImplementedError
+
+    def on_step_end(self, ctx: Dict[str, Any]) -> None:
+        pass
+
+
+def momentum_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy that follows ``module`` by EMA (MoCo's key encoder)."""
+    twin = copy.deepcopy(module)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
+    """target = m * target + (1 - m) * source, over parameters (buffers are the target's own)."""
+    t_params = [p for p in target.parameters()]
+    s_params = [p.detach() for p in source.parameters()]
+    torch._foreach_mul_(t_params, momentum)
+    torch._foreach_add_(t_params, s_params, alpha=1 - momentum)
+
+
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' ``x`` concatenated in rank order (no gradient)."""
+    if comm.get_world_size() == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(comm.get_world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out)
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' ``x`` concatenated; gradients flow back to every rank's share (SimCLR)."""
+    if comm.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()))

@@ -1,0 +1,65 @@
+"""MoCo v3 for ResNets (SPEC §3): projector 2048-4096(BN,ReLU)-256(BN, no affine), predictor
+256-4096(BN,ReLU)-256, symmetric contrastive loss against all-gathered momentum keys, T=1.0,
+each direction scaled by 2T; the momentum follows a half-cosine from MOMENTUM to 1
+(``MomentumScheduleHook``).
+
+Slimmable: keys from the momentum encoder at full width; distillation on logits / T.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.utils import comm
+
+from ...layers import use_width
+from ..backbone import build_backbone
+from ..heads import slim_mlp
+from ..slim import TaskOutput
+from .base import SSLMethod, concat_all_gather, ema_update, momentum_copy
+from .build import SSL_REGISTRY
+
+
+def moco_v3_contrastive(q: torch.Tensor, k_all: torch.Tensor, temperature: float):
+    """(loss, logits): CE of normalised ``q`` against all gathered keys, positives on this
+    rank's diagonal block, times 2T."""
+    q = F.normalize(q.float(), dim=1)
+    logits = q @ F.normalize(k_all.float(), dim=1).T / temperature
+    n = q.shape[0]
+    labels = torch.arange(n, device=q.device) + n * comm.get_rank()
+    return F.cross_entropy(logits, labels) * (2 * temperature), logits
+
+
+@SSL_REGISTRY.register()
+class MoCoV3(SSLMethod):
+    def __init__(self, cfg):
+        super().__init__()
+        m, widths = cfg.MODEL.MOCOV3, cfg.MODEL.WIDTHS
+        self.backbone = build_backbone(cfg)
+        self.projector = slim_mlp(self.backbone.num_features, m.HIDDEN_DIM, m.DIM, widths,
+                                  num_layers=2, hidden_bn=True, last_bn=True, last_bn_affine=False)
+        self.predictor = slim_mlp(m.DIM, m.HIDDEN_DIM, m.DIM, widths, num_layers=2, hidden_bn=True,
+                                  last_bn=False, slim_input=False)
+        self.backbone_k = momentum_copy(self.backbone)
+        self.projector_k = momentum_copy(self.projector)
+        self.base_momentum = m.MOMENTUM
+        self.momentum = m.MOMENTUM  # set every step by MomentumScheduleHook
+        self.temperature = m.TEMPERATURE
+
+    @torch.no_grad()
+    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        ema_update(self.backbone_k, self.backbone, self.momentum)
+        ema_update(self.projector_k, self.projector, self.momentum)
+        with use_width(self, 1.0):
+            keys = [concat_all_gather(self.projector_k(self.backbone_k(v))) for v in data["views"][:2]]
+        return {"keys": keys}
+
+    def forward(self, data: Dict[str, Any]) -> List[torch.Tensor]:
+        return [self.predictor(self.projector(self.backbone(v))) for v in data["views"][:2]]
+
+    def task_loss(self, qs: List[torch.Tensor], ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
+        k1, k2 = ctx["keys"]
+        loss1, logits1 = moco_v3_contrastive(qs[0], k2, self.temperature)
+        loss2, logits2 = moco_v3_contrastive(qs[1], k1, self.temperature)
+        return TaskOutput(loss1 + loss2, [logits1, logits2])
