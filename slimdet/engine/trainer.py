@@ -90,7 +90,14 @@ class SlimTrainer(SimpleTrainer):
 
     def extra_hooks(self) -> List:
         """Hooks added by other subsystems (gradient diagnostics, trajectories ...)."""
-        return []
+        from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
+
+        ret: List = []
+        if self.cfg.ANALYSIS.GRAD_PERIOD > 0:
+            ret.append(GradientDiagnosticsHook(self.cfg.ANALYSIS.GRAD_PERIOD))
+        if self.cfg.ANALYSIS.TRAJECTORY_PERIOD > 0:
+            ret.append(TrajectoryHook(self.cfg.ANALYSIS.TRAJECTORY_PERIOD, self.cfg.OUTPUT_DIR))
+        return ret
 
     def build_writers(self) -> List:
         out = self.cfg.OUTPUT_DIR
@@ -153,7 +160,10 @@ class SlimTrainer(SimpleTrainer):
         if comm.is_main_process():
             storage = get_event_storage()
             storage.put_scalar("data_time", max(x.pop("data_time") for x in all_logs))
-            storage.put_scalars(**{k: float(np.mean([x[k] for x in all_logs])) for k in all_logs[0]})
+            # Raw per-step values in metrics.json / TensorBoard (the console printer smooths on
+            # its own): curves and resumed runs compare step by step.
+            storage.put_scalars(smoothing_hint=False,
+                                **{k: float(np.mean([x[k] for x in all_logs])) for k in all_logs[0]})
 
     def state_dict(self):
         ret = super().state_dict()
