@@ -5,7 +5,7 @@
         [--num-machines N --machine-rank R --dist-url tcp://HOST:PORT] [--resume] [--eval-only]
         [KEY VALUE ...]
 """
-from slimdet.engine import default_argument_parser, launch, setup
+from slimdet.engine import default_argument_parser, launch_cli, setup
 from slimdet.engine.trainer import SlimTrainer
 
 
@@ -20,6 +20,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    launch_cli(main, default_argument_parser().parse_args())

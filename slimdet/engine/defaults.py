@@ -66,12 +66,27 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
     torch.backends.cudnn.benchmark = True
 
 
+# Errors a user fixes by changing a path or a config value: one line, no traceback.
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError)
+
+
+def launch_cli(main, args: argparse.Namespace) -> None:
+    """``launch(main, ...)`` from Detectron2-style ``args``; user errors exit with one line."""
+    from .launch import launch
+
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def setup(args: argparse.Namespace) -> CfgNode:
     """Build the config from ``args`` (exits with one clear line on a config error)."""
     try:
         cfg = load_cfg(args.config_file, args.opts)
     except ConfigError as e:
-        logging.getLogger("slimdet").error("%s", e)
         raise SystemExit(f"config error: {e}")
     cfg.freeze()
     default_setup(cfg, args)

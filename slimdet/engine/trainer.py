@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from detectron2.engine import SimpleTrainer, create_ddp_model, hooks
+from detectron2.engine import SimpleTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
@@ -39,6 +39,19 @@ def resolve_device(cfg) -> torch.device:
     return torch.device(name)
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """DDP when several processes run (CPU/gloo or one GPU per process), else the model.
+
+    Each width uses its own BNs, so every step leaves some parameters unused; buffers are not
+    broadcast (per-process BN statistics, as MoCo's per-GPU BN)."""
+    if comm.get_world_size() == 1:
+        return model
+    kwargs = dict(broadcast_buffers=False, find_unused_parameters=True)
+    if device.type == "cuda":
+        kwargs["device_ids"] = [device.index]
+    return torch.nn.parallel.DistributedDataParallel(model, **kwargs)
+
+
 class SlimTrainer(SimpleTrainer):
     """Build everything from ``cfg``; ``resume_or_load()`` then ``train()``."""
 
@@ -51,7 +64,7 @@ class SlimTrainer(SimpleTrainer):
         optimizer = build_optimizer(cfg, method)
         data_loader = build_train_loader(cfg, self.device)
         # Each width uses its own BNs, so every step leaves some parameters unused.
-        model = create_ddp_model(method, broadcast_buffers=False, find_unused_parameters=True)
+        model = wrap_ddp(method, self.device)
         super().__init__(model, data_loader, optimizer)
         self.method = method
         self.width_loop = WidthLoop.from_config(cfg)
