@@ -1,0 +1,130 @@
+"""Shared behaviour of the on-disk image data sets: decoding and the bad-image policy.
+
+Every format (folders, LMDB, RecordIO) stores *encoded* images. A subclass only says how to read
+the raw bytes of item ``i`` (``read_encoded``); decoding, the ``DATALOADER.ON_BAD_IMAGE`` policy
+and subsetting live here, so the three formats behave identically and the DALI pipelines can
+read the very same bytes without decoding them in Python.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ...config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+BAD_IMAGE_POLICIES = ("skip", "error")
+
+
+class BadImageError(RuntimeError):
+    """An image could not be decoded; the message names the file (or record)."""
+
+
+def check_bad_image_policy(policy: str) -> str:
+    if policy not in BAD_IMAGE_POLICIES:
+        raise ConfigError(f"DATALOADER.ON_BAD_IMAGE must be one of {BAD_IMAGE_POLICIES}, "
+                          f"got {policy!r}")
+    return policy
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode encoded bytes to an RGB PIL image, or raise ``BadImageError`` naming ``name``.
+
+    ``Image.open`` only parses the header, so ``load()`` is forced here: a truncated JPEG must
+    fail inside the data set (where the policy applies), not later inside an augmentation op.
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+        return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(f"cannot decode image {name}: {e}") from e
+
+
+class EncodedImageDataset(Dataset):
+    """Map-style data set of encoded images; items are ``(PIL.Image RGB, int label)``.
+
+    Subclasses implement ``_num_records()`` and ``_read_record(j) -> (bytes, label, name)`` for
+    the underlying storage; ``select(indices)`` gives a view of a subset without copying data.
+
+    Bad images (``on_bad_image``):
+      * ``"skip"``: log a warning naming the file, count it in ``bad_images`` and return the next
+        decodable item instead, so a DataLoader's default collate never sees a hole. Counts are
+        per process (each loader worker keeps its own list); the warnings are the global record.
+      * ``"error"``: raise ``BadImageError`` naming the file.
+    """
+
+    def __init__(self, on_bad_image: str = "skip"):
+        self.on_bad_image = check_bad_image_policy(on_bad_image)
+        self.bad_images: List[str] = []
+        self._indices: Optional[List[int]] = None
+
+    # -- storage interface -------------------------------------------------------------------
+    def _num_records(self) -> int:
+        raise NotImplementedError
+
+    def _read_record(self, j: int) -> Tuple[bytes, int, str]:
+        raise NotImplementedError
+
+    def record_labels(self) -> Optional[List[int]]:
+        """Labels of all records in storage order, when the format knows them cheaply."""
+        return None
+
+    # -- public API ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._indices) if self._indices is not None else self._num_records()
+
+    def _record_index(self, i: int) -> int:
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} images")
+        return self._indices[i] if self._indices is not None else i
+
+    def read_encoded(self, i: int) -> Tuple[bytes, int, str]:
+        """``(encoded bytes, label, name)`` of item ``i``, undecoded (used by LMDB/RecordIO
+        writers and the DALI pipelines)."""
+        return self._read_record(self._record_index(i))
+
+    @property
+    def labels(self) -> Optional[List[int]]:
+        labels = self.record_labels()
+        if labels is None or self._indices is None:
+            return labels
+        return [labels[j] for j in self._indices]
+
+    def select(self, indices: Sequence[int]) -> "EncodedImageDataset":
+        """A view of items ``indices`` (of this data set) sharing the storage."""
+        view = copy.copy(self)
+        view._indices = [self._record_index(int(i)) for i in indices]
+        view.bad_images = []
+        return view
+
+    def stratified_subset(self, n: int) -> "EncodedImageDataset":
+        """The first ``n // num_classes`` items of every class (``DATASETS.*_SUBSET``)."""
+        from ..in_memory import stratified_subset
+
+        labels = self.labels
+        if labels is None:
+            raise ConfigError(f"{type(self).__name__} does not know its labels without reading "
+                              "every record, so DATASETS.TRAIN_SUBSET/TEST_SUBSET cannot be used")
+        return self.select(stratified_subset(torch.tensor(labels), n).tolist())
+
+    def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
+        n = len(self)
+        for step in range(n):
+            data, label, name = self.read_encoded((i + step) % n)
+            try:
+                return decode_image(data, name), int(label)
+            except BadImageError as e:
+                if self.on_bad_image == "error":
+                    raise
+                self.bad_images.append(name)
+                logger.warning("skipping unreadable image %s (%d skipped so far in this "
+                               "process): %s", name, len(self.bad_images), e.__cause__)
+        raise BadImageError(f"none of the {n} images of {self!r} can be decoded")

@@ -1,0 +1,163 @@
+"""Image folders and LMDB: equality of decoded pixels, worker safety, bad images, config switch."""
+import hashlib
+import importlib.util
+import logging
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from image_helpers import make_folder
+from slimdet.config import ConfigError, get_cfg
+from slimdet.data.catalog import get_dataset
+from slimdet.data.datasets import BadImageError, FolderDataset, LMDBDataset, write_lmdb
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _prepare_lmdb_main():
+    spec = importlib.util.spec_from_file_location("prepare_lmdb", REPO / "datasets" / "prepare_lmdb.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def _digest(img) -> str:
+    return hashlib.sha1(np.asarray(img).tobytes()).hexdigest()
+
+
+def _hash_collate(batch):
+    return [(_digest(img), label) for img, label in batch]
+
+
+def test_folder_classes_and_labels(image_folder):
+    ds = FolderDataset(image_folder)
+    assert ds.classes == ["cat", "dog", "eel"]
+    assert len(ds) == 18
+    assert ds.labels == [0] * 6 + [1] * 6 + [2] * 6
+    img, label = ds[7]
+    assert img.mode == "RGB" and label == 1
+    assert ds.samples[7][0].startswith("dog/")
+
+
+def test_missing_and_empty_folders_name_the_path(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        FolderDataset(missing)
+    empty = tmp_path / "empty"
+    (empty / "cls").mkdir(parents=True)
+    (empty / "cls" / "readme.txt").write_text("not an image")
+    with pytest.raises(FileNotFoundError, match=str(empty)):
+        FolderDataset(str(empty))
+
+
+def test_folder_to_lmdb_is_pixel_equal_and_resumable(image_folder, tmp_path):
+    out = str(tmp_path / "train.lmdb")
+    main = _prepare_lmdb_main()
+    # An interrupted conversion: 7 of 18 images, committed 3 at a time.
+    assert main([image_folder, out, "--commit-every", "3", "--max-new", "7", "--no-progress"]) == 0
+    with pytest.raises(RuntimeError, match="incomplete"):
+        LMDBDataset(out)
+    assert main([image_folder, out, "--commit-every", "3", "--no-progress"]) == 0
+
+    folder, lmdb_ds = FolderDataset(image_folder), LMDBDataset(out)
+    assert len(lmdb_ds) == len(folder) and lmdb_ds.classes == folder.classes
+    assert lmdb_ds.labels == folder.labels
+    for i in range(len(folder)):
+        (a, la), (b, lb) = folder[i], lmdb_ds[i]
+        assert la == lb
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A different source list must not be appended to an existing LMDB.
+    lmdb_ds.close()
+    other = FolderDataset(make_folder(str(tmp_path / "other"), ["ant", "bee"], 2, seed=1))
+    with pytest.raises(RuntimeError, match="different image list"):
+        write_lmdb(other, out, progress=False)
+
+
+def test_lmdb_num_workers_two_yields_each_sample_once(image_folder, tmp_path):
+    out = str(tmp_path / "train.lmdb")
+    write_lmdb(FolderDataset(image_folder), out, commit_every=4, progress=False)
+    ds = LMDBDataset(out)
+    assert ds._env is None  # nothing opened by __init__ ...
+    expected = sorted(_hash_collate([ds[i] for i in range(len(ds))]))
+    assert ds._env is not None  # ... but now the main process has one: workers must not reuse it
+    assert len({h for h, _ in expected}) == len(ds)  # all images distinct
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=_hash_collate)
+    for _ in range(2):  # two epochs, fresh workers each
+        got = sorted(x for batch in loader for x in batch)
+        assert got == expected
+
+
+def _truncate_one(folder: str) -> str:
+    bad = os.path.join(folder, "dog", sorted(os.listdir(os.path.join(folder, "dog")))[2])
+    data = pathlib.Path(bad).read_bytes()
+    pathlib.Path(bad).write_bytes(data[: len(data) // 2])
+    return bad
+
+
+def test_truncated_jpeg_skipped_counted_and_named(image_folder, caplog):
+    bad = _truncate_one(image_folder)
+    ds = FolderDataset(image_folder, on_bad_image="skip")
+    bad_index = [os.path.join(image_folder, s) for s, _ in ds.samples].index(bad)
+    with caplog.at_level(logging.WARNING):
+        loader = torch.utils.data.DataLoader(ds, batch_size=5, num_workers=0,
+                                             collate_fn=_hash_collate)
+        items = [x for batch in loader for x in batch]
+    assert len(items) == len(ds)  # iteration went on; the hole was filled by the next image
+    assert ds.bad_images == [bad]
+    assert bad in caplog.text
+    # The substitute is the next image in order, with its own label.
+    assert items[bad_index] == items[bad_index + 1]
+
+    strict = FolderDataset(image_folder, on_bad_image="error")
+    with pytest.raises(BadImageError, match=os.path.basename(bad)):
+        strict[bad_index]
+
+
+def test_bad_policy_value_is_a_config_error(image_folder):
+    with pytest.raises(ConfigError, match="ON_BAD_IMAGE.*'ignore'"):
+        FolderDataset(image_folder, on_bad_image="ignore")
+
+
+def test_config_switches_format_only(image_folder):
+    from slimdet.data.datasets import write_recordio
+
+    root = os.path.dirname(image_folder)
+    write_lmdb(FolderDataset(image_folder), os.path.join(root, "train.lmdb"), progress=False)
+    write_recordio(FolderDataset(image_folder), os.path.join(root, "train.rec"),
+                   os.path.join(root, "train.idx"))
+    cfg = get_cfg()
+    cfg.DATASETS.ROOT = root
+    decoded = {}
+    for fmt in ("folder", "lmdb", "recordio"):
+        cfg.DATASETS.FORMAT = fmt
+        ds = get_dataset("imagenet_train", cfg)
+        decoded[fmt] = [(_digest(img), label) for img, label in (ds[i] for i in range(len(ds)))]
+    assert decoded["folder"] == decoded["lmdb"] == decoded["recordio"]
+
+    cfg.DATASETS.FORMAT = "lmdb"
+    cfg.DATASETS.TRAIN_SUBSET = 6  # stratified: 2 per class
+    assert get_dataset("imagenet_train", cfg).labels == [0, 0, 1, 1, 2, 2]
+    cfg.DATASETS.FORMAT = "tfrecord"
+    with pytest.raises(ConfigError, match="DATASETS.FORMAT.*tfrecord"):
+        get_dataset("imagenet_train", cfg)
+
+
+def test_train_loader_over_lmdb_with_two_workers(image_folder):
+    from slimdet.data.build import build_train_loader
+
+    root = os.path.dirname(image_folder)
+    write_lmdb(FolderDataset(image_folder), os.path.join(root, "train.lmdb"), progress=False)
+    cfg = get_cfg()
+    cfg.DATASETS.ROOT, cfg.DATASETS.FORMAT, cfg.DATASETS.TRAIN = root, "lmdb", "imagenet_train"
+    cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH = 2, 6
+    cfg.INPUT.AUGMENTATION, cfg.INPUT.CROP_SIZE = "MoCoV2", 32
+    loader = build_train_loader(cfg)
+    it = iter(loader)
+    batches = [next(it) for _ in range(loader.iters_per_epoch)]
+    assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(18))
+    b = batches[0]
+    assert [tuple(v.shape) for v in b["views"]] == [(6, 3, 32, 32)] * 2
+    assert b["label"].tolist() == [i // 6 for i in b["index"].tolist()]
