@@ -18,6 +18,18 @@ from slimdet.modeling import build_model
 from slimdet.modeling.slim import WidthLoop
 from tests.helpers import random_batch, tiny_cfg
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tool(name):
+    """Import tools/<name>.py (tools/ is a folder of scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(ROOT, "tools", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
 
 def _slice(module, param_name, w):
     """Width w's slice of a slimmable layer's parameter, written out from SPEC §1."""
@@ -123,3 +135,100 @@ def test_cosine_is_one_for_identical_functions_of_the_shared_slice():
     assert scaled["grad_norm/w0.5"] == pytest.approx(3 * same["grad_norm/w1"], rel=1e-6)
     flipped = per_width_gradients(params, losses(-1.0))
     assert flipped["grad_cos/w0.5"] == pytest.approx(-1.0, abs=1e-6)
+
+
+def _train_trajectory(cfg, steps: int = 5):
+    """A real (tiny) training trajectory: the width loop + SGD, weights saved after each step."""
+    method = build_model(cfg).train()
+    loop = WidthLoop.from_config(cfg)
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5, momentum=0.9)
+    states = [(0, copy.deepcopy(method.state_dict()))]
+    for it in range(steps):
+        opt.zero_grad()
+        loop.run(method, random_batch(8, seed=10 + it), lambda loss: loss.backward())
+        opt.step()
+        states.append((it + 1, copy.deepcopy(method.state_dict())))
+    return states
+
+
+def test_landscape_tool_writes_png_and_grid_centred_on_final_loss(tmp_path):
+    run = _tool("plot_landscape").run
+
+    cfg = tiny_cfg("MoCoV2")
+    traj_dir = tmp_path / "run" / "trajectory"
+    traj_dir.mkdir(parents=True)
+    states = _train_trajectory(cfg, steps=3)
+    for it, state in states:
+        torch.save({"model": state, "iteration": it}, traj_dir / f"iter_{it:07d}.pth")
+    batches = [random_batch(8, seed=99)]
+
+    res = run(cfg, str(tmp_path / "run"), grid=3, batch_list=batches)
+
+    for w in cfg.MODEL.WIDTHS:
+        img = mpimg.imread(res["png"][float(w)])
+        assert img.shape[:2] == (500, 600)  # figsize (6, 5) at dpi 100
+        assert img[..., :3].std() > 0.05  # not blank
+    grid = np.load(res["npz"])
+    assert grid["loss"].shape == (3, 3, 3)
+    assert grid["xs"][1] == 0.0 and grid["ys"][1] == 0.0
+    # Independent: load the final weights into a fresh model and compute each width's task loss.
+    fresh = build_model(cfg).train()
+    fresh.load_state_dict(states[-1][1])
+    b = batches[0]
+    with torch.no_grad():
+        ctx = fresh.prepare(b)
+        for k, w in enumerate(grid["widths"]):
+            set_width(fresh, float(w))
+            expected = float(fresh.task_loss(fresh(b), ctx, is_full=(k == 0)).loss)
+            assert grid["loss"][k, 1, 1] == pytest.approx(expected, rel=1e-5)
+            assert grid["final_loss"][k] == pytest.approx(expected, rel=1e-5)
+            # The plane is not flat and the final weights sit at the projected origin.
+            assert grid["loss"][k].max() - grid["loss"][k].min() > 1e-3
+    assert np.allclose(grid["trajectory"][-1], 0.0, atol=1e-6)
+    assert list(grid["iterations"]) == [it for it, _ in states]
+
+
+def _synthetic_metrics(path):
+    rows = []
+    for it in range(0, 100, 10):
+        row = {"iteration": it, "lr": 0.03 * (1 - it / 100), "total_loss": 20 - it / 10}
+        for w in (1.0, 0.5, 0.25):
+            row[f"loss_task/w{w:g}"] = 7 - it / 50 + (1 - w)
+            if w < 1:
+                row[f"loss_distill/w{w:g}"] = 0.01 * w
+                row[f"grad_cos/w{w:g}"] = 0.3 * w
+            row[f"grad_norm/w{w:g}"] = 2 * w
+        rows.append(row)
+    rows.append({"iteration": 99, "knn_top1/w1": 70.0, "knn_top1/w0.5": 68.0, "knn_top1/w0.25": 65.0})
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+        f.write('{"iteration": 100, "lr": 0.0')  # a run killed mid-write
+
+
+def test_plot_metrics_writes_pngs(tmp_path):
+    main = _tool("plot_metrics").main
+
+    _synthetic_metrics(tmp_path / "metrics.json")
+    written = main([str(tmp_path)])
+    names = sorted(os.path.basename(p) for p in written)
+    assert names == ["accuracy.png", "gradients.png", "losses.png", "lr.png"]
+    for p in written:
+        img = mpimg.imread(p)
+        assert img.shape[0] >= 300 and img.shape[1] >= 400 and img[..., :3].std() > 0.05
+
+
+def test_load_metrics_and_accuracy_vs_cost_chart(tmp_path):
+    from slimdet.analysis.plots import load_metrics, load_results, plot_accuracy_vs_cost, per_width
+
+    _synthetic_metrics(tmp_path / "metrics.json")
+    series = load_metrics(str(tmp_path))
+    assert list(per_width(series, "loss_task")) == [1.0, 0.5, 0.25]
+    assert series["lr"][-1][0] == 90  # the truncated last line is skipped
+    results = load_results(str(tmp_path / "metrics.json"))
+    assert results["knn_top1/w0.5"] == 68.0
+    rows = [{"width": w, "params": 1e6 * w * w, "macs": 1e8 * w * w} for w in (1.0, 0.5, 0.25)]
+    out = plot_accuracy_vs_cost(rows, results, str(tmp_path / "acc.png"), reference=True)
+    assert mpimg.imread(out).shape[:2] == (450, 1200)
+    with pytest.raises(ValueError, match="not in the results"):
+        plot_accuracy_vs_cost(rows, results, str(tmp_path / "x.png"), metric="probe_top1")

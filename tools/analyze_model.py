@@ -2,6 +2,10 @@
 """Params, FLOPs (conv + linear MACs) and forward latency of every width of a config's backbone.
 
     python tools/analyze_model.py --config-file configs/Base-SlimCLR.yaml [--latency-batch 8]
+
+With ``--results RESULTS.json --plot out.png`` it also draws accuracy vs FLOPs and params of
+every width (RESULTS: a JSON dict such as {"top1/w1": 70.1, ...} or a run's metrics.json);
+``--reference`` overlays the paper's ImageNet numbers (SPEC §7).
 """
 import argparse
 
@@ -20,6 +24,10 @@ def main() -> None:
     parser.add_argument("--latency-batch", type=int, default=1,
                         help="batch size of the latency column (0 = no latency)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--results", default="", help="evaluation results (JSON dict or metrics.json)")
+    parser.add_argument("--plot", default="", help="write the accuracy-vs-cost chart to this PNG")
+    parser.add_argument("--metric", default=None, help="accuracy key to plot (default: first top-1)")
+    parser.add_argument("--reference", action="store_true", help="overlay the paper's numbers")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
     cfg = load_cfg(args.config_file, args.opts)
@@ -32,6 +40,14 @@ def main() -> None:
           f"{cfg.INPUT.CROP_SIZE}x{cfg.INPUT.CROP_SIZE} input, latency on {args.device} "
           f"({torch.get_num_threads()} threads)")
     print(format_profile(rows, args.latency_batch))
+    if args.plot:
+        if not args.results:
+            parser.error("--plot needs --results")
+        from slimdet.analysis.plots import load_results, plot_accuracy_vs_cost
+
+        title = f"{b.NAME}-{b.DEPTH} (base {b.BASE_CHANNELS}), {cfg.INPUT.CROP_SIZE} px"
+        print(plot_accuracy_vs_cost(rows, load_results(args.results), args.plot, args.metric,
+                                    args.reference, title))
 
 
 if __name__ == "__main__":

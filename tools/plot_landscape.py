@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Loss landscape of every width around the final weights, with the training trajectory
+(PCA of the saved weights, filter-normalised; see slimdet/analysis/landscape.py).
+
+    python tools/plot_landscape.py --config-file configs/demo/slimclr_mocov2_demo.yaml \
+        --checkpoints output/demo_slimclr_mocov2 [--grid 11] [--widths 1.0 0.25] [--batches 2]
+
+Weights: CHECKPOINTS/trajectory/iter_*.pth (ANALYSIS.TRAJECTORY_PERIOD) or CHECKPOINTS/model_*.pth.
+Writes OUT/landscape_w{w}.png per width and OUT/landscape.npz (xs, ys, widths, loss[w, y, x],
+trajectory, iterations, explained, final_loss); OUT defaults to CHECKPOINTS/landscape.
+"""
+import argparse
+import logging
+import os
+import time
+
+import torch
+
+from slimdet.analysis.landscape import (TaskLossEvaluator, compute_landscape, load_trajectory,
+                                        plot_landscape)
+from slimdet.data import build_train_loader
+from slimdet.engine import load_cfg
+from slimdet.modeling import build_model
+
+logger = logging.getLogger("slimdet.landscape")
+
+
+def fixed_batches(cfg, n: int, batch_size: int, device: torch.device) -> list:
+    """The first ``n`` training batches of the config's (seeded, deterministic) loader."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.SOLVER.IMS_PER_BATCH = batch_size
+    loader = iter(build_train_loader(cfg, device))
+    return [next(loader) for _ in range(n)]
+
+
+def run(cfg, checkpoints: str, grid: int = 11, widths=None, batches: int = 2, batch_size: int = 128,
+        span=None, out: str = "", device: str = "cpu", batch_list=None) -> dict:
+    """Compute and draw; returns ``{"npz": path, "png": {width: path}, "landscape": Landscape}``.
+    ``batch_list`` replaces the loader's batches (tests)."""
+    out = out or os.path.join(checkpoints, "landscape")
+    os.makedirs(out, exist_ok=True)
+    dev = torch.device(device)
+    trajectory = load_trajectory(checkpoints)
+    method = build_model(cfg).to(dev)
+    method.load_state_dict(trajectory[-1][1])
+    widths = [float(w) for w in (widths or cfg.MODEL.WIDTHS)]
+    data = batch_list if batch_list is not None else fixed_batches(cfg, batches, batch_size, dev)
+    evaluate = TaskLossEvaluator(method, data, widths)
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if done % max(1, total // 10) == 0 or done == total:
+            logger.info("grid %d/%d (%.0f s)", done, total, time.perf_counter() - start)
+
+    ls = compute_landscape(method, trajectory, evaluate, grid=grid, span=span, progress=progress)
+    pngs = {}
+    b = cfg.MODEL.BACKBONE
+    for w in ls.widths:
+        pngs[w] = plot_landscape(ls, w, os.path.join(out, f"landscape_w{w:g}.png"),
+                                 title=f"{cfg.MODEL.METHOD} {b.NAME}-{b.DEPTH}, width {w:g}")
+    npz = ls.save(os.path.join(out, "landscape.npz"))
+    return {"npz": npz, "png": pngs, "landscape": ls}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--checkpoints", required=True, help="folder with trajectory/ or model_*.pth")
+    parser.add_argument("--grid", type=int, default=11, help="odd number of points per axis")
+    parser.add_argument("--widths", type=float, nargs="+", default=None, help="default: MODEL.WIDTHS")
+    parser.add_argument("--batches", type=int, default=2, help="fixed training batches per loss")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--span", type=float, default=None,
+                        help="grid covers +-SPAN on both axes (default: 1.3 x the trajectory)")
+    parser.add_argument("--out", default="", help="output folder (default CHECKPOINTS/landscape)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = load_cfg(args.config_file, args.opts)
+    res = run(cfg, args.checkpoints, args.grid, args.widths, args.batches, args.batch_size,
+              args.span, args.out, args.device)
+    for p in list(res["png"].values()) + [res["npz"]]:
+        print(p)
+    return res
+
+
+if __name__ == "__main__":
+    main()
