@@ -19,7 +19,7 @@ from .batch_transforms import BATCH_AUGMENTATION_REGISTRY, eval_batch_transform
 from .catalog import get_dataset
 from .in_memory import InMemoryImageDataset
 from .samplers import IterationIndices, IterationSampler
-from . import fashion_mnist  # noqa: F401  (registers the embedded data set)
+from . import datasets, fashion_mnist  # noqa: F401  (register imagenet_* and fashion_mnist_*)
 
 
 def _seed_of(cfg) -> int:
@@ -99,7 +99,7 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
     if cfg.DATALOADER.BACKEND == "dali":
         from .dali import build_dali_train_loader
 
-        return build_dali_train_loader(cfg)
+        return build_dali_train_loader(cfg, start_iter=start_iter)
     dataset = get_dataset(cfg.DATASETS.TRAIN, cfg)
     if isinstance(dataset, InMemoryImageDataset):
         augment = lookup(BATCH_AUGMENTATION_REGISTRY, cfg.INPUT.AUGMENTATION, "INPUT.AUGMENTATION")(cfg)
