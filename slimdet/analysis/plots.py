@@ -145,12 +145,12 @@ def plot_gradients(series: Series, path: str) -> Optional[str]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     _plot_widths(axes[0], series, "grad_norm", marker="o")
     axes[0].set_yscale("log")
-    axes[0].set_title("gradient norm on the shared weights (own slice)")
-    axes[0].set_ylabel("L2 norm of the width's weighted loss gradient")
+    axes[0].set_title("gradient norm on the shared weights\n(each width's own slice)")
+    axes[0].set_ylabel("L2 norm (weighted loss term)")
     _plot_widths(axes[1], series, "grad_cos", marker="o", label_fmt="width {w:g} vs 1.0")
     axes[1].axhline(0.0, color="gray", lw=0.8)
     axes[1].set_ylim(-1.05, 1.05)
-    axes[1].set_title("cosine(full-width gradient, sub-width gradient) on the sub-width's slice")
+    axes[1].set_title("cos(full-width grad, sub-width grad)\non the sub-width's slice")
     axes[1].set_ylabel("cosine similarity")
     for ax in axes:
         ax.set_xlabel("iteration")
@@ -176,7 +176,7 @@ def plot_run(metrics_path: str, out_dir: Optional[str] = None) -> List[str]:
 # SPEC §7 (ImageNet linear top-1) with SPEC §2's sizes of ResNet-50 at 224 px; the ResNet-18/34
 # sizes are torchvision's (11.69 M / 1.82 G, 21.80 M / 3.67 G MACs).
 PAPER_REFERENCE: Dict[str, List[Tuple[float, float, float]]] = {
-    # name: [(params M, MACs G, top-1), ...]
+    # name: [(params M, MACs G, top-1), ...]; the FLOPs panel reads index 1, params index 0
     "supervised slimmable R-50 [1, .75, .5, .25]": [(25.56, 4.09, 76.0), (14.77, 2.32, 74.9),
                                                     (6.92, 1.05, 72.2), (1.99, 0.28, 64.4)],
     "MoCo v2 R-50 alone (200 / 800 ep)": [(25.56, 4.09, 67.5), (25.56, 4.09, 71.1)],
@@ -241,7 +241,7 @@ def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, f
         if reference:
             markers = "s^vDP*X"
             for (name, ref), mk in zip(PAPER_REFERENCE.items(), markers):
-                ax.plot([r[col - 1] for r in ref], [r[2] for r in ref], mk + "--", lw=0.8,
+                ax.plot([r[1] if col == 1 else r[0] for r in ref], [r[2] for r in ref], mk + "--", lw=0.8,
                         markersize=5, alpha=0.7, label=f"paper: {name}")
         ax.set_xscale("log")
         ax.set_xlabel(xlabel + " (log scale)")
