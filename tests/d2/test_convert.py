@@ -1,0 +1,189 @@
+"""tools/convert_to_d2.py: stock Detectron2 export per width, slimmable export, clear errors."""
+from __future__ import annotations
+
+import pickle
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2 import model_zoo
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+
+from slimdet.d2 import (CheckpointMismatchError, SlimDetectionCheckpointer, get_slim_det_cfg,
+                        stock_d2_overrides)
+from slimdet.d2.backbone import build_slim_resnet_fpn_backbone
+from slimdet.layers import set_width
+
+from d2_helpers import randomized_resnet, reference_layout
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import convert_to_d2  # noqa: E402
+
+STOCK_BACKBONE = "backbone.bottom_up."
+
+
+@pytest.fixture(scope="module")
+def r50():
+    return randomized_resnet(50)
+
+
+@pytest.fixture(scope="module")
+def slimdet_ckpt(r50, tmp_path_factory):
+    """A slimdet-style pre-training checkpoint: student backbone under ``backbone.`` plus the
+    things the converter must drop (projection head, momentum encoder, queue)."""
+    state = {"backbone." + k: v for k, v in r50.state_dict().items()}
+    state["head.fc1.weight"] = torch.randn(8, 2048)
+    state["momentum_backbone.conv1.weight"] = torch.randn(64, 3, 7, 7)
+    state["queue"] = torch.randn(128, 16)
+    path = tmp_path_factory.mktemp("ckpt") / "slimclr.pth"
+    torch.save({"model": state, "iteration": 10}, path)
+    return path
+
+
+def _stock_model(overrides):
+    cfg = get_cfg()
+    cfg.merge_from_file(model_zoo.get_config_file("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"))
+    cfg.merge_from_list(overrides + ["MODEL.DEVICE", "cpu"])
+    return build_model(cfg).eval()
+
+
+@pytest.mark.parametrize("width", [1.0, 0.25])
+def test_width_export_loads_into_stock_detectron2_and_matches_features(
+        width, r50, slimdet_ckpt, tmp_path, capsys):
+    out = tmp_path / f"w{width}.pkl"
+    assert convert_to_d2.main([str(slimdet_ckpt), "--width", str(width), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "under prefix 'backbone.'" in printed
+    for dropped in ("head.fc1.weight", "momentum_backbone.conv1.weight", "queue"):
+        assert dropped in printed
+
+    with open(out, "rb") as f:
+        converted = pickle.load(f)
+    assert converted["matching_heuristics"] is True and "__author__" in converted
+
+    model = _stock_model(stock_d2_overrides(r50, width))
+    stock_keys = {k for k in model.state_dict() if k.startswith(STOCK_BACKBONE)}
+    # Every converted tensor has a stock name (heuristic matching would silently drop the rest).
+    assert {STOCK_BACKBONE + k for k in converted["model"]} == stock_keys
+
+    checkpointer = DetectionCheckpointer(model)
+    incompatible = checkpointer._load_model(checkpointer._load_file(str(out)))
+    assert [k for k in incompatible.missing_keys if k.startswith(STOCK_BACKBONE)] == []
+    assert incompatible.unexpected_keys == []
+    assert incompatible.incorrect_shapes == []
+
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        stock = model.backbone.bottom_up(x)
+        set_width(r50, width)
+        ours = r50.forward_features(x)
+        set_width(r50, 1.0)
+    for name in ("res2", "res3", "res4", "res5"):
+        assert stock[name].shape == ours[name].shape
+        torch.testing.assert_close(stock[name], ours[name], rtol=1e-4, atol=1e-4)
+
+
+def test_reference_checkpoint_to_slimmable_backbone(r50, tmp_path, capsys):
+    """Reference layout (SPEC §8) -> --slimmable -> our Detectron2 backbone, every width equal to
+    the SlimResNet's stage outputs, zero-padded to the full width."""
+    state = reference_layout(r50.state_dict(), 50, "module.encoder_q.")
+    assert "module.encoder_q.features.13.shortcut.1.bn.3.weight" in state  # the SPEC's layout
+    state.update({k.replace("encoder_q", "encoder_k"): v.clone() for k, v in list(state.items())})
+    state["module.encoder_q.fc.0.weight"] = torch.randn(2048, 2048)
+    state["module.queue"] = torch.randn(128, 32)
+    src = tmp_path / "reference.pth.tar"
+    torch.save({"epoch": 200, "arch": "resnet50", "state_dict": state}, src)
+    out = tmp_path / "slim.pkl"
+    assert convert_to_d2.main([str(src), "--slimmable", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "under prefix 'module.encoder_q.' (reference layout" in printed
+    assert "widths [1.0, 0.75, 0.5, 0.25]" in printed
+    assert "module.encoder_k.* (" in printed and "module.encoder_q.fc.0.weight" in printed
+    assert "module.queue" in printed
+
+    cfg = get_slim_det_cfg()
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[2] /
+                            "configs/detection/Base-SlimRCNN-FPN.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.NORM", ""])
+    backbone = build_slim_resnet_fpn_backbone(cfg, ShapeSpec(channels=3)).eval()
+    holder = torch.nn.Module()
+    holder.backbone = backbone  # names as inside the detector: backbone.bottom_up.resnet.*
+    SlimDetectionCheckpointer(holder).load(str(out))
+
+    x = torch.randn(1, 3, 64, 64)
+    for width in (0.5, 0.25):
+        with torch.no_grad():
+            set_width(holder, width)
+            padded = backbone.bottom_up(x)
+            set_width(r50, width)
+            ours = r50.forward_features(x)
+        for name, feat in ours.items():
+            c = feat.shape[1]
+            assert padded[name].shape[1] == r50.stage_channels[int(name[-1]) - 2]
+            torch.testing.assert_close(padded[name][:, :c], feat, rtol=1e-4, atol=1e-4)
+            assert padded[name][:, c:].abs().max() == 0
+    set_width(r50, 1.0)
+
+
+def test_wrong_architecture_is_refused_naming_the_key(tmp_path):
+    """A ResNet-18 slimmable export loaded into the slimmable ResNet-50 detector."""
+    r18 = randomized_resnet(18)
+    src = tmp_path / "r18.pth"
+    torch.save({"model": {"encoder_q.backbone." + k: v for k, v in r18.state_dict().items()}}, src)
+    out = tmp_path / "r18.pkl"
+    assert convert_to_d2.main([str(src), "--slimmable", "-o", str(out)]) == 0
+
+    cfg = get_slim_det_cfg()
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[2] /
+                            "configs/detection/Base-SlimRCNN-FPN.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN"])
+    model = build_model(cfg)
+    with pytest.raises(CheckpointMismatchError) as err:
+        SlimDetectionCheckpointer(model).load(str(out))
+    msg = str(err.value)
+    assert re.search(r"'backbone\.bottom_up\.resnet\.layer1\.0\.conv1\.weight' has shape "
+                     r"\(64, 64, 3, 3\) in the checkpoint but \(64, 64, 1, 1\)", msg), msg
+    assert "layer1.0.conv3.weight" in msg  # R-18 has no third conv: reported missing
+
+
+def test_inconsistent_checkpoint_names_the_key(r50, tmp_path):
+    state = {"backbone." + k: v.clone() for k, v in r50.state_dict().items()}
+    state["backbone.layer2.1.conv2.weight"] = torch.randn(128, 100, 3, 3)
+    src = tmp_path / "bad.pth"
+    torch.save({"model": state}, src)
+    with pytest.raises(CheckpointMismatchError, match=r"backbone\.layer2\.1\.conv2\.weight.*"
+                       r"\(128, 100, 3, 3\).*\(128, 128, 3, 3\)"):
+        convert_to_d2.main([str(src), "--width", "1.0", "-o", str(tmp_path / "x.pkl")])
+
+
+def test_no_backbone_and_unknown_width_are_clear(r50, tmp_path, capsys):
+    src = tmp_path / "heads_only.pth"
+    torch.save({"model": {"head.fc.weight": torch.zeros(2, 2)}}, src)
+    with pytest.raises(CheckpointMismatchError, match="no slimmable ResNet found.*head.fc.weight"):
+        convert_to_d2.main([str(src), "--slimmable", "-o", str(tmp_path / "x.pkl")])
+
+    src = tmp_path / "ok.pth"
+    torch.save({"model": {"student.backbone." + k: v for k, v in r50.state_dict().items()}}, src)
+    assert convert_to_d2.main([str(src), "--width", "0.3", "-o", str(tmp_path / "y.pkl")]) == 2
+    assert "width 0.3 is not one of the checkpoint's widths [1.0, 0.75, 0.5, 0.25]" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "y.pkl").exists()
+
+
+def test_single_width_export_refused_by_slimmable_detector(r50, tmp_path):
+    src = tmp_path / "ok.pth"
+    torch.save({"model": {"backbone." + k: v for k, v in r50.state_dict().items()}}, src)
+    out = tmp_path / "w1.pkl"
+    assert convert_to_d2.main([str(src), "--width", "1.0", "-o", str(out)]) == 0
+    cfg = get_slim_det_cfg()
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[2] /
+                            "configs/detection/Base-SlimRCNN-FPN.yaml"))
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN"])
+    with pytest.raises(CheckpointMismatchError, match="--slimmable"):
+        SlimDetectionCheckpointer(build_model(cfg)).load(str(out))
