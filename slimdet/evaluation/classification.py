@@ -1,0 +1,87 @@
+"""Per-width top-1 / top-5 of a method with a classifier, and per-width params / FLOPs.
+
+Both are registered evaluators (``TEST.EVALUATORS``), so they run at the end of training, every
+``TEST.EVAL_PERIOD`` iterations through the engine's EvalHook (event storage, metrics.json,
+TensorBoard) and under ``tools/train_net.py --eval-only``.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+from detectron2.utils import comm
+
+from ..data import build_test_loader
+from ..layers import use_width
+from .build import EVALUATOR_REGISTRY
+from .knn import topk_accuracy
+from .profiler import profile_widths
+
+
+def _classify(method, images: torch.Tensor) -> torch.Tensor:
+    """Class logits at the active width: ``method.classify`` (probe, supervised) or the model."""
+    fn = getattr(method, "classify", None)
+    return fn(images) if fn is not None else method(images)
+
+
+@torch.no_grad()
+def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
+    """``top1/w{w}`` and ``top5/w{w}`` (percent) of every width on ``dataset_name``."""
+    device = next(method.parameters()).device
+    results: Dict[str, float] = {}
+    for w in method.widths:
+        correct_logits, labels = [], []
+        with use_width(method, w):
+            for batch in build_test_loader(cfg, dataset_name, device):
+                correct_logits.append(_classify(method, batch["image"]).float())
+                labels.append(batch["label"])
+        scores, y = torch.cat(correct_logits), torch.cat(labels)
+        ks = (1, min(5, scores.shape[1]))
+        acc = topk_accuracy(scores, y, ks=ks)
+        results[f"top1/w{w:g}"] = acc[1]
+        results[f"top5/w{w:g}"] = acc[ks[1]]
+    return results
+
+
+@EVALUATOR_REGISTRY.register()
+class ClassificationEvaluator:
+    """Top-1 / top-5 of every width on ``DATASETS.TEST`` (main process computes, others wait)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def evaluate(self, method) -> Dict[str, float]:
+        was_training = method.training
+        method.eval()
+        try:
+            results = evaluate_classification(method, self.cfg, self.cfg.DATASETS.TEST) \
+                if comm.is_main_process() else {}
+        finally:
+            method.train(was_training)
+        comm.synchronize()
+        return results
+
+
+@EVALUATOR_REGISTRY.register()
+class ProfilerEvaluator:
+    """``params_M/w{w}`` and ``macs_M/w{w}`` (millions) of the backbone cut out at each width,
+    counted by fvcore on the plain sub-network (millions keep demo-sized nets readable)."""
+
+    def __init__(self, cfg):
+        self.image_size = cfg.INPUT.CROP_SIZE
+        self.in_channels = cfg.MODEL.BACKBONE.IN_CHANNELS
+
+    def evaluate(self, method) -> Dict[str, float]:
+        if not comm.is_main_process():
+            return {}
+        backbone = getattr(method, "backbone", method)
+        was_training = backbone.training
+        try:
+            rows = profile_widths(backbone, self.image_size, self.in_channels)
+        finally:
+            backbone.train(was_training)
+        out: Dict[str, float] = {}
+        for row in rows:
+            out[f"params_M/w{row['width']:g}"] = row["params"] / 1e6
+            out[f"macs_M/w{row['width']:g}"] = row["macs"] / 1e6
+        return out

@@ -1,0 +1,92 @@
+"""The switchable linear probe (SPEC §5): frozen slimmable backbone, one linear classifier per width.
+
+A single slimmable classifier would share its leading block across widths and the widths' optima
+conflict there, so each width gets its own ``Linear(features_w, classes)`` (``SwitchableLinear``,
+``classifier.linears.{i}`` as in the reference probe files). The backbone stays in eval mode so
+each width classifies with the BN statistics it had at the end of pre-training.
+
+The probe is run by the ordinary width loop: CE of the full width plus, for every sub-width,
+``0.5 * [distillation to the full width's class logits + CE]`` — the loop with
+``MODEL.SLIM.LOSS_WEIGHTING: uniform``, ``DISTILL_WEIGHT: 0.5``, ``DISTILL_TEMPERATURE: 1.0``
+(the probe configs set these).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...layers import SwitchableLinear
+from ..backbone import build_backbone
+from ..slim import TaskOutput
+from .base import SSLMethod
+from .build import SSL_REGISTRY
+
+
+def images_of(data: Dict[str, Any]) -> torch.Tensor:
+    """The image batch of a training (``views[0]``) or test (``image``) batch."""
+    return data["views"][0] if "views" in data else data["image"]
+
+
+def classification_output(logits: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
+    """CE loss, the logits to distil, and the batch's top-1 accuracy (%) to log."""
+    loss = F.cross_entropy(logits.float(), labels)
+    with torch.no_grad():
+        acc = 100.0 * (logits.argmax(1) == labels).float().mean().item()
+    return TaskOutput(loss, [logits.float()], {"train_top1": acc})
+
+
+@SSL_REGISTRY.register()
+class LinearProbe(SSLMethod):
+    """Frozen ``backbone`` + ``classifier`` (one linear layer per width).
+
+    ``MODEL.WEIGHTS`` (a slimdet pre-training/probe checkpoint or a reference file) provides the
+    backbone at construction time, so the frozen features are right before the first step; a
+    probe checkpoint's classifier is loaded as well (``--eval-only``).
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.backbone = build_backbone(cfg)
+        self.classifier = SwitchableLinear(self.backbone.num_features, cfg.MODEL.NUM_CLASSES,
+                                           cfg.MODEL.WIDTHS)
+        for linear in self.classifier.linears:  # MoCo's probe init
+            nn.init.normal_(linear.weight, 0.0, 0.01)
+            nn.init.zeros_(linear.bias)
+        self.freeze_backbone = cfg.MODEL.PROBE.FREEZE_BACKBONE
+        if cfg.MODEL.WEIGHTS:
+            from ...checkpoint.reference import load_checkpoint
+
+            load_checkpoint(self, cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE.DEPTH)
+        if self.freeze_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> "LinearProbe":
+        """Train the classifier; a frozen backbone stays in eval mode (BN statistics unchanged)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        return {"label": data["label"]}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.freeze_backbone:
+            with torch.no_grad():
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def forward(self, data: Dict[str, Any]) -> torch.Tensor:
+        return self.classifier(self.features(images_of(data)))
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits at the active width (what ClassificationEvaluator calls)."""
+        return self.classifier(self.features(images))
+
+    def task_loss(self, logits: torch.Tensor, ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
+        return classification_output(logits, ctx["label"])

@@ -1,0 +1,48 @@
+"""Supervised slimmable training (the paper's supervised baseline, SPEC §7).
+
+A slimmable backbone and a slimmable-input ``fc`` (every width shares the leading block of one
+``Linear(2048, classes)``, as in slimmable networks; the output size is fixed). All widths run
+on the same batch every step through the width loop; with ``MODEL.SLIM.DISTILL`` each sub-width
+also learns from the full width's detached class logits (in-place distillation), at
+``MODEL.SLIM.DISTILL_TEMPERATURE`` (1.0 in the configs).
+
+The backbone returns pooled features (not logits), so kNN and export treat it like any other
+method's backbone; ``fc`` sits beside it and exports as torchvision's ``fc``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+
+from ...layers import SlimLinear
+from ..backbone import build_backbone
+from ..slim import TaskOutput
+from .base import SSLMethod
+from .build import SSL_REGISTRY
+from .linear_probe import classification_output, images_of
+
+
+@SSL_REGISTRY.register()
+class Supervised(SSLMethod):
+    """``backbone`` + ``fc`` trained with cross-entropy at every width."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.backbone = build_backbone(cfg)
+        self.fc = SlimLinear(self.backbone.num_features, cfg.MODEL.NUM_CLASSES, slim_out=False)
+        torch.nn.init.normal_(self.fc.weight, 0.0, 0.01)
+        torch.nn.init.zeros_(self.fc.bias)
+
+    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        return {"label": data["label"]}
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits at the active width."""
+        return self.fc(self.backbone(images))
+
+    def forward(self, data: Dict[str, Any]) -> torch.Tensor:
+        return self.classify(images_of(data))
+
+    def task_loss(self, logits: torch.Tensor, ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
+        return classification_output(logits, ctx["label"])
