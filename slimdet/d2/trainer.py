@@ -14,12 +14,12 @@ import weakref
 from typing import Dict, Sequence
 
 import torch
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..engine.trainer import SlimTrainer
+from ..engine.trainer import SlimTrainer, wrap_ddp
 from ..modeling.slim import WidthLoop
 from .checkpoint import SlimDetectionCheckpointer
 from .config import eval_widths, validate_slim_det_cfg
@@ -94,8 +94,9 @@ class SlimDetTrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        # Each width leaves the other widths' BNs without gradient; DDP must expect that.
-        model = create_ddp_model(model, broadcast_buffers=False, find_unused_parameters=True)
+        # The pre-training engine's DDP wrapper: CPU/gloo or one GPU per process, and
+        # find_unused_parameters because each width leaves the other widths' BNs without gradient.
+        model = wrap_ddp(model, model.device)
         self._trainer = MultiWidthTrainer(model, data_loader, optimizer, cfg.MODEL.SLIM.WIDTHS,
                                           cfg.MODEL.SLIM.LOSS_WEIGHTING, cfg.SOLVER.AMP.ENABLED)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
