@@ -103,6 +103,18 @@ def measure(step: Callable[[], None], device: torch.device, iters: int, meter: S
     return sorted(times)[len(times) // 2], mem
 
 
+def student_time_per_width(cfg, data, device, autocast, fmt, iters: int) -> Dict[float, float]:
+    """Median seconds of the query encoder's forward + backward alone at each width."""
+    method = build_model(cfg).to(device, memory_format=fmt).train()
+    out = {}
+    for w in cfg.MODEL.WIDTHS:
+        def step():
+            with use_width(method, w), autocast():
+                method(data).float().sum().backward()
+        out[w] = measure(step, device, iters, SavedTensorMeter(method))[0]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--depth", type=int, default=50)
@@ -112,8 +124,10 @@ def main() -> None:
     p.add_argument("--queue", type=int, default=4096)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="fp16 autocast (CUDA) / bf16 (CPU)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC tensors (faster convs on GPU)")
     args = p.parse_args()
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # as the trainer sets it
     widths = [1.0, 0.75, 0.5, 0.25]
 
     def autocast():
@@ -122,15 +136,16 @@ def main() -> None:
         return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
 
     g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
     data = {"views": [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
-                      for _ in range(2)]}
+                      .contiguous(memory_format=fmt) for _ in range(2)]}
     results = {}
     for name, ws, mode in [("plain MoCo v2", [1.0], "per_width"),
                            ("SlimCLR-MoCo v2 (per-width backward)", widths, "per_width"),
                            ("SlimCLR-MoCo v2 (one graph)", widths, "one_graph")]:
         torch.manual_seed(0)
         cfg = make_cfg(ws, args.depth, args.queue)
-        method = build_model(cfg).to(device).train()
+        method = build_model(cfg).to(device, memory_format=fmt).train()
         loop = WidthLoop.from_config(cfg)
         opt = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
         meter = SavedTensorMeter(method)
@@ -154,6 +169,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    per_width = student_time_per_width(make_cfg(widths, args.depth, 16), data, device, autocast,
+                                       fmt, args.iters)
     # FLOPs bound: student forward+backward (~3x forward) at every width + one key forward.
     backbone = build_model(make_cfg(widths, args.depth, 16)).backbone.eval()
     x = torch.zeros(1, 3, args.size, args.size)
@@ -163,6 +180,9 @@ def main() -> None:
     base_t, base_m = results["plain MoCo v2"]
     slim_t, slim_m = results["SlimCLR-MoCo v2 (per-width backward)"]
     _, graph_m = results["SlimCLR-MoCo v2 (one graph)"]
+    print("student forward+backward per width (ms): " + ", ".join(
+        f"{w:g}: {t * 1000:.1f} ({t / per_width[1.0]:.2f}x time, {m / macs[0]:.2f}x MACs)"
+        for (w, t), m in zip(per_width.items(), macs)))
     mem_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "autograd saved tensors"
     print(f"ResNet-{args.depth}, {args.size}px, batch {args.batch}, {device}, amp={args.amp}, "
           f"torch threads {torch.get_num_threads()}")

@@ -50,6 +50,10 @@ class SlimConv2d(nn.Conv2d, WidthAware):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cin, cout = self.active_channels()
+        if (cin, cout) == (self.in_channels, self.out_channels):
+            # No slice at full size: a slice's backward allocates and fills a full-size zero
+            # gradient, two extra kernels per layer that dominate small GPU steps.
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, 1)
         weight = self.weight[:cout, :cin]
         bias = self.bias[:cout] if self.bias is not None else None
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, 1)
@@ -71,6 +75,8 @@ class SlimLinear(nn.Linear, WidthAware):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fin, fout = self.active_features()
+        if (fin, fout) == (self.in_features, self.out_features):
+            return F.linear(x, self.weight, self.bias)
         bias = self.bias[:fout] if self.bias is not None else None
         return F.linear(x, self.weight[:fout, :fin], bias)
 
