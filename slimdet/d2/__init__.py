@@ -14,7 +14,7 @@ from .config import add_slim_det_config, eval_widths, get_slim_det_cfg, validate
 from .evaluation import evaluate_widths, format_width_table, width_key, width_table_rows
 from .meta_arch import SlimGeneralizedRCNN
 from .tiny_coco import prepare_tiny_coco, register_tiny_coco
-from .trainer import MultiWidthTrainer, SlimDetTrainer
+from .trainer import SlimDetTrainer
 
 register_tiny_coco()
 
@@ -26,5 +26,5 @@ __all__ = [
     "stock_d2_overrides", "to_slim_d2_state", "to_stock_d2_state", "add_slim_det_config",
     "eval_widths", "get_slim_det_cfg", "validate_slim_det_cfg", "evaluate_widths",
     "format_width_table", "width_key", "width_table_rows", "SlimGeneralizedRCNN",
-    "prepare_tiny_coco", "register_tiny_coco", "MultiWidthTrainer", "SlimDetTrainer",
+    "prepare_tiny_coco", "register_tiny_coco", "SlimDetTrainer",
 ]

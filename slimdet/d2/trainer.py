@@ -1,81 +1,28 @@
 """Multi-width detection training on Detectron2's trainer and hooks.
 
-:class:`MultiWidthTrainer` is Detectron2's ``SimpleTrainer`` whose step runs every width through
-:class:`slimdet.modeling.slim.WidthLoop` — the same per-width forward + backward (DDP
-``no_sync`` on all but the last width) that pre-training uses — then takes one optimizer step.
-:class:`SlimDetTrainer` is ``DefaultTrainer`` with that step, a checkpointer that refuses a
-backbone of the wrong architecture, and evaluation of every width.
+:class:`SlimDetTrainer` is Detectron2's ``DefaultTrainer`` whose inner trainer is the
+pre-training engine's :class:`slimdet.engine.trainer.WidthLoopTrainer` (forward + backward at
+every width, DDP ``no_sync`` on all but the last, one optimizer step), with a checkpointer that
+refuses a backbone of the wrong architecture and evaluation of every width. Losses of width ``w``
+are logged as ``<loss name>/w<w>``.
 """
 from __future__ import annotations
 
 import logging
-import time
 import weakref
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import DefaultTrainer, TrainerBase
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..engine.trainer import SlimTrainer, wrap_ddp
+from ..engine.trainer import WidthLoopTrainer, wrap_ddp
 from ..modeling.slim import WidthLoop
 from .checkpoint import SlimDetectionCheckpointer
 from .config import eval_widths, validate_slim_det_cfg
 from .evaluation import build_coco_evaluator, evaluate_widths, format_width_table
-
-
-class MultiWidthTrainer(SimpleTrainer):
-    """One iteration = forward + backward at every width on the same batch, one optimizer step.
-
-    The step is the pre-training engine's (``slimdet.engine.trainer.SlimTrainer.run_step``): the
-    shared :class:`WidthLoop` and metric writer; that class itself is built from a slimdet
-    config, so this one keeps Detectron2's ``SimpleTrainer`` around the same loop.
-
-    Losses of width ``w`` are logged as ``<loss name>/w<w>``; ``total_loss`` is the weighted sum.
-    With ``amp`` the losses are scaled by a ``GradScaler`` (CUDA only), as in ``AMPTrainer``.
-    """
-
-    def __init__(self, model, data_loader, optimizer, widths: Sequence[float],
-                 weighting: str = "uniform", amp: bool = False):
-        super().__init__(model, data_loader, optimizer)
-        self.width_loop = WidthLoop(widths, weighting=weighting, distill=False)
-        self.amp = amp
-        self.grad_scaler = torch.amp.GradScaler("cuda") if amp else None
-
-    def run_step(self) -> None:
-        assert self.model.training, "[MultiWidthTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
-        self.optimizer.zero_grad()
-        if self.amp:
-            logs = self.width_loop.run(
-                self.model, data, backward=lambda loss: self.grad_scaler.scale(loss).backward(),
-                autocast=lambda: torch.autocast("cuda"), iteration=self.iter)
-        else:
-            logs = self.width_loop.run(self.model, data, backward=lambda loss: loss.backward(),
-                                       iteration=self.iter)
-        # The pre-training engine's metric writer: gathered over workers, one key per width.
-        SlimTrainer._write_step_metrics(logs, data_time)
-        if self.amp:
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            self.optimizer.step()
-
-    def state_dict(self):
-        ret = super().state_dict()
-        if self.grad_scaler is not None:
-            ret["grad_scaler"] = self.grad_scaler.state_dict()
-        return ret
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if self.grad_scaler is not None and "grad_scaler" in state_dict:
-            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
 class SlimDetTrainer(DefaultTrainer):
@@ -97,8 +44,11 @@ class SlimDetTrainer(DefaultTrainer):
         # The pre-training engine's DDP wrapper: CPU/gloo or one GPU per process, and
         # find_unused_parameters because each width leaves the other widths' BNs without gradient.
         model = wrap_ddp(model, model.device)
-        self._trainer = MultiWidthTrainer(model, data_loader, optimizer, cfg.MODEL.SLIM.WIDTHS,
-                                          cfg.MODEL.SLIM.LOSS_WEIGHTING, cfg.SOLVER.AMP.ENABLED)
+        # The pre-training engine's step: every width forward + backward, one optimizer step.
+        width_loop = WidthLoop(cfg.MODEL.SLIM.WIDTHS, weighting=cfg.MODEL.SLIM.LOSS_WEIGHTING,
+                               distill=False)
+        self._trainer = WidthLoopTrainer(model, data_loader, optimizer, width_loop,
+                                         torch.device(cfg.MODEL.DEVICE), cfg.SOLVER.AMP.ENABLED)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = SlimDetectionCheckpointer(model, cfg.OUTPUT_DIR,
                                                       trainer=weakref.proxy(self))

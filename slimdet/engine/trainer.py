@@ -52,7 +52,81 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, **kwargs)
 
 
-class SlimTrainer(SimpleTrainer):
+class WidthLoopTrainer(SimpleTrainer):
+    """Detectron2's ``SimpleTrainer`` whose step is the :class:`WidthLoop`: forward + backward at
+    every active width on one batch (DDP ``no_sync`` for all but the last), then one optimizer
+    step. Mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on the CPU.
+
+    Pre-training, the linear probe, supervised training (:class:`SlimTrainer`) and multi-width
+    detection (``slimdet.d2.trainer``) all run this step.
+    """
+
+    def __init__(self, model, data_loader, optimizer, width_loop: WidthLoop, device: torch.device,
+                 amp: bool = False, clip_grad_norm: float = 0.0):
+        super().__init__(model, data_loader, optimizer)
+        self.width_loop = width_loop
+        self.device = device
+        self.amp = amp
+        self.clip_grad_norm = clip_grad_norm
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
+
+    def run_step(self) -> None:
+        assert self.model.training, "[WidthLoopTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        self.optimizer.zero_grad(set_to_none=True)
+        logs = self.width_loop.run(self.model, data, self._backward, self._autocast, self.iter)
+        self._write_step_metrics(logs, data_time)
+        if self.grad_scaler is not None:
+            if self.clip_grad_norm > 0:
+                self.grad_scaler.unscale_(self.optimizer)
+            self._clip()
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self._clip()
+            self.optimizer.step()
+
+    def _clip(self) -> None:
+        if self.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+
+    @staticmethod
+    def _write_step_metrics(logs: Dict[str, float], data_time: float) -> None:
+        logs = dict(logs, data_time=data_time)
+        all_logs = comm.gather(logs)
+        if comm.is_main_process():
+            storage = get_event_storage()
+            storage.put_scalar("data_time", max(x.pop("data_time") for x in all_logs))
+            # Raw per-step values in metrics.json / TensorBoard (the console printer smooths on
+            # its own): curves and resumed runs compare step by step.
+            storage.put_scalars(smoothing_hint=False,
+                                **{k: float(np.mean([x[k] for x in all_logs])) for k in all_logs[0]})
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if self.grad_scaler is not None:
+            ret["grad_scaler"] = self.grad_scaler.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if self.grad_scaler is not None and "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
+
+
+class SlimTrainer(WidthLoopTrainer):
     """Build everything from ``cfg``; ``resume_or_load()`` then ``train()``."""
 
     def __init__(self, cfg):
@@ -65,14 +139,12 @@ class SlimTrainer(SimpleTrainer):
         data_loader = build_train_loader(cfg, self.device)
         # Each width uses its own BNs, so every step leaves some parameters unused.
         model = wrap_ddp(method, self.device)
-        super().__init__(model, data_loader, optimizer)
+        super().__init__(model, data_loader, optimizer, WidthLoop.from_config(cfg), self.device,
+                         cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.CLIP_GRAD_NORM)
         self.method = method
-        self.width_loop = WidthLoop.from_config(cfg)
         self.iters_per_epoch = data_loader.iters_per_epoch
         self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
         self.scheduler = build_lr_scheduler(cfg, optimizer, self.max_iter, self.iters_per_epoch)
-        self.amp = cfg.SOLVER.AMP.ENABLED
-        self.grad_scaler = torch.amp.GradScaler("cuda") if self.amp and self.device.type == "cuda" else None
         self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.register_hooks(self.build_hooks())
@@ -132,62 +204,6 @@ class SlimTrainer(SimpleTrainer):
     def train(self):
         super().train(self.start_iter, self.max_iter)
         return getattr(self, "_last_eval_results", {})
-
-    # ----------------------------------------------------------------------------- the step
-    def _autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.float16)
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-
-    def _backward(self, loss: torch.Tensor) -> None:
-        (self.grad_scaler.scale(loss) if self.grad_scaler else loss).backward()
-
-    def run_step(self) -> None:
-        assert self.model.training, "[SlimTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        self.optimizer.zero_grad(set_to_none=True)
-        logs = self.width_loop.run(self.model, data, self._backward, self._autocast, self.iter)
-        self._write_step_metrics(logs, data_time)
-        if self.grad_scaler is not None:
-            if self.cfg.SOLVER.CLIP_GRAD_NORM > 0:
-                self.grad_scaler.unscale_(self.optimizer)
-            self._clip()
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-        else:
-            self._clip()
-            self.optimizer.step()
-
-    def _clip(self) -> None:
-        if self.cfg.SOLVER.CLIP_GRAD_NORM > 0:
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.cfg.SOLVER.CLIP_GRAD_NORM)
-
-    @staticmethod
-    def _write_step_metrics(logs: Dict[str, float], data_time: float) -> None:
-        logs = dict(logs, data_time=data_time)
-        all_logs = comm.gather(logs)
-        if comm.is_main_process():
-            storage = get_event_storage()
-            storage.put_scalar("data_time", max(x.pop("data_time") for x in all_logs))
-            # Raw per-step values in metrics.json / TensorBoard (the console printer smooths on
-            # its own): curves and resumed runs compare step by step.
-            storage.put_scalars(smoothing_hint=False,
-                                **{k: float(np.mean([x[k] for x in all_logs])) for k in all_logs[0]})
-
-    def state_dict(self):
-        ret = super().state_dict()
-        if self.grad_scaler is not None:
-            ret["grad_scaler"] = self.grad_scaler.state_dict()
-        return ret
-
-    def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
-        if self.grad_scaler is not None and "grad_scaler" in state_dict:
-            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
     # ----------------------------------------------------------------------------- evaluation
     @classmethod
