@@ -25,7 +25,6 @@ from slimdet.layers import use_width
 from slimdet.modeling import build_model
 from slimdet.modeling.backbone import extract_subnet
 from slimdet.modeling.slim import WidthLoop
-from slimdet.modeling.slim.distill import multi_distillation_loss
 
 
 class SavedTensorMeter:
@@ -66,23 +65,6 @@ def make_cfg(widths, depth: int, queue: int):
     cfg.MODEL.BACKBONE.DEPTH = depth
     cfg.MODEL.MOCO.QUEUE_SIZE = queue
     return cfg
-
-
-def one_graph_step(method, loop: WidthLoop, data, autocast) -> None:
-    """The naive alternative: all widths in one graph, one backward of the summed loss."""
-    with torch.no_grad(), autocast():
-        ctx = method.prepare(data)
-    total, teacher = 0.0, None
-    for i, (w, weight) in enumerate(zip(loop.widths, loop.weights)):
-        with use_width(method, w), autocast():
-            task = method.task_loss(method(data), ctx, is_full=(i == 0))
-        if i == 0:
-            teacher = [z.detach() for z in task.distill_logits]
-            total = total + weight * task.loss
-        else:
-            kd = multi_distillation_loss(task.distill_logits, teacher, loop.tau)
-            total = total + weight * ((1 - loop.alpha) * task.loss + loop.alpha * kd)
-    total.backward()
 
 
 def measure(step: Callable[[], None], device: torch.device, iters: int, meter: SavedTensorMeter):
@@ -160,7 +142,7 @@ def main() -> None:
                 if mode == "per_width":
                     loop.run(method, data, backward, autocast)
                 else:
-                    one_graph_step(method, loop, data, autocast)
+                    loop.summed_loss(method, data, autocast).backward()
                     meter.release_all()
             opt.step()
 

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from slimdet.layers import use_width
 from slimdet.modeling import build_model
 from slimdet.modeling.slim import WidthLoop
-from slimdet.modeling.slim.distill import multi_distillation_loss
 from tests.helpers import random_batch, tiny_cfg
 
 
@@ -59,18 +58,7 @@ def test_per_width_backward_equals_one_summed_loss():
         per_width = _grads(method)
 
         # Reference: one graph over all widths, one backward of the weighted sum.
-        with torch.no_grad():
-            ctx = twin.prepare(data)
-        total, teacher = 0.0, None
-        for i, (w, weight) in enumerate(zip(loop.widths, loop.weights)):
-            with use_width(twin, w):
-                task = twin.task_loss(twin(data), ctx, is_full=(i == 0))
-            if i == 0:
-                teacher = [z.detach() for z in task.distill_logits]
-                total = total + weight * task.loss
-            else:
-                kd = multi_distillation_loss(task.distill_logits, teacher, loop.tau)
-                total = total + weight * ((1 - loop.alpha) * task.loss + loop.alpha * kd)
+        total = loop.summed_loss(twin, data)
         total.backward()
         summed = _grads(twin)
         assert per_width.keys() == summed.keys(), name

@@ -18,7 +18,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 
-from ..layers import WidthAware
+from ..layers import PerWidthChoice, WidthAware
 from ..modeling.backbone.slim_resnet import SlimResNet
 
 _STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
@@ -121,7 +121,7 @@ def build_slim_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     )
 
 
-class PerWidthNorm(nn.Module, WidthAware):
+class PerWidthNorm(nn.Module, PerWidthChoice):
     """One copy of a (shared) head's norm layer per width, chosen by the active width.
 
     Convolutions of the FPN and heads are shared by all widths; only their normalisation
@@ -134,13 +134,8 @@ class PerWidthNorm(nn.Module, WidthAware):
         self.norms = nn.ModuleList(copy.deepcopy(norm) for _ in self.widths)
         self.width_mult = self.widths[0]
 
-    def set_width(self, width_mult: float) -> None:
-        if width_mult not in self.widths:
-            raise ValueError(f"width {width_mult} is not one of this network's widths {self.widths}")
-        self.width_mult = width_mult
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norms[self.widths.index(self.width_mult)](x)
+        return self.norms[self.width_index](x)
 
 
 def make_norms_switchable(module: nn.Module, widths: Sequence[float]) -> int:

@@ -1,7 +1,7 @@
-from .slimmable import (SlimConv2d, SlimLinear, SwitchableBatchNorm1d, SwitchableBatchNorm2d,
+from .slimmable import (PerWidthChoice, SlimConv2d, SlimLinear, SwitchableBatchNorm1d, SwitchableBatchNorm2d,
                         SwitchableLinear, WidthAware, init_weights, scaled)
 from .width import get_width, model_widths, set_width, use_width
 
-__all__ = ["SlimConv2d", "SlimLinear", "SwitchableBatchNorm1d", "SwitchableBatchNorm2d",
+__all__ = ["PerWidthChoice", "SlimConv2d", "SlimLinear", "SwitchableBatchNorm1d", "SwitchableBatchNorm2d",
            "SwitchableLinear", "WidthAware", "init_weights", "scaled", "get_width",
            "model_widths", "set_width", "use_width"]

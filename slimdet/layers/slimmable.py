@@ -29,6 +29,22 @@ class WidthAware:
         self.width_mult = width_mult
 
 
+class PerWidthChoice(WidthAware):
+    """Mixin of modules holding one independent sub-module per width of ``self.widths``
+    (switchable BN, switchable linear, per-width head norms): only listed widths are accepted."""
+
+    widths: list
+
+    def set_width(self, width_mult: float) -> None:
+        if width_mult not in self.widths:
+            raise ValueError(f"width {width_mult} is not one of this network's widths {self.widths}")
+        self.width_mult = width_mult
+
+    @property
+    def width_index(self) -> int:
+        return self.widths.index(self.width_mult)
+
+
 class SlimConv2d(nn.Conv2d, WidthAware):
     """``nn.Conv2d`` that uses ``weight[:out_w, :in_w]`` at the active width.
 
@@ -81,7 +97,7 @@ class SlimLinear(nn.Linear, WidthAware):
         return F.linear(x, self.weight[:fout, :fin], bias)
 
 
-class _SwitchableBatchNorm(nn.Module, WidthAware):
+class _SwitchableBatchNorm(nn.Module, PerWidthChoice):
     """One independent BatchNorm per width (own affine parameters and running statistics).
 
     The BNs live in ``self.bn[i]`` for ``widths[i]``, the layout of the reference checkpoints.
@@ -102,14 +118,9 @@ class _SwitchableBatchNorm(nn.Module, WidthAware):
             for w in self.widths)
         self.width_mult = self.widths[0]
 
-    def set_width(self, width_mult: float) -> None:
-        if width_mult not in self.widths:
-            raise ValueError(f"width {width_mult} is not one of this network's widths {self.widths}")
-        self.width_mult = width_mult
-
     @property
     def active_bn(self) -> nn.Module:
-        return self.bn[self.widths.index(self.width_mult)]
+        return self.bn[self.width_index]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.active_bn(x)
@@ -123,7 +134,7 @@ class SwitchableBatchNorm1d(_SwitchableBatchNorm):
     _bn_cls = nn.BatchNorm1d
 
 
-class SwitchableLinear(nn.Module, WidthAware):
+class SwitchableLinear(nn.Module, PerWidthChoice):
     """One independent ``Linear(in_w, out)`` per width (the switchable linear probe, SPEC §5).
 
     Layout ``linears[i]`` for ``widths[i]``, as in the reference linear-probe checkpoints.
@@ -138,13 +149,8 @@ class SwitchableLinear(nn.Module, WidthAware):
             nn.Linear(scaled(in_features, w), out_features, bias=bias) for w in self.widths)
         self.width_mult = self.widths[0]
 
-    def set_width(self, width_mult: float) -> None:
-        if width_mult not in self.widths:
-            raise ValueError(f"width {width_mult} is not one of this network's widths {self.widths}")
-        self.width_mult = width_mult
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linears[self.widths.index(self.width_mult)](x)
+        return self.linears[self.width_index](x)
 
 
 def init_weights(module: nn.Module, zero_init_residual_bn: Optional[Sequence[nn.Module]] = None) -> None:

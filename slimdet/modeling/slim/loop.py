@@ -113,3 +113,31 @@ class WidthLoop:
         method.on_step_end(ctx)
         logs["total_loss"] = total
         return logs
+
+    def summed_loss(self, method: nn.Module, data,
+                    autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
+        """The same step as one graph over all widths: the weighted sum of every width's loss.
+
+        Its backward gives the gradient :meth:`run` accumulates width by width, at the peak
+        memory of all widths' graphs together. For tests and the memory benchmark; it does not
+        call ``on_step_end``.
+        """
+        with torch.no_grad(), autocast():
+            ctx = method.prepare(data)
+        total: torch.Tensor = torch.zeros(())
+        teacher: List[torch.Tensor] = []
+        for i, (w, weight) in enumerate(zip(self.widths, self.weights)):
+            set_width(method, w)
+            with autocast():
+                task = method.task_loss(method(data), ctx, is_full=(i == 0))
+            if i == 0:
+                teacher = [z.detach() for z in task.distill_logits]
+                total = total + weight * task.loss
+            elif self.distill:
+                kd = multi_distillation_loss(task.distill_logits, teacher, self.tau)
+                total = total + weight * ((1 - self.alpha) * task.loss + self.alpha * kd)
+            else:
+                total = total + weight * task.loss
+        set_width(method, self.all_widths[0])
+        return total
+
