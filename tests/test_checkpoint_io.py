@@ -190,3 +190,23 @@ def test_recalibrate_bn_sets_each_width_statistics_to_data_averages():
     assert torch.allclose(net.bn1.bn[1].running_mean, stem_means[:4], atol=1e-5)
     # Deeper BNs of the narrow width were updated too (no longer the initial zeros / ones).
     assert net.layer4[0].bn1.bn[1].running_var.sub(1).abs().max() > 1e-3
+
+
+def test_trainer_checkpointer_reads_reference_file(tmp_path):
+    """MODEL.WEIGHTS may name a reference file for the engine's checkpointer too
+    (``train_net.py``'s load after building the method)."""
+    from slimdet.checkpoint import SlimCheckpointer
+
+    source = build_model(_cfg("MoCoV2"))
+    _randomise_bn(source)
+    path = tmp_path / "ref.pth.tar"
+    _save_reference(path, _mocov2_reference_state(source))
+    target = build_model(_cfg("MoCoV2"))
+    SlimCheckpointer(target, str(tmp_path / "out")).load(str(path))
+    for k, v in source.state_dict().items():
+        if k != "queue_filled":
+            assert torch.equal(target.state_dict()[k], v), k
+    bad = tmp_path / "bad.pth"
+    torch.save({"weights": torch.zeros(1)}, bad)
+    with pytest.raises(CheckpointFormatError, match="bad.pth"):
+        SlimCheckpointer(target, str(tmp_path / "out")).load(str(bad))

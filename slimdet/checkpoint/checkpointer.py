@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Dict
 
 import torch
 from fvcore.common.checkpoint import Checkpointer
@@ -11,7 +11,24 @@ from fvcore.common.checkpoint import Checkpointer
 class SlimCheckpointer(Checkpointer):
     """fvcore's Checkpointer (model + extra checkpointables such as the trainer's optimizer,
     scheduler, scaler and hook states) whose files are replaced atomically: a run killed while
-    saving leaves the previous checkpoint and ``last_checkpoint`` intact."""
+    saving leaves the previous checkpoint and ``last_checkpoint`` intact. It also reads the
+    reference implementation's files (SPEC §8), renamed to slimdet's keys."""
+
+    def _load_file(self, f: str) -> Dict[str, Any]:
+        from .reference import (CheckpointFormatError, is_reference_layout, read_checkpoint_file,
+                                reference_to_slimdet)
+
+        data = read_checkpoint_file(f)
+        if "model" in data:
+            return data
+        if not is_reference_layout(data):
+            raise CheckpointFormatError(
+                f"{f!r} is neither a slimdet checkpoint (no 'model' field) nor a reference one")
+        backbone = getattr(self.model, "backbone", self.model)
+        depth = getattr(backbone, "depth", None)
+        if depth is None:
+            raise CheckpointFormatError(f"{f!r}: reference layout, but the model has no ResNet depth")
+        return {"model": reference_to_slimdet(data.get("state_dict", data), depth, f)}
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
