@@ -194,8 +194,9 @@ def SimCLR(cfg) -> BatchViewAugment:
 
 @BATCH_AUGMENTATION_REGISTRY.register()
 def LinearEval(cfg) -> BatchViewAugment:
-    """One view: random resized crop + flip (the linear probe's training augmentation)."""
-    spec = ViewSpec(cfg.INPUT.CROP_SIZE, scale=(0.08, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=0.0)
+    """One view: random resized crop (MIN_SCALE-1; 0.08 in the ImageNet recipe) + flip, the
+    linear probe's and supervised training's augmentation."""
+    spec = ViewSpec(cfg.INPUT.CROP_SIZE, scale=_scale(cfg), jitter_p=0.0, gray_p=0.0, blur_p=0.0)
     return BatchViewAugment([spec], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
 
