@@ -76,11 +76,14 @@ class WidthLoop:
             iteration: int = -1) -> Dict[str, float]:
         """One step's forward/backward over the active widths; returns the losses to log."""
         method = unwrap(model)
-        logs: Dict[str, float] = {}
         with torch.no_grad(), autocast():
             ctx = method.prepare(data)
         teacher: List[torch.Tensor] = []
-        total = 0.0
+        # Loss values stay on the device until the end of the step: one host sync per step, not
+        # one per width and term, so the CPU keeps queueing kernels ahead of the GPU.
+        pending: Dict[str, torch.Tensor] = {}
+        where: Dict[str, tuple] = {}
+        totals: List[torch.Tensor] = []
         for i, (w, weight) in enumerate(zip(self.widths, self.weights)):
             set_width(method, w)
             last = i == len(self.widths) - 1
@@ -100,18 +103,22 @@ class WidthLoop:
                 else:
                     loss = weight * task.loss
                 for name, value in terms.items():
-                    v = float(value.detach())
-                    if not math.isfinite(v):
-                        raise FloatingPointError(
-                            f"loss became {v} at iteration {iteration}, width {w}, term {name!r}")
-                    logs[f"loss_{name}/w{w:g}"] = v
+                    key = f"loss_{name}/w{w:g}"
+                    pending[key] = value.detach().float().reshape(())
+                    where[key] = (w, name)
                 for name, value in task.metrics.items():
-                    logs[f"{name}/w{w:g}"] = value
+                    pending[f"{name}/w{w:g}"] = torch.as_tensor(value, dtype=torch.float32,
+                                                                device=loss.device).reshape(())
                 backward(loss)
-                total += float(loss.detach())
+                totals.append(loss.detach().float().reshape(()))
         set_width(method, self.all_widths[0])
+        values = torch.stack(list(pending.values()) + [torch.stack(totals).sum()]).cpu().tolist()
+        logs = dict(zip(list(pending) + ["total_loss"], values))
+        for key, (w, name) in where.items():
+            if not math.isfinite(logs[key]):
+                raise FloatingPointError(
+                    f"loss became {logs[key]} at iteration {iteration}, width {w}, term {name!r}")
         method.on_step_end(ctx)
-        logs["total_loss"] = total
         return logs
 
     def summed_loss(self, method: nn.Module, data,
