@@ -179,7 +179,6 @@ class DaliTrainLoader:
         world_size = comm.get_world_size() if world_size is None else world_size
         self.indices = IterationIndices(len(dataset), total_batch, seed, rank, world_size)
         self.iters_per_epoch = self.indices.iters_per_epoch
-        self.start_iter = start_iter
         self.num_views = len(views)
         self.source = _ShardSource(dataset, self.indices, start_iter)
         self.pipeline = build_dali_pipeline(
@@ -187,6 +186,16 @@ class DaliTrainLoader:
             num_threads=num_threads, seed=seed * 1000 + rank)
         self._names = [f"view{i}" for i in range(self.num_views)] + ["label", "index"]
         self._iterator = None
+
+    @property
+    def start_iter(self) -> int:
+        return self.source.start_iter
+
+    @start_iter.setter
+    def start_iter(self, value: int) -> None:
+        # Set by SlimTrainer.resume_or_load before the first batch; the pipeline asks its
+        # source for iteration start_iter + i, so a resumed run continues the sample order.
+        self.source.start_iter = value
 
     def __iter__(self) -> Iterator[Dict[str, object]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator

@@ -85,3 +85,13 @@ def test_build_from_config_reads_lmdb(image_folder):
     cfg.DATASETS.TRAIN = "fashion_mnist_train"
     with pytest.raises(ConfigError, match="on-disk image data set"):
         build_dali_train_loader(cfg)
+
+
+def test_start_iter_set_after_construction_resumes_sample_order(image_folder):
+    """SlimTrainer.resume_or_load sets ``start_iter`` after building the loader."""
+    ds = FolderDataset(image_folder)
+    uninterrupted = _epoch(_loader(ds))
+    resumed = _loader(ds)
+    resumed.start_iter = 2
+    first = next(iter(resumed))
+    assert first["index"].tolist() == uninterrupted[2]["index"].tolist()
