@@ -210,3 +210,22 @@ def test_trainer_checkpointer_reads_reference_file(tmp_path):
     torch.save({"weights": torch.zeros(1)}, bad)
     with pytest.raises(CheckpointFormatError, match="bad.pth"):
         SlimCheckpointer(target, str(tmp_path / "out")).load(str(bad))
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_reference_depth_is_read_off_the_blocks(depth):
+    from slimdet.checkpoint.reference import reference_depth
+    from slimdet.modeling.backbone import SlimResNet
+
+    state = {}
+    for key, value in SlimResNet(depth, [1.0, 0.5], base_channels=8).state_dict().items():
+        m = re.match(r"layer(\d)\.(\d+)\.(.*)$", key)
+        if m:
+            k = sum(STAGE_BLOCKS[depth][:int(m.group(1)) - 1]) + int(m.group(2))
+            key = f"features.{k}." + m.group(3).replace("downsample.", "shortcut.")
+        state["module.encoder_q." + key] = value
+    assert reference_depth(state) == depth
+    state.pop(next(k for k in state if ".features.0." in k and k.endswith("conv1.weight")))
+    assert reference_depth(state) == depth  # one missing tensor does not change the block count
+    with pytest.raises(CheckpointFormatError, match="match no ResNet depth"):
+        reference_depth({k: v for k, v in state.items() if ".features.1." not in k})

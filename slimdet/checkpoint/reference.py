@@ -80,6 +80,20 @@ def _backbone_key(rest: str, blocks: Sequence[str], path: str, full_key: str) ->
     return f"{blocks[k]}.{tail}"
 
 
+def reference_depth(state_dict: Mapping[str, torch.Tensor], path: str = "<state dict>") -> int:
+    """ResNet depth of a reference state dict: its number of ``features.{k}`` blocks and whether
+    they are bottlenecks (``conv3``). ResNet-34 and -50 both have 16 blocks."""
+    blocks = {int(m.group(1)) for k in state_dict
+              if (m := re.search(r"(?:^|\.)features\.(\d+)\.", k))}
+    bottleneck = any(re.search(r"(?:^|\.)features\.\d+\.conv3\.", k) for k in state_dict)
+    for depth, per_stage in STAGE_BLOCKS.items():
+        if sum(per_stage) == len(blocks) and (depth >= 50) == bottleneck:
+            return depth
+    raise CheckpointFormatError(
+        f"{path!r}: {len(blocks)} {'bottleneck' if bottleneck else 'basic'} blocks "
+        f"(features.0..{max(blocks, default=-1)}) match no ResNet depth of {sorted(STAGE_BLOCKS)}")
+
+
 def _depth_of(blocks: Sequence[str]) -> str:
     return next((str(d) for d, n in STAGE_BLOCKS.items() if sum(n) == len(blocks)), "?")
 

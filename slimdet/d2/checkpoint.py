@@ -74,30 +74,16 @@ def _state_dict_of(ckpt: Mapping) -> Dict[str, torch.Tensor]:
 
 
 def _reference_to_slimdet(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename the reference layout (``features.N``, ``shortcut.{0,1}``) to ``layerS.B``.
+    """Rename a reference backbone (``features.N``, ``shortcut.{0,1}``) to ``layerS.B``, with
+    the depth read off the blocks (``slimdet.checkpoint.reference`` does the renaming)."""
+    from ..checkpoint.reference import CheckpointFormatError, reference_depth, reference_to_slimdet
 
-    A stage starts at block 0 and at every block with a projection shortcut (SPEC §8: blocks
-    0, 3, 7, 13 of a ResNet-50).
-    """
-    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"features\.(\d+)\.", k))})
-    starts = [b for b in blocks if b == 0 or f"features.{b}.shortcut.0.weight" in state]
-    if len(starts) != 4:
-        raise CheckpointMismatchError(
-            f"reference checkpoint: expected 4 stages (blocks with 'shortcut.0.weight'), found "
-            f"stage starts {starts}")
-    position = {}
-    for b in blocks:
-        stage = max(i for i, s in enumerate(starts) if s <= b)
-        position[b] = (stage + 1, b - starts[stage])
-    out = {}
-    for k, v in state.items():
-        m = re.match(r"features\.(\d+)\.(.*)", k)
-        if m:
-            stage, index = position[int(m.group(1))]
-            rest = m.group(2).replace("shortcut.", "downsample.", 1)
-            k = f"layer{stage}.{index}.{rest}"
-        out[k] = v
-    return out
+    try:
+        renamed = reference_to_slimdet(state, reference_depth(state), "reference checkpoint")
+    except CheckpointFormatError as e:
+        raise CheckpointMismatchError(str(e)) from e
+    # Backbone-relative keys come back under ``backbone.`` (the layout of a probe file).
+    return {k[len("backbone."):]: v for k, v in renamed.items()}
 
 
 _BACKBONE_KEY = re.compile(r"^(conv1\.|bn1\.|layer[1-4]\.|features\.\d+\.)")
