@@ -13,22 +13,21 @@ fixed order (brightness, contrast, saturation, hue) and hue is a rotation in YIQ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from fvcore.common.registry import Registry
 from torchvision.ops import roi_align
 
-BATCH_AUGMENTATION_REGISTRY = Registry("BATCH_AUGMENTATION")
-BATCH_AUGMENTATION_REGISTRY.__doc__ = "Batched view recipes, keyed by cfg.INPUT.AUGMENTATION."
+from ..config import ConfigError
 
 
 @dataclass
 class ViewSpec:
-    """One view's random augmentation; probabilities are per sample."""
-    crop_size: int
+    """One view's random augmentation; probabilities are per sample. The batched ops here and the
+    DALI pipelines (``dali.py``) both read these specs."""
+    crop_size: int = 224
     scale: Tuple[float, float] = (0.2, 1.0)
     ratio: Tuple[float, float] = (3 / 4, 4 / 3)
     flip_p: float = 0.5
@@ -164,40 +163,38 @@ class BatchViewAugment:
         return [self.view(images, spec, g) for spec in self.views]
 
 
-def _scale(cfg) -> Tuple[float, float]:
-    return (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE)
+# SPEC §4's recipes; crop size and crop scale come from the config (INPUT.CROP_SIZE,
+# INPUT.MIN_SCALE / MAX_SCALE: 0.2 for MoCo v2 / BYOL, 0.08 for SimCLR and LinearEval).
+_BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
+RECIPE_VIEWS: Dict[str, List[ViewSpec]] = {
+    # crop, jitter (0.4, 0.4, 0.4, 0.1) p0.8, grey p0.2, blur p0.5, flip; two views
+    "MoCoV2": [ViewSpec(), ViewSpec()],
+    # asymmetric: view 1 blur p1.0; view 2 blur p0.1 + solarize p0.2
+    "BYOL": [ViewSpec(jitter=_BYOL_JITTER, blur_p=1.0),
+             ViewSpec(jitter=_BYOL_JITTER, blur_p=0.1, solarize_p=0.2)],
+    # jitter (0.8, 0.8, 0.8, 0.2)
+    "SimCLR": [ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2)), ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2))],
+    # the linear probe's / supervised training's crop + flip
+    "LinearEval": [ViewSpec(jitter_p=0.0, gray_p=0.0, blur_p=0.0)],
+}
 
 
-@BATCH_AUGMENTATION_REGISTRY.register()
-def MoCoV2(cfg) -> BatchViewAugment:
-    """Two views: crop (MIN_SCALE-1), jitter (0.4,0.4,0.4,0.1) p0.8, grey p0.2, blur p0.5, flip."""
-    spec = ViewSpec(cfg.INPUT.CROP_SIZE, scale=_scale(cfg))
-    return BatchViewAugment([spec, spec], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+def views_of(recipe: str, crop_size: int, scale: Sequence[float]) -> List[ViewSpec]:
+    """The views of ``recipe`` at ``crop_size`` with crop ``scale``."""
+    if recipe not in RECIPE_VIEWS:
+        raise ConfigError(f"INPUT.AUGMENTATION: {recipe!r} is not a recipe; recipes: "
+                          f"{', '.join(sorted(RECIPE_VIEWS))}")
+    return [replace(v, crop_size=crop_size, scale=tuple(scale)) for v in RECIPE_VIEWS[recipe]]
 
 
-@BATCH_AUGMENTATION_REGISTRY.register()
-def BYOL(cfg) -> BatchViewAugment:
-    """Asymmetric: view 1 blur p1.0; view 2 blur p0.1 + solarize p0.2; jitter (0.4,0.4,0.2,0.1)."""
-    jit = (0.4, 0.4, 0.2, 0.1)
-    v1 = ViewSpec(cfg.INPUT.CROP_SIZE, scale=_scale(cfg), jitter=jit, blur_p=1.0)
-    v2 = ViewSpec(cfg.INPUT.CROP_SIZE, scale=_scale(cfg), jitter=jit, blur_p=0.1, solarize_p=0.2)
-    return BatchViewAugment([v1, v2], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+def recipe_views(cfg) -> List[ViewSpec]:
+    return views_of(cfg.INPUT.AUGMENTATION, cfg.INPUT.CROP_SIZE,
+                    (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE))
 
 
-@BATCH_AUGMENTATION_REGISTRY.register()
-def SimCLR(cfg) -> BatchViewAugment:
-    """Two views: crop (MIN_SCALE-1; 0.08 in the recipe), jitter (0.8,0.8,0.8,0.2) p0.8, grey p0.2,
-    blur p0.5, flip."""
-    spec = ViewSpec(cfg.INPUT.CROP_SIZE, scale=_scale(cfg), jitter=(0.8, 0.8, 0.8, 0.2))
-    return BatchViewAugment([spec, spec], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
-
-
-@BATCH_AUGMENTATION_REGISTRY.register()
-def LinearEval(cfg) -> BatchViewAugment:
-    """One view: random resized crop (MIN_SCALE-1; 0.08 in the ImageNet recipe) + flip, the
-    linear probe's and supervised training's augmentation."""
-    spec = ViewSpec(cfg.INPUT.CROP_SIZE, scale=_scale(cfg), jitter_p=0.0, gray_p=0.0, blur_p=0.0)
-    return BatchViewAugment([spec], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+def build_batch_augment(cfg) -> BatchViewAugment:
+    """The batched augmentation of ``cfg.INPUT.AUGMENTATION``."""
+    return BatchViewAugment(recipe_views(cfg), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
 
 def eval_batch_transform(cfg) -> BatchViewAugment:

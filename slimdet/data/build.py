@@ -14,8 +14,7 @@ from typing import Dict, Iterator, Optional
 import torch
 from detectron2.utils import comm
 
-from ..utils.registry import lookup
-from .batch_transforms import BATCH_AUGMENTATION_REGISTRY, eval_batch_transform
+from .batch_transforms import build_batch_augment, eval_batch_transform
 from .catalog import get_dataset
 from .in_memory import InMemoryImageDataset
 from .samplers import IterationIndices, IterationSampler
@@ -102,8 +101,7 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
         return build_dali_train_loader(cfg, start_iter=start_iter)
     dataset = get_dataset(cfg.DATASETS.TRAIN, cfg)
     if isinstance(dataset, InMemoryImageDataset):
-        augment = lookup(BATCH_AUGMENTATION_REGISTRY, cfg.INPUT.AUGMENTATION, "INPUT.AUGMENTATION")(cfg)
-        return InMemoryTrainLoader(dataset, augment, cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
+        return InMemoryTrainLoader(dataset, build_batch_augment(cfg), cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
                                    device, start_iter)
     return PerImageTrainLoader(cfg, dataset, device, start_iter)
 

@@ -20,7 +20,6 @@ and the benchmark use when no GPU is present).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,32 +27,11 @@ import torch
 from detectron2.utils import comm
 
 from ..config import ConfigError
+from .batch_transforms import ViewSpec, recipe_views
 from .datasets.base import BadImageError, EncodedImageDataset
 from .samplers import IterationIndices
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DaliViewSpec:
-    """One view's augmentation parameters (probabilities per sample)."""
-    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_p: float = 0.8
-    gray_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: Tuple[float, float] = (0.1, 2.0)
-    solarize_p: float = 0.0
-    color: bool = True  # False: crop + flip only (LinearEval)
-
-
-# The same recipes as transforms.AUGMENTATION_REGISTRY, as DALI view specs.
-DALI_RECIPES: Dict[str, List[DaliViewSpec]] = {
-    "MoCoV2": [DaliViewSpec(), DaliViewSpec()],
-    "BYOL": [DaliViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0),
-             DaliViewSpec(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2)],
-    "SimCLR": [DaliViewSpec(jitter=(0.8, 0.8, 0.8, 0.2)), DaliViewSpec(jitter=(0.8, 0.8, 0.8, 0.2))],
-    "LinearEval": [DaliViewSpec(color=False)],
-}
 
 
 def looks_complete(data: bytes) -> bool:
@@ -101,16 +79,16 @@ class _ShardSource:
         return encoded, labels, [np.array([i], dtype=np.int64) for i in idx]
 
 
-def _augment_view(images, spec: DaliViewSpec, crop: int, scale: Sequence[float],
-                  mean: Sequence[float], std: Sequence[float]):
+def _augment_view(images, spec: ViewSpec, mean: Sequence[float], std: Sequence[float]):
     """DALI graph of one view (called inside a pipeline definition)."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
 
-    images = fn.random_resized_crop(images, size=[crop, crop], random_area=list(scale),
-                                    random_aspect_ratio=[3 / 4, 4 / 3],
+    images = fn.random_resized_crop(images, size=[spec.crop_size, spec.crop_size],
+                                    random_area=list(spec.scale),
+                                    random_aspect_ratio=list(spec.ratio),
                                     interp_type=types.INTERP_LINEAR, antialias=True)
-    if spec.color:
+    if spec.jitter_p > 0 or spec.gray_p > 0:
         b, c, s, h = spec.jitter
         apply = fn.random.coin_flip(probability=spec.jitter_p)
         keep = 1 - apply
@@ -124,24 +102,23 @@ def _augment_view(images, spec: DaliViewSpec, crop: int, scale: Sequence[float],
             contrast=factor(max(0.0, 1 - c), 1 + c),
             saturation=factor(max(0.0, 1 - s), 1 + s) * (1 - gray),
             hue=fn.random.uniform(range=[-h * 360.0, h * 360.0]) * apply)
-        if spec.blur_p >= 1.0:
+    if spec.blur_p >= 1.0:
+        images = fn.gaussian_blur(images, sigma=fn.random.uniform(range=list(spec.blur_sigma)))
+    elif spec.blur_p > 0:
+        if fn.random.coin_flip(probability=spec.blur_p, dtype=types.BOOL):
             images = fn.gaussian_blur(images, sigma=fn.random.uniform(range=list(spec.blur_sigma)))
-        elif spec.blur_p > 0:
-            if fn.random.coin_flip(probability=spec.blur_p, dtype=types.BOOL):
-                images = fn.gaussian_blur(images,
-                                          sigma=fn.random.uniform(range=list(spec.blur_sigma)))
-        if spec.solarize_p > 0:
-            if fn.random.coin_flip(probability=spec.solarize_p, dtype=types.BOOL):
-                images = fn.lookup_table(images, keys=list(range(256)),
-                                         values=[v if v < 128 else 255 - v for v in range(256)],
-                                         dtype=types.UINT8)
-    return fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(probability=0.5),
+    if spec.solarize_p > 0:
+        if fn.random.coin_flip(probability=spec.solarize_p, dtype=types.BOOL):
+            images = fn.lookup_table(images, keys=list(range(256)),
+                                     values=[v if v < 128 else 255 - v for v in range(256)],
+                                     dtype=types.UINT8)
+    return fn.crop_mirror_normalize(images, mirror=fn.random.coin_flip(probability=spec.flip_p),
                                     mean=[255.0 * m for m in mean], std=[255.0 * s for s in std],
                                     dtype=types.FLOAT, output_layout="CHW")
 
 
-def build_dali_pipeline(source: _ShardSource, views: Sequence[DaliViewSpec], batch_size: int,
-                        crop: int, scale: Sequence[float], mean: Sequence[float],
+def build_dali_pipeline(source: _ShardSource, views: Sequence[ViewSpec], batch_size: int,
+                        mean: Sequence[float],
                         std: Sequence[float], device: str = "gpu", num_threads: int = 2,
                         seed: int = 0, device_id: Optional[int] = None):
     """A DALI pipeline producing ``view0..view{k-1}, label, index`` for ``source``'s batches."""
@@ -156,7 +133,7 @@ def build_dali_pipeline(source: _ShardSource, views: Sequence[DaliViewSpec], bat
                                                    dtype=[types.UINT8, types.INT64, types.INT64])
         images = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu",
                                    output_type=types.RGB)
-        outs = [_augment_view(images, v, crop, scale, mean, std) for v in views]
+        outs = [_augment_view(images, v, mean, std) for v in views]
         return (*outs, label, index)
 
     if device == "gpu" and device_id is None:
@@ -170,8 +147,8 @@ class DaliTrainLoader:
     """Infinite iterator of training batch dicts from a DALI pipeline (like the torch backend's
     loaders: ``iters_per_epoch`` and ``start_iter`` attributes, one batch per iteration)."""
 
-    def __init__(self, dataset: EncodedImageDataset, views: Sequence[DaliViewSpec],
-                 total_batch: int, crop: int, scale: Sequence[float], mean: Sequence[float],
+    def __init__(self, dataset: EncodedImageDataset, views: Sequence[ViewSpec],
+                 total_batch: int, mean: Sequence[float],
                  std: Sequence[float], device: str = "gpu", num_threads: int = 2, seed: int = 0,
                  start_iter: int = 0, rank: Optional[int] = None,
                  world_size: Optional[int] = None):
@@ -182,7 +159,7 @@ class DaliTrainLoader:
         self.num_views = len(views)
         self.source = _ShardSource(dataset, self.indices, start_iter)
         self.pipeline = build_dali_pipeline(
-            self.source, views, self.indices.local_batch, crop, scale, mean, std, device=device,
+            self.source, views, self.indices.local_batch, mean, std, device=device,
             num_threads=num_threads, seed=seed * 1000 + rank)
         self._names = [f"view{i}" for i in range(self.num_views)] + ["label", "index"]
         self._iterator = None
@@ -224,10 +201,7 @@ def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = No
     from .catalog import get_dataset
     from . import datasets  # noqa: F401  (registers the on-disk data sets)
 
-    recipe = cfg.INPUT.AUGMENTATION
-    if recipe not in DALI_RECIPES:
-        raise ConfigError(f"INPUT.AUGMENTATION: {recipe!r} has no DALI pipeline; DALI recipes: "
-                          f"{', '.join(sorted(DALI_RECIPES))}")
+    views = recipe_views(cfg)  # the same recipe table as the batched torch path
     dataset = get_dataset(cfg.DATASETS.TRAIN, cfg)
     if not isinstance(dataset, EncodedImageDataset):
         raise ConfigError(f"DATALOADER.BACKEND: 'dali' needs an on-disk image data set (folder, "
@@ -236,7 +210,6 @@ def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = No
     if device is None:
         device = "gpu" if torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu" else "cpu"
     return DaliTrainLoader(
-        dataset, DALI_RECIPES[recipe], cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.CROP_SIZE,
-        (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
+        dataset, views, cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
         device=device, num_threads=cfg.DATALOADER.NUM_WORKERS, seed=max(cfg.SEED, 0),
         start_iter=start_iter)

@@ -7,15 +7,15 @@ import torch
 pytest.importorskip("nvidia.dali")
 
 from slimdet.config import ConfigError, get_cfg  # noqa: E402
-from slimdet.data.dali import (DALI_RECIPES, DaliTrainLoader, build_dali_train_loader,  # noqa: E402
-                               looks_complete)
+from slimdet.data.batch_transforms import views_of  # noqa: E402
+from slimdet.data.dali import DaliTrainLoader, build_dali_train_loader, looks_complete  # noqa: E402
 from slimdet.data.datasets import FolderDataset, write_lmdb  # noqa: E402
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def _loader(ds, recipe="MoCoV2", batch=6, rank=0, world=1, crop=32):
-    return DaliTrainLoader(ds, DALI_RECIPES[recipe], batch, crop, (0.2, 1.0), MEAN, STD,
+    return DaliTrainLoader(ds, views_of(recipe, crop, (0.2, 1.0)), batch, MEAN, STD,
                            device="cpu", num_threads=1, seed=0, rank=rank, world_size=world)
 
 
