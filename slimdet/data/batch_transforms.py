@@ -13,31 +13,13 @@ fixed order (brightness, contrast, saturation, hue) and hue is a rotation in YIQ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from ..config import ConfigError
-
-
-@dataclass
-class ViewSpec:
-    """One view's random augmentation; probabilities are per sample. The batched ops here and the
-    DALI pipelines (``dali.py``) both read these specs."""
-    crop_size: int = 224
-    scale: Tuple[float, float] = (0.2, 1.0)
-    ratio: Tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_p: float = 0.8
-    gray_p: float = 0.2
-    blur_p: float = 0.5
-    blur_sigma: Tuple[float, float] = (0.1, 2.0)
-    solarize_p: float = 0.0
-    random_crop: bool = True
+from .recipes import ViewSpec, recipe_views
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -161,35 +143,6 @@ class BatchViewAugment:
 
     def __call__(self, images: torch.Tensor, g: torch.Generator) -> List[torch.Tensor]:
         return [self.view(images, spec, g) for spec in self.views]
-
-
-# SPEC §4's recipes; crop size and crop scale come from the config (INPUT.CROP_SIZE,
-# INPUT.MIN_SCALE / MAX_SCALE: 0.2 for MoCo v2 / BYOL, 0.08 for SimCLR and LinearEval).
-_BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
-RECIPE_VIEWS: Dict[str, List[ViewSpec]] = {
-    # crop, jitter (0.4, 0.4, 0.4, 0.1) p0.8, grey p0.2, blur p0.5, flip; two views
-    "MoCoV2": [ViewSpec(), ViewSpec()],
-    # asymmetric: view 1 blur p1.0; view 2 blur p0.1 + solarize p0.2
-    "BYOL": [ViewSpec(jitter=_BYOL_JITTER, blur_p=1.0),
-             ViewSpec(jitter=_BYOL_JITTER, blur_p=0.1, solarize_p=0.2)],
-    # jitter (0.8, 0.8, 0.8, 0.2)
-    "SimCLR": [ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2)), ViewSpec(jitter=(0.8, 0.8, 0.8, 0.2))],
-    # the linear probe's / supervised training's crop + flip
-    "LinearEval": [ViewSpec(jitter_p=0.0, gray_p=0.0, blur_p=0.0)],
-}
-
-
-def views_of(recipe: str, crop_size: int, scale: Sequence[float]) -> List[ViewSpec]:
-    """The views of ``recipe`` at ``crop_size`` with crop ``scale``."""
-    if recipe not in RECIPE_VIEWS:
-        raise ConfigError(f"INPUT.AUGMENTATION: {recipe!r} is not a recipe; recipes: "
-                          f"{', '.join(sorted(RECIPE_VIEWS))}")
-    return [replace(v, crop_size=crop_size, scale=tuple(scale)) for v in RECIPE_VIEWS[recipe]]
-
-
-def recipe_views(cfg) -> List[ViewSpec]:
-    return views_of(cfg.INPUT.AUGMENTATION, cfg.INPUT.CROP_SIZE,
-                    (cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE))
 
 
 def build_batch_augment(cfg) -> BatchViewAugment:

@@ -27,7 +27,7 @@ import torch
 from detectron2.utils import comm
 
 from ..config import ConfigError
-from .batch_transforms import ViewSpec, recipe_views
+from .recipes import ViewSpec, recipe_views
 from .datasets.base import BadImageError, EncodedImageDataset
 from .samplers import IterationIndices
 

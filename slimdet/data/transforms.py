@@ -2,8 +2,9 @@
 
 ``build_view_transform(cfg, is_train)`` returns a callable ``PIL.Image -> [view, ...]`` whose
 views are normalised float CHW tensors: two views for the self-supervised recipes, one for
-``LinearEval`` training and for evaluation. Recipes are registered in ``AUGMENTATION_REGISTRY``
-under the names used by ``cfg.INPUT.AUGMENTATION``.
+``LinearEval`` training and for evaluation. The recipes are the view specs of
+``slimdet/data/recipes.py`` (shared with the batched and DALI pipelines), named by
+``cfg.INPUT.AUGMENTATION``.
 
   * ``MoCoV2``: RandomResizedCrop(CROP_SIZE, MIN_SCALE-MAX_SCALE), ColorJitter(0.4, 0.4, 0.4,
     0.1) p0.8, grayscale p0.2, Gaussian blur sigma 0.1-2 p0.5, horizontal flip; both views alike.
@@ -25,17 +26,11 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fvcore.common.registry import Registry
 from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..utils.registry import lookup
-
-AUGMENTATION_REGISTRY = Registry("AUGMENTATION")
-AUGMENTATION_REGISTRY.__doc__ = """Per-image view recipes keyed by cfg.INPUT.AUGMENTATION; each
-is called as ``fn(cfg) -> List[Callable[[PIL.Image], Tensor]]`` (one transform per view); fvcore
-registers a function under its own name, hence the CamelCase recipe functions."""
+from .recipes import ViewSpec, recipe_views
 
 
 class RandomGaussianBlur(torch.nn.Module):
@@ -110,51 +105,23 @@ class MultiViewTransform:
         return f"MultiViewTransform(\n{inner}\n)"
 
 
-def _crop(cfg) -> v2.RandomResizedCrop:
-    return v2.RandomResizedCrop(cfg.INPUT.CROP_SIZE, scale=(cfg.INPUT.MIN_SCALE, cfg.INPUT.MAX_SCALE),
-                                interpolation=v2.InterpolationMode.BILINEAR, antialias=True)
-
-
-def ssl_view(cfg, jitter: Tuple[float, float, float, float], blur_p: float,
-             solarize_p: float = 0.0, jitter_p: float = 0.8, gray_p: float = 0.2) -> v2.Compose:
-    """One self-supervised view: crop, colour jitter, grayscale, blur, [solarize], flip,
-    normalise (the order of the MoCo v2 / v3 reference pipelines)."""
-    b, c, s, h = jitter
-    ops = [
-        _crop(cfg),
-        v2.RandomApply([v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h)], p=jitter_p),
-        v2.RandomGrayscale(p=gray_p),
-        RandomGaussianBlur(p=blur_p),
-    ]
-    if solarize_p > 0:
-        ops.append(v2.RandomSolarize(threshold=128, p=solarize_p))
-    ops += [v2.RandomHorizontalFlip(), ToNormalizedTensor(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)]
+def view_transform(spec: ViewSpec, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """One view: crop, colour jitter, grayscale, blur, [solarize], flip, normalise (the order of
+    the MoCo v2 / v3 reference pipelines); steps with probability 0 are left out."""
+    b, c, s, h = spec.jitter
+    ops = [v2.RandomResizedCrop(spec.crop_size, scale=spec.scale, ratio=spec.ratio,
+                                interpolation=v2.InterpolationMode.BILINEAR, antialias=True)]
+    if spec.jitter_p > 0:
+        ops.append(v2.RandomApply([v2.ColorJitter(brightness=b, contrast=c, saturation=s, hue=h)],
+                                  p=spec.jitter_p))
+    if spec.gray_p > 0:
+        ops.append(v2.RandomGrayscale(p=spec.gray_p))
+    if spec.blur_p > 0:
+        ops.append(RandomGaussianBlur(p=spec.blur_p, sigma=spec.blur_sigma))
+    if spec.solarize_p > 0:
+        ops.append(v2.RandomSolarize(threshold=128, p=spec.solarize_p))
+    ops += [v2.RandomHorizontalFlip(p=spec.flip_p), ToNormalizedTensor(mean, std)]
     return v2.Compose(ops)
-
-
-@AUGMENTATION_REGISTRY.register()
-def MoCoV2(cfg) -> List[Callable]:  # noqa: N802 (registered by name)
-    view = ssl_view(cfg, jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.5)
-    return [view, view]
-
-
-@AUGMENTATION_REGISTRY.register()
-def BYOL(cfg) -> List[Callable]:  # noqa: N802 (registered by name)
-    jitter = (0.4, 0.4, 0.2, 0.1)
-    return [ssl_view(cfg, jitter, blur_p=1.0),
-            ssl_view(cfg, jitter, blur_p=0.1, solarize_p=0.2)]
-
-
-@AUGMENTATION_REGISTRY.register()
-def SimCLR(cfg) -> List[Callable]:  # noqa: N802 (registered by name)
-    view = ssl_view(cfg, jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5)
-    return [view, view]
-
-
-@AUGMENTATION_REGISTRY.register()
-def LinearEval(cfg) -> List[Callable]:  # noqa: N802 (registered by name)
-    return [v2.Compose([_crop(cfg), v2.RandomHorizontalFlip(),
-                        ToNormalizedTensor(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)])]
 
 
 def eval_view(cfg) -> v2.Compose:
@@ -173,5 +140,5 @@ def build_view_transform(cfg, is_train: bool) -> MultiViewTransform:
     ``cfg.INPUT.AUGMENTATION``) or evaluation (one centre-cropped view)."""
     if not is_train:
         return MultiViewTransform([eval_view(cfg)])
-    recipe = lookup(AUGMENTATION_REGISTRY, cfg.INPUT.AUGMENTATION, "INPUT.AUGMENTATION")
-    return MultiViewTransform(recipe(cfg))
+    return MultiViewTransform([view_transform(v, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+                               for v in recipe_views(cfg)])

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("nvidia.dali")
 
 from slimdet.config import ConfigError, get_cfg  # noqa: E402
-from slimdet.data.batch_transforms import views_of  # noqa: E402
+from slimdet.data.recipes import views_of  # noqa: E402
 from slimdet.data.dali import DaliTrainLoader, build_dali_train_loader, looks_complete  # noqa: E402
 from slimdet.data.datasets import FolderDataset, write_lmdb  # noqa: E402
 

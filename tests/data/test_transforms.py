@@ -128,7 +128,7 @@ def test_simclr_uses_strong_jitter():
         for child in getattr(t, "transforms", []):
             yield from walk(child)
 
-    (view, _) = tr.SimCLR(_cfg("SimCLR"))
+    view, _ = build_view_transform(_cfg("SimCLR"), is_train=True).views
     jitters = [m for m in walk(view) if isinstance(m, tr.v2.ColorJitter)]
     assert len(jitters) == 1
     j = jitters[0]
