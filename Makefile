@@ -1,6 +1,7 @@
 # The two commands of the README. Each sets up the venv first (seconds when it is current).
 VENV ?= .venv
 PY := $(VENV)/bin/python
+export SLIMDET_VENV := $(abspath $(VENV))
 
 .PHONY: setup demo test bench clean-venv
 
