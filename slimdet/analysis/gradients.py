@@ -28,7 +28,6 @@ from torch import nn
 from ..layers import set_width
 from ..layers.slimmable import SlimConv2d, SlimLinear, SwitchableBatchNorm1d, \
     SwitchableBatchNorm2d, SwitchableLinear
-from ..modeling.slim.distill import multi_distillation_loss
 from ..modeling.slim.loop import unwrap
 
 # Slices of one parameter: a tuple of ``slice`` objects, one per leading dimension sliced.
@@ -149,18 +148,8 @@ def width_loop_gradients(model: nn.Module, data, width_loop) -> Dict[str, float]
     def losses() -> Iterator[Tuple[float, torch.Tensor]]:
         with torch.no_grad():
             ctx = method.prepare(data)
-        teacher: List[torch.Tensor] = []
-        for i, (w, weight) in enumerate(zip(width_loop.widths, width_loop.weights)):
-            set_width(method, w)
-            task = method.task_loss(method(data), ctx, is_full=(i == 0))
-            if i == 0:
-                teacher = [z.detach() for z in task.distill_logits]
-                yield w, weight * task.loss
-            elif width_loop.distill:
-                distill = multi_distillation_loss(task.distill_logits, teacher, width_loop.tau)
-                yield w, weight * ((1 - width_loop.alpha) * task.loss + width_loop.alpha * distill)
-            else:
-                yield w, weight * task.loss
+        for term in width_loop.width_terms(method, data, ctx):
+            yield term.width, term.loss
 
     with preserved_state(method):
         try:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional, Sequence
+from typing import (Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence,
+                    Union)
 
 import torch
 from torch import nn
@@ -32,7 +33,17 @@ class TaskOutput:
     """What a method returns for one width."""
     loss: torch.Tensor                      # the width's own loss (contrastive, CE, ...)
     distill_logits: List[torch.Tensor]      # logits the distillation compares across widths
-    metrics: Dict[str, float] = field(default_factory=dict)  # extra scalars to log
+    # Extra scalars to log: floats or 0-d tensors (tensors avoid a host sync per width).
+    metrics: Dict[str, Union[float, torch.Tensor]] = field(default_factory=dict)
+
+
+@dataclass
+class WidthTerm:
+    """One width's share of a step: its weighted loss and the unweighted terms to log."""
+    width: float
+    loss: torch.Tensor
+    terms: Dict[str, torch.Tensor]
+    metrics: Dict[str, Union[float, torch.Tensor]]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -71,6 +82,35 @@ class WidthLoop:
         self.weights = list(weights) if weights is not None else (
             loss_weights(widths, self.weighting) if len(widths) > 1 else [1.0])
 
+    def width_terms(self, method: nn.Module, data, ctx: Dict[str, Any],
+                    forward: Optional[Callable] = None,
+                    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+                    ) -> Iterator[WidthTerm]:
+        """Each active width's weighted loss, full width first, computed lazily.
+
+        Width ``i``'s forward runs when the ``i``-th item is drawn, with the method left at that
+        width — so a caller can draw it inside DDP's ``no_sync()`` or measure gradients on that
+        width's slices. ``forward`` is the callable that runs the method (its DDP wrapper).
+        The one place that defines a SlimCLR step's losses: :meth:`run`, :meth:`summed_loss`
+        and the gradient diagnostics all draw from it.
+        """
+        forward = forward or method
+        teacher: List[torch.Tensor] = []
+        for i, (w, weight) in enumerate(zip(self.widths, self.weights)):
+            set_width(method, w)
+            with autocast():
+                task = method.task_loss(forward(data), ctx, is_full=(i == 0))
+            terms = {"task": task.loss}
+            if i == 0:
+                teacher = [z.detach() for z in task.distill_logits]
+                loss = weight * task.loss
+            elif self.distill:
+                terms["distill"] = multi_distillation_loss(task.distill_logits, teacher, self.tau)
+                loss = weight * ((1 - self.alpha) * task.loss + self.alpha * terms["distill"])
+            else:
+                loss = weight * task.loss
+            yield WidthTerm(w, loss, terms, task.metrics)
+
     def run(self, model: nn.Module, data, backward: Callable[[torch.Tensor], None],
             autocast: Callable[[], ContextManager] = contextlib.nullcontext,
             iteration: int = -1) -> Dict[str, float]:
@@ -78,39 +118,27 @@ class WidthLoop:
         method = unwrap(model)
         with torch.no_grad(), autocast():
             ctx = method.prepare(data)
-        teacher: List[torch.Tensor] = []
         # Loss values stay on the device until the end of the step: one host sync per step, not
         # one per width and term, so the CPU keeps queueing kernels ahead of the GPU.
         pending: Dict[str, torch.Tensor] = {}
         where: Dict[str, tuple] = {}
         totals: List[torch.Tensor] = []
-        for i, (w, weight) in enumerate(zip(self.widths, self.weights)):
-            set_width(method, w)
+        terms = self.width_terms(method, data, ctx, model, autocast)
+        for i in range(len(self.widths)):
             last = i == len(self.widths) - 1
             sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
             with sync:
-                with autocast():
-                    out = model(data)
-                    task = method.task_loss(out, ctx, is_full=(i == 0))
-                terms = {"task": task.loss}
-                if i == 0:
-                    teacher = [z.detach() for z in task.distill_logits]
-                    loss = weight * task.loss
-                elif self.distill:
-                    terms["distill"] = multi_distillation_loss(task.distill_logits, teacher, self.tau)
-                    loss = weight * ((1 - self.alpha) * task.loss + self.alpha * terms["distill"])
-                else:
-                    loss = weight * task.loss
-                for name, value in terms.items():
-                    key = f"loss_{name}/w{w:g}"
+                term = next(terms)  # this width's forward runs here, inside no_sync
+                for name, value in term.terms.items():
+                    key = f"loss_{name}/w{term.width:g}"
                     pending[key] = value.detach().float().reshape(())
-                    where[key] = (w, name)
-                for name, value in task.metrics.items():
-                    pending[f"{name}/w{w:g}"] = torch.as_tensor(value, dtype=torch.float32,
-                                                                device=loss.device).reshape(())
-                backward(loss)
-                totals.append(loss.detach().float().reshape(()))
+                    where[key] = (term.width, name)
+                for name, value in term.metrics.items():
+                    pending[f"{name}/w{term.width:g}"] = torch.as_tensor(
+                        value, dtype=torch.float32, device=term.loss.device).reshape(())
+                backward(term.loss)
+                totals.append(term.loss.detach().float().reshape(()))
         set_width(method, self.all_widths[0])
         values = torch.stack(list(pending.values()) + [torch.stack(totals).sum()]).cpu().tolist()
         logs = dict(zip(list(pending) + ["total_loss"], values))
@@ -131,20 +159,6 @@ class WidthLoop:
         """
         with torch.no_grad(), autocast():
             ctx = method.prepare(data)
-        total: torch.Tensor = torch.zeros(())
-        teacher: List[torch.Tensor] = []
-        for i, (w, weight) in enumerate(zip(self.widths, self.weights)):
-            set_width(method, w)
-            with autocast():
-                task = method.task_loss(method(data), ctx, is_full=(i == 0))
-            if i == 0:
-                teacher = [z.detach() for z in task.distill_logits]
-                total = total + weight * task.loss
-            elif self.distill:
-                kd = multi_distillation_loss(task.distill_logits, teacher, self.tau)
-                total = total + weight * ((1 - self.alpha) * task.loss + self.alpha * kd)
-            else:
-                total = total + weight * task.loss
+        total = sum(term.loss for term in self.width_terms(method, data, ctx, autocast=autocast))
         set_width(method, self.all_widths[0])
         return total
-
