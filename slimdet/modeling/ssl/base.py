@@ -6,6 +6,7 @@ from typing import Any, Dict
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from detectron2.utils import comm
 from torch import nn
 
@@ -36,6 +37,36 @@ class SSLMethod(nn.Module):
 
     def on_step_end(self, ctx: Dict[str, Any]) -> None:
         pass
+
+
+def images_of(data: Dict[str, Any]) -> torch.Tensor:
+    """The image batch of a training (``views[0]``) or test (``image``) batch."""
+    return data["views"][0] if "views" in data else data["image"]
+
+
+def classification_output(logits: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
+    """CE loss, the logits to distil, and the batch's top-1 accuracy (%) to log."""
+    loss = F.cross_entropy(logits.float(), labels)
+    with torch.no_grad():  # a tensor: the width loop reads all logged values in one sync
+        acc = 100.0 * (logits.argmax(1) == labels).float().mean()
+    return TaskOutput(loss, [logits.float()], {"train_top1": acc})
+
+
+class ClassificationMethod(SSLMethod):
+    """A method whose task is classification of ``views[0]`` (linear probe, supervised): its
+    subclass provides ``classify(images)`` (class logits at the active width)."""
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        return {"label": data["label"]}
+
+    def forward(self, data: Dict[str, Any]) -> torch.Tensor:
+        return self.classify(images_of(data))
+
+    def task_loss(self, logits: torch.Tensor, ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
+        return classification_output(logits, ctx["label"])
 
 
 def momentum_copy(module: nn.Module) -> nn.Module:

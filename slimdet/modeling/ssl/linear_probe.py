@@ -12,34 +12,17 @@ The probe is run by the ordinary width loop: CE of the full width plus, for ever
 """
 from __future__ import annotations
 
-from typing import Any, Dict
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...layers import SwitchableLinear
 from ..backbone import build_backbone
-from ..slim import TaskOutput
-from .base import SSLMethod
+from .base import ClassificationMethod
 from .build import SSL_REGISTRY
 
 
-def images_of(data: Dict[str, Any]) -> torch.Tensor:
-    """The image batch of a training (``views[0]``) or test (``image``) batch."""
-    return data["views"][0] if "views" in data else data["image"]
-
-
-def classification_output(logits: torch.Tensor, labels: torch.Tensor) -> TaskOutput:
-    """CE loss, the logits to distil, and the batch's top-1 accuracy (%) to log."""
-    loss = F.cross_entropy(logits.float(), labels)
-    with torch.no_grad():  # a tensor: the width loop reads all logged values in one sync
-        acc = 100.0 * (logits.argmax(1) == labels).float().mean()
-    return TaskOutput(loss, [logits.float()], {"train_top1": acc})
-
-
 @SSL_REGISTRY.register()
-class LinearProbe(SSLMethod):
+class LinearProbe(ClassificationMethod):
     """Frozen ``backbone`` + ``classifier`` (one linear layer per width).
 
     ``MODEL.WEIGHTS`` (a slimdet pre-training/probe checkpoint or a reference file) provides the
@@ -72,21 +55,12 @@ class LinearProbe(SSLMethod):
             self.backbone.eval()
         return self
 
-    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        return {"label": data["label"]}
-
     def features(self, images: torch.Tensor) -> torch.Tensor:
         if self.freeze_backbone:
             with torch.no_grad():
                 return self.backbone(images)
         return self.backbone(images)
 
-    def forward(self, data: Dict[str, Any]) -> torch.Tensor:
-        return self.classifier(self.features(images_of(data)))
-
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits at the active width (what ClassificationEvaluator calls)."""
         return self.classifier(self.features(images))
-
-    def task_loss(self, logits: torch.Tensor, ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
-        return classification_output(logits, ctx["label"])

@@ -11,20 +11,16 @@ method's backbone; ``fc`` sits beside it and exports as torchvision's ``fc``.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
-
 import torch
 
 from ...layers import SlimLinear
 from ..backbone import build_backbone
-from ..slim import TaskOutput
-from .base import SSLMethod
+from .base import ClassificationMethod
 from .build import SSL_REGISTRY
-from .linear_probe import classification_output, images_of
 
 
 @SSL_REGISTRY.register()
-class Supervised(SSLMethod):
+class Supervised(ClassificationMethod):
     """``backbone`` + ``fc`` trained with cross-entropy at every width."""
 
     def __init__(self, cfg):
@@ -34,15 +30,6 @@ class Supervised(SSLMethod):
         torch.nn.init.normal_(self.fc.weight, 0.0, 0.01)
         torch.nn.init.zeros_(self.fc.bias)
 
-    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        return {"label": data["label"]}
-
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits at the active width."""
         return self.fc(self.backbone(images))
-
-    def forward(self, data: Dict[str, Any]) -> torch.Tensor:
-        return self.classify(images_of(data))
-
-    def task_loss(self, logits: torch.Tensor, ctx: Dict[str, Any], is_full: bool) -> TaskOutput:
-        return classification_output(logits, ctx["label"])
