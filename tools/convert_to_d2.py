@@ -14,6 +14,7 @@ wrote and which checkpoint keys it dropped (heads, momentum encoder, queue, clas
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -24,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from slimdet.d2.checkpoint import (FoundBackbone, build_resnet_from_checkpoint,  # noqa: E402
-                                   find_backbone, load_checkpoint_file, stock_d2_overrides,
+                                   find_backbone, stock_d2_overrides,
                                    to_slim_d2_state, to_stock_d2_state)
+from slimdet.checkpoint.reference import read_checkpoint_file  # noqa: E402
 from slimdet.modeling.backbone import SlimResNet  # noqa: E402
 
 
@@ -78,7 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         found = FoundBackbone(resnet.state_dict(), "<random init>", "slimdet")
         source = f"random-init slimmable ResNet-{args.random_init}"
     else:
-        found = find_backbone(load_checkpoint_file(args.input))
+        found = find_backbone(read_checkpoint_file(args.input))
         resnet = build_resnet_from_checkpoint(found, args.widths)
         source = args.input
         print(f"found a slimmable ResNet-{resnet.depth} (widths {resnet.widths}) under prefix "
@@ -114,8 +116,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         hint = ("use it in stock Detectron2 with MODEL.WEIGHTS " + args.output + " " +
                 " ".join(stock_d2_overrides(resnet, args.width)))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.output, "wb") as f:
+    tmp = f"{args.output}.tmp"  # renamed into place: an interrupted write leaves no broken file
+    with open(tmp, "wb") as f:
         pickle.dump(out, f)
+    os.replace(tmp, args.output)
     n_params = sum(v.size for v in state.values())
     print(f"wrote {args.output}: {len(state)} tensors, {n_params / 1e6:.2f}M values "
           f"(e.g. {_list(sorted(state), 3)})")
@@ -125,4 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as e:  # bad checkpoint, width or path: one line
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

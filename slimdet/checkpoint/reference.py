@@ -43,7 +43,13 @@ def read_checkpoint_file(path: str) -> Dict:
         raise CheckpointFormatError(f"checkpoint file {path!r} does not exist")
     try:
         with g_pathmgr.open(path, "rb") as f:
-            data = torch.load(f, map_location="cpu", weights_only=False)
+            try:
+                data = torch.load(f, map_location="cpu", weights_only=True)
+            except Exception:  # not tensors only: fvcore / reference files hold more
+                logger.warning("%s holds more than tensors; loading it with full unpickling "
+                               "(only do this for files you trust)", path)
+                f.seek(0)
+                data = torch.load(f, map_location="cpu", weights_only=False)
     except Exception as e:  # torch raises several types for truncated / foreign files
         raise CheckpointFormatError(
             f"cannot read checkpoint file {path!r} (truncated or not a PyTorch checkpoint): "

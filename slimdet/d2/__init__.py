@@ -8,7 +8,7 @@ from .backbone import (PerWidthNorm, SlimResNetBackbone, build_slim_resnet_backb
                        build_slim_resnet_fpn_backbone, make_norms_switchable, pad_channels)
 from .checkpoint import (KNOWN_PREFIXES, CheckpointMismatchError, FoundBackbone,
                          SlimDetectionCheckpointer, build_resnet_from_checkpoint, find_backbone,
-                         infer_architecture, load_checkpoint_file, stock_d2_overrides,
+                         infer_architecture, stock_d2_overrides,
                          to_slim_d2_state, to_stock_d2_state)
 from .config import add_slim_det_config, eval_widths, get_slim_det_cfg, validate_slim_det_cfg
 from .evaluation import evaluate_widths, format_width_table, width_key, width_table_rows
@@ -22,7 +22,7 @@ __all__ = [
     "PerWidthNorm", "SlimResNetBackbone", "build_slim_resnet_backbone",
     "build_slim_resnet_fpn_backbone", "make_norms_switchable", "pad_channels",
     "KNOWN_PREFIXES", "CheckpointMismatchError", "FoundBackbone", "SlimDetectionCheckpointer",
-    "build_resnet_from_checkpoint", "find_backbone", "infer_architecture", "load_checkpoint_file",
+    "build_resnet_from_checkpoint", "find_backbone", "infer_architecture",
     "stock_d2_overrides", "to_slim_d2_state", "to_stock_d2_state", "add_slim_det_config",
     "eval_widths", "get_slim_det_cfg", "validate_slim_det_cfg", "evaluate_widths",
     "format_width_table", "width_key", "width_table_rows", "SlimGeneralizedRCNN",

@@ -14,7 +14,6 @@ Detectron2's warning-and-continue (a silently random backbone would make every A
 """
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -25,7 +24,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..modeling.backbone.slim_resnet import STAGE_BLOCKS, SlimResNet, extract_subnet
 
-logger = logging.getLogger(__name__)
 
 # Where SSL methods keep the student's backbone, most specific first. The last ones are the
 # reference implementation's layouts (SPEC §8) and a bare backbone state dict.
@@ -48,18 +46,6 @@ class FoundBackbone:
     prefix: str                      # where it was found, e.g. "encoder_q.backbone."
     layout: str                      # "slimdet" or "reference" (features.N / shortcut)
     dropped: List[str] = field(default_factory=list)  # checkpoint keys not used
-
-
-def load_checkpoint_file(path: str) -> Mapping:
-    """``torch.load`` a checkpoint on the CPU (tensors only first; full unpickling if needed)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception:  # fvcore / reference checkpoints may hold argparse namespaces etc.
-        logger.warning("%s holds more than tensors; loading it with full unpickling "
-                       "(only do this for files you trust)", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _state_dict_of(ckpt: Mapping) -> Dict[str, torch.Tensor]:
