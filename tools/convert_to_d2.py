@@ -14,7 +14,6 @@ wrote and which checkpoint keys it dropped (heads, momentum encoder, queue, clas
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch  # noqa: E402
 from slimdet.d2.checkpoint import (FoundBackbone, build_resnet_from_checkpoint,  # noqa: E402
                                    find_backbone, stock_d2_overrides,
                                    to_slim_d2_state, to_stock_d2_state)
+from slimdet.checkpoint import atomic_write  # noqa: E402
 from slimdet.checkpoint.reference import read_checkpoint_file  # noqa: E402
 from slimdet.modeling.backbone import SlimResNet  # noqa: E402
 
@@ -116,10 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         hint = ("use it in stock Detectron2 with MODEL.WEIGHTS " + args.output + " " +
                 " ".join(stock_d2_overrides(resnet, args.width)))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{args.output}.tmp"  # renamed into place: an interrupted write leaves no broken file
-    with open(tmp, "wb") as f:
-        pickle.dump(out, f)
-    os.replace(tmp, args.output)
+    atomic_write(args.output, lambda f: pickle.dump(out, f))
     n_params = sum(v.size for v in state.values())
     print(f"wrote {args.output}: {len(state)} tensors, {n_params / 1e6:.2f}M values "
           f"(e.g. {_list(sorted(state), 3)})")

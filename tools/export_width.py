@@ -13,11 +13,11 @@ import argparse
 import logging
 
 import torch
-from iopath.common.file_io import g_pathmgr
 
+from slimdet.checkpoint import atomic_write
 from slimdet.checkpoint.export import export_width_state_dict
 from slimdet.checkpoint.reference import load_checkpoint
-from slimdet.engine import load_cfg
+from slimdet.engine import load_cfg, run_cli
 from slimdet.modeling import build_model
 
 
@@ -36,12 +36,11 @@ def main() -> None:
     method = build_model(cfg)
     load_checkpoint(method, args.weights, cfg.MODEL.BACKBONE.DEPTH)
     state = export_width_state_dict(method, args.width, args.init_fc_classes)
-    with g_pathmgr.open(args.output, "wb") as f:
-        torch.save(state, f)
+    atomic_write(args.output, lambda f: torch.save(state, f))
     print(f"wrote width {args.width:g} ({len(state)} tensors, "
           f"{sum(v.numel() for k, v in state.items() if 'running' not in k and 'num_batches' not in k) / 1e6:.2f} M "
           f"parameters) to {args.output}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

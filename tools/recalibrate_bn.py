@@ -13,12 +13,12 @@ import argparse
 import logging
 
 import torch
-from iopath.common.file_io import g_pathmgr
 
+from slimdet.checkpoint import atomic_write
 from slimdet.checkpoint.recalibrate_bn import recalibrate_bn, train_images
 from slimdet.checkpoint.reference import load_checkpoint
 from slimdet.data import build_train_loader
-from slimdet.engine import load_cfg
+from slimdet.engine import load_cfg, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.modeling import build_model
@@ -45,10 +45,9 @@ def main() -> None:
     recalibrate_bn(method.backbone, train_images(build_train_loader(cfg, device)), args.num_batches)
     if args.eval:
         SlimTrainer.test(cfg, method)
-    with g_pathmgr.open(args.output, "wb") as f:
-        torch.save({"model": method.state_dict()}, f)
+    atomic_write(args.output, lambda f: torch.save({"model": method.state_dict()}, f))
     print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

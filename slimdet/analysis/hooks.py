@@ -10,6 +10,7 @@ import torch
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
+from ..checkpoint import atomic_write
 from ..modeling.slim.loop import unwrap
 from .gradients import width_loop_gradients
 
@@ -86,9 +87,7 @@ class TrajectoryHook(HookBase):
         os.makedirs(self.dir, exist_ok=True)
         path = os.path.join(self.dir, f"iter_{steps_done:07d}.pth")
         state = {k: v.detach().cpu() for k, v in unwrap(self.trainer.model).state_dict().items()}
-        tmp = path + ".tmp"
-        torch.save({"model": state, "iteration": steps_done}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: torch.save({"model": state, "iteration": steps_done}, f))
 
     def before_train(self) -> None:
         # The start of the trajectory (the initial weights, or the resumed ones).

@@ -1,3 +1,3 @@
-from .checkpointer import SlimCheckpointer
+from .checkpointer import SlimCheckpointer, atomic_write
 
-__all__ = ["SlimCheckpointer"]
+__all__ = ["SlimCheckpointer", "atomic_write"]

@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import sys
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -66,20 +66,28 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
     torch.backends.cudnn.benchmark = True
 
 
-# Errors a user fixes by changing a path or a config value: one line, no traceback.
-USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError)
+def user_errors() -> tuple:
+    """Errors a user fixes by changing a path, a file or a config value: one line, no traceback."""
+    from ..checkpoint.reference import CheckpointFormatError
+
+    return (ConfigError, CheckpointFormatError, FileNotFoundError, NotADirectoryError)
+
+
+def run_cli(main: Callable[[], Any]) -> Any:
+    """``main()``; a user error (:func:`user_errors`) exits with status 2 and one line."""
+    try:
+        return main()
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def launch_cli(main, args: argparse.Namespace) -> None:
     """``launch(main, ...)`` from Detectron2-style ``args``; user errors exit with one line."""
     from .launch import launch
 
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines,
-               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+    run_cli(lambda: launch(main, args.num_gpus, num_machines=args.num_machines,
+                           machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,)))
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
