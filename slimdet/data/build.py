@@ -64,8 +64,9 @@ class _SeededViews(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, iteration = key
         image, label = self.dataset[index]
-        torch.manual_seed((self.seed * 1_000_003 + iteration) * 10_000_019 + index)
-        return {"views": self.transform(image), "label": label, "index": index}
+        # Seeded per (seed, iteration, index) without touching the global generator.
+        seed = ((self.seed * 1_000_003 + iteration) * 10_000_019 + index) % 2 ** 63
+        return {"views": self.transform(image, seed=seed), "label": label, "index": index}
 
 
 class PerImageTrainLoader:
