@@ -1,7 +1,7 @@
-"""MoCo v3 for ResNets (SPEC §3): projector 2048-4096(BN,ReLU)-256(BN, no affine), predictor
-256-4096(BN,ReLU)-256, symmetric contrastive loss against all-gathered momentum keys, T=1.0,
-each direction scaled by 2T; the momentum follows a half-cosine from MOMENTUM to 1
-(``MomentumScheduleHook``).
+"""MoCo v3 for ResNets (docs/method.md §3): projector 2048-4096(BN,ReLU)-256(BN, no affine),
+predictor 256-4096(BN,ReLU)-256, no bias in either; symmetric contrastive loss against
+all-gathered momentum keys, T=1.0, each direction scaled by 2T; the momentum follows a
+half-cosine from MOMENTUM to 1 (``MomentumScheduleHook``).
 
 Slimmable: keys from the momentum encoder at full width; distillation on logits / T.
 """
@@ -37,10 +37,13 @@ class MoCoV3(SSLMethod):
         super().__init__()
         m, widths = cfg.MODEL.MOCOV3, cfg.MODEL.WIDTHS
         self.backbone = build_backbone(cfg)
+        # No bias in any linear layer of projector and predictor, as in the reference (its
+        # checkpoints hold base_encoder.fc.{0,3}.weight and predictor.{0,3}.weight only).
         self.projector = slim_mlp(self.backbone.num_features, m.HIDDEN_DIM, m.DIM, widths,
-                                  num_layers=2, hidden_bn=True, last_bn=True, last_bn_affine=False)
+                                  num_layers=2, hidden_bn=True, last_bn=True, last_bn_affine=False,
+                                  bias=False)
         self.predictor = slim_mlp(m.DIM, m.HIDDEN_DIM, m.DIM, widths, num_layers=2, hidden_bn=True,
-                                  last_bn=False, slim_input=False)
+                                  last_bn=False, slim_input=False, bias=False)
         self.backbone_k = momentum_copy(self.backbone)
         self.projector_k = momentum_copy(self.projector)
         self.base_momentum = m.MOMENTUM
