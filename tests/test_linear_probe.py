@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+from slimdet.checkpoint import load_weights
 from slimdet.engine import load_cfg
 from slimdet.engine.trainer import SlimTrainer
 from slimdet.evaluation import build_evaluators
@@ -44,16 +45,17 @@ def test_probe_on_pretrained_features_beats_random_init(pretrained, tmp_path):
     # --eval-only path: the probe checkpoint rebuilds the same classifiers and the same numbers.
     cfg = _probe_cfg(tmp_path / "eval")
     cfg.MODEL.WEIGHTS = str(tmp_path / "ours" / "model_final.pth")
-    probe = build_model(cfg)
-    again = SlimTrainer.test(cfg, probe)
+    os.makedirs(cfg.OUTPUT_DIR)
+    trainer = SlimTrainer(cfg)
+    trainer.load_for_evaluation()
+    again = SlimTrainer.test(cfg, trainer.method)
     for w in (1.0, 0.5, 0.25):
         assert again[f"top1/w{w:g}"] == pytest.approx(ours[f"linear_top1/w{w:g}"])
 
 
 def test_backbone_is_frozen_and_stays_in_eval_mode(pretrained):
-    cfg = _probe_cfg("/tmp/unused")
-    cfg.MODEL.WEIGHTS = pretrained
-    probe = build_model(cfg)
+    probe = build_model(_probe_cfg("/tmp/unused"))
+    load_weights(probe, pretrained, probe.frozen_parts())
     probe.train()
     assert probe.training and not probe.backbone.training
     assert all(not p.requires_grad for p in probe.backbone.parameters())

@@ -6,10 +6,12 @@
     # all widths, for our slimmable detector (configs/detection/mask_rcnn_slim_R_50_FPN_1x.yaml)
     python tools/convert_to_d2.py CKPT --slimmable -o slim_r50.pkl
 
-CKPT is a slimdet checkpoint (``{"model": ...}``, the student backbone under ``backbone.`` /
-``encoder_q.backbone.`` / ...) or a reference-implementation checkpoint (SPEC §8,
-``module.encoder_q.features.N...``). The converter prints where it found the backbone, what it
-wrote and which checkpoint keys it dropped (heads, momentum encoder, queue, classifier).
+CKPT is any checkpoint slimdet reads (docs/checkpoints.md): a slimdet checkpoint
+(``{"model": ...}``, the student backbone under ``backbone.``) or a reference-implementation file
+(``module.encoder_q.features.N...``); it is read without running code (--trust-checkpoint
+unpickles a trusted file fully). Every backbone weight must be in it. The converter prints the
+architecture it found, what it wrote and which parts it dropped (heads, momentum encoder, queue,
+classifier).
 """
 from __future__ import annotations
 
@@ -23,11 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from slimdet.d2.checkpoint import (FoundBackbone, build_resnet_from_checkpoint,  # noqa: E402
-                                   find_backbone, stock_d2_overrides,
-                                   to_slim_d2_state, to_stock_d2_state)
-from slimdet.checkpoint import atomic_write  # noqa: E402
-from slimdet.checkpoint.reference import read_checkpoint_file  # noqa: E402
+from slimdet.checkpoint import (atomic_write, backbone_from_checkpoint,  # noqa: E402
+                                infer_architecture, read_checkpoint)
+from slimdet.d2.checkpoint import (stock_d2_overrides, to_slim_d2_state,  # noqa: E402
+                                   to_stock_d2_state)
 from slimdet.modeling.backbone import SlimResNet  # noqa: E402
 
 
@@ -43,6 +44,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("-o", "--output", required=True, help="output .pkl")
     p.add_argument("--widths", type=float, nargs="+", default=None,
                    help="width list of the checkpoint (default: inferred from its BN sizes)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="unpickle CKPT fully if it needs more than tensors (only for a file you "
+                        "trust: unpickling can run code)")
     p.add_argument("--random-init", type=int, metavar="DEPTH", default=None,
                    help="no checkpoint: convert a randomly initialised slimmable ResNet-DEPTH "
                         "(demos and tests only; its detection AP means nothing)")
@@ -57,19 +61,13 @@ def _list(keys: List[str], limit: int = 12) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def _group(keys: List[str], prefix: str) -> str:
-    """``module.encoder_k.* (1113 keys), module.encoder_q.fc.* (4 keys), module.queue``."""
+def _group(keys: List[str]) -> str:
+    """``backbone_k.* (120 keys), projector.* (4 keys), queue``: keys by top-level part."""
     groups: Dict[str, List[str]] = {}
     for k in keys:
-        if prefix and k.startswith(prefix):  # e.g. the classifier next to the backbone
-            parts = k[len(prefix):].split(".")
-            group = prefix + parts[0] if len(parts) > 1 else k
-        else:
-            parts = k.split(".")
-            group = ".".join(parts[:2]) if len(parts) > 2 else k
-        groups.setdefault(group, []).append(k)
-    return ", ".join(members[0] if len(members) == 1 else f"{group}.* ({len(members)} keys)"
-                     for group, members in groups.items())
+        groups.setdefault(k.split(".", 1)[0], []).append(k)
+    return ", ".join(members[0] if len(members) == 1 else f"{part}.* ({len(members)} keys)"
+                     for part, members in groups.items())
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -77,17 +75,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.random_init is not None:
         widths = args.widths or [1.0, 0.75, 0.5, 0.25]
         resnet = SlimResNet(depth=args.random_init, widths=widths).eval()
-        found = FoundBackbone(resnet.state_dict(), "<random init>", "slimdet")
         source = f"random-init slimmable ResNet-{args.random_init}"
     else:
-        found = find_backbone(read_checkpoint_file(args.input))
-        resnet = build_resnet_from_checkpoint(found, args.widths)
+        ckpt = read_checkpoint(args.input, args.trust_checkpoint, opt_in="pass --trust-checkpoint")
+        backbone = ckpt.backbone_state()
+        print(f"found a {infer_architecture(backbone, args.input)} in {ckpt.layout} layout "
+              f"({len(backbone)} backbone tensors)")
+        resnet = backbone_from_checkpoint(ckpt, args.widths, "convert_to_d2",
+                                          "pass --widths the file's own widths (or leave it out)")
         source = args.input
-        print(f"found a slimmable ResNet-{resnet.depth} (widths {resnet.widths}) under prefix "
-              f"'{found.prefix}' ({found.layout} layout, {len(found.state)} tensors)")
-        if found.dropped:
-            print(f"dropped {len(found.dropped)} checkpoint keys that are not the student "
-                  f"backbone: {_group(found.dropped, found.prefix)}")
+        dropped = [k for k in ckpt.state if not k.startswith("backbone.")] + ckpt.unused
+        if dropped:
+            print(f"dropped {len(dropped)} checkpoint tensors that are not the student "
+                  f"backbone: {_group(dropped)}")
 
     if args.slimmable:
         state = to_slim_d2_state(resnet)
@@ -115,7 +115,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                "slimdet": {"width": args.width, "widths": resnet.widths, "depth": resnet.depth}}
         hint = ("use it in stock Detectron2 with MODEL.WEIGHTS " + args.output + " " +
                 " ".join(stock_d2_overrides(resnet, args.width)))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.output, lambda f: pickle.dump(out, f))
     n_params = sum(v.size for v in state.values())
     print(f"wrote {args.output}: {len(state)} tensors, {n_params / 1e6:.2f}M values "

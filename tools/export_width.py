@@ -4,19 +4,21 @@
     python tools/export_width.py --config-file configs/lincls/mocov2.yaml \
         --weights output/.../model_final.pth --width 0.5 --output r50_w0.5.pth [KEY VALUE ...]
 
---weights takes slimdet checkpoints and reference-implementation files. The file holds the bare
-state dict (torchvision names; width 1.0 of a ResNet-50 loads strictly into
+--weights takes slimdet checkpoints and reference-implementation files; every weight the export
+uses (backbone, and the classifier of a probe / supervised config) must be in it. The output holds
+the bare state dict (torchvision names; width 1.0 of a ResNet-50 loads strictly into
 torchvision.models.resnet50() when it has an fc: from a probe / supervised model, or a fresh one
-with --init-fc-classes for a self-supervised model).
+with --init-fc-classes for a self-supervised model). A file that needs more than tensors to be
+unpickled is refused unless MODEL.WEIGHTS_TRUSTED True is given (only for files you trust).
 """
 import argparse
 import logging
+import sys
 
 import torch
 
-from slimdet.checkpoint import atomic_write
+from slimdet.checkpoint import CheckpointError, atomic_write, load_weights
 from slimdet.checkpoint.export import export_width_state_dict
-from slimdet.checkpoint.reference import load_checkpoint
 from slimdet.engine import load_cfg, run_cli
 from slimdet.modeling import build_model
 
@@ -31,10 +33,14 @@ def main() -> None:
                         help="add a freshly initialised fc of this size when the model has none")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_cfg(args.config_file, list(args.opts) + ["MODEL.WEIGHTS", ""])
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
+    cfg = load_cfg(args.config_file, args.opts)
     method = build_model(cfg)
-    load_checkpoint(method, args.weights, cfg.MODEL.BACKBONE.DEPTH)
+    load_weights(method, args.weights, method.eval_parts(), "export_width",
+                 trusted=cfg.MODEL.WEIGHTS_TRUSTED)
+    if args.width not in method.widths:
+        raise CheckpointError(f"--width {args.width:g}: {args.weights!r} was trained at widths "
+                              f"{method.widths} only")
     state = export_width_state_dict(method, args.width, args.init_fc_classes)
     atomic_write(args.output, lambda f: torch.save(state, f))
     print(f"wrote width {args.width:g} ({len(state)} tensors, "

@@ -6,17 +6,20 @@
         --output output/demo_slimclr_mocov2/model_final_bnrecal.pth [KEY VALUE ...]
 
 Uses fvcore's precise BN per width on the training loader of the config (its augmentation).
---weights takes slimdet checkpoints and reference files; the output is a slimdet checkpoint
-({"model": state_dict}) of the config's method, so --eval-only and the probe accept it.
+--weights takes slimdet checkpoints and reference files (the whole backbone must be in it); the
+output is a slimdet checkpoint ({"model": state_dict}) of the config's method holding exactly the
+weights the input had (BN statistics recalibrated), so --eval-only and the probe accept it and
+still refuse it if it lacks a part they need. MODEL.WEIGHTS_TRUSTED True allows full unpickling
+of a trusted input that needs it.
 """
 import argparse
 import logging
+import sys
 
 import torch
 
-from slimdet.checkpoint import atomic_write
+from slimdet.checkpoint import atomic_write, load_weights
 from slimdet.checkpoint.recalibrate_bn import recalibrate_bn, train_images
-from slimdet.checkpoint.reference import load_checkpoint
 from slimdet.data import build_train_loader
 from slimdet.engine import load_cfg, run_cli
 from slimdet.engine.defaults import seed_all
@@ -33,19 +36,24 @@ def main() -> None:
     parser.add_argument("--eval", action="store_true", help="run TEST.EVALUATORS before and after")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_cfg(args.config_file, list(args.opts) + ["MODEL.WEIGHTS", ""])
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
+    cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)
     device = resolve_device(cfg)
     method = build_model(cfg)
-    load_checkpoint(method, args.weights, cfg.MODEL.BACKBONE.DEPTH)
+    # --eval also reads the classifier of a probe / supervised config: then it must be loaded too.
+    report = load_weights(method, args.weights, method.eval_parts() if args.eval else ("backbone",),
+                          "recalibrate_bn", trusted=cfg.MODEL.WEIGHTS_TRUSTED)
     method.to(device)
     if args.eval:
         SlimTrainer.test(cfg, method)
     recalibrate_bn(method.backbone, train_images(build_train_loader(cfg, device)), args.num_batches)
     if args.eval:
         SlimTrainer.test(cfg, method)
-    atomic_write(args.output, lambda f: torch.save({"model": method.state_dict()}, f))
+    # Only what came from the input: a part it lacked must stay missing, not become random.
+    loaded = set(report.loaded)
+    state = {k: v.cpu() for k, v in method.state_dict().items() if k in loaded}
+    atomic_write(args.output, lambda f: torch.save({"model": state}, f))
     print(f"wrote {args.output}")
 
 

@@ -13,7 +13,7 @@ def main(args):
     cfg = setup(args)
     trainer = SlimTrainer(cfg)
     if args.eval_only:
-        trainer.checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        trainer.load_for_evaluation(resume=args.resume)
         return SlimTrainer.test(cfg, trainer.method)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -1,3 +1,21 @@
-from .checkpointer import SlimCheckpointer, atomic_write
+"""Checkpoints in and out (docs/checkpoints.md).
 
-__all__ = ["SlimCheckpointer", "atomic_write"]
+- :mod:`.format`: read any supported file safely, recognise its layout, rename it to slimdet's
+  keys, infer the network, check and load it into a model (one error type,
+  :class:`CheckpointError`).
+- :mod:`.checkpointer`: atomic writes, the trainer's checkpointer, periodic checkpoints.
+- :mod:`.export`, :mod:`.recalibrate_bn`: one width as a torchvision ResNet; BN statistics.
+"""
+from .checkpointer import PeriodicCheckpointer, SlimCheckpointer, atomic_write, remove_stale_temp_files
+from .format import (ALL_PARTS, TRUST_HINT, Checkpoint, CheckpointError, LoadReport,
+                     ResNetArchitecture, backbone_from_checkpoint, check_architecture, check_keys,
+                     detect_layout, infer_architecture, load_state, load_weights,
+                     read_checkpoint, read_file, safe_globals, single_width_name)
+
+__all__ = [
+    "PeriodicCheckpointer", "SlimCheckpointer", "atomic_write", "remove_stale_temp_files",
+    "ALL_PARTS", "TRUST_HINT", "Checkpoint", "CheckpointError", "LoadReport",
+    "ResNetArchitecture", "backbone_from_checkpoint", "check_architecture", "check_keys",
+    "detect_layout", "infer_architecture", "load_state", "load_weights",
+    "read_checkpoint", "read_file", "safe_globals", "single_width_name",
+]

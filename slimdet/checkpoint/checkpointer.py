@@ -1,35 +1,159 @@
-"""Checkpoints that survive a crash: written to a temporary file, then renamed into place."""
+"""Checkpoints out (atomic files, bounded folders) and the trainer's checkpointer.
+
+Files are written to a temporary file beside the target, then renamed over it: a run killed
+while saving leaves the previous checkpoint and ``last_checkpoint`` intact, and the temporary
+file it leaves is removed by the next start (:func:`remove_stale_temp_files`). Reading goes
+through :mod:`slimdet.checkpoint.format` (safe, any layout, checked against the model).
+"""
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Dict
+import re
+import socket
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
+from detectron2.engine import hooks
 from fvcore.common.checkpoint import Checkpointer
+
+from .format import (ALL_PARTS, CheckpointError, LoadReport, load_state, load_weights,
+                     read_checkpoint)
+
+logger = logging.getLogger("slimdet")
+
+_TEMP = re.compile(r"\.tmp\.(?P<host>.+)\.(?P<pid>\d+)$")
+
+
+def _temp_name(path: str) -> str:
+    # Host and pid: a start on this host can tell a dead writer's leftover from a live one's.
+    return f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str) -> List[str]:
+    """Delete the temporary files in ``folder`` that writers on this host left when they were
+    killed mid-write (their process is gone). Returns the removed paths."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for name in names:
+        m = _TEMP.search(name)
+        if m and m.group("host") == host and not _alive(int(m.group("pid"))):
+            path = os.path.join(folder, name)
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    if removed:
+        logger.info("Removed %d temporary file(s) of interrupted writes in %s", len(removed), folder)
+    return removed
+
+
+def atomic_write(path: str, write: Callable) -> None:
+    """``write(f)`` to a temporary file beside ``path``, then rename it over ``path``: a crash
+    mid-write leaves the old file (or none), never a truncated one. The folder is created if
+    needed; a failure names ``path`` (never the temporary file) and leaves no temporary file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the folder {folder!r} to write {path!r}: "
+                              f"{e.strerror or e}") from None
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {path!r}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 class SlimCheckpointer(Checkpointer):
     """fvcore's Checkpointer (model + extra checkpointables such as the trainer's optimizer,
-    scheduler, scaler and hook states) whose files are replaced atomically: a run killed while
-    saving leaves the previous checkpoint and ``last_checkpoint`` intact. It also reads the
-    reference implementation's files (SPEC §8), renamed to slimdet's keys."""
+    scheduler, scaler and hook states) whose files are replaced atomically, and which loads
+    through :mod:`slimdet.checkpoint.format`:
 
-    def _load_file(self, f: str) -> Dict[str, Any]:
-        from .reference import (CheckpointFormatError, is_reference_layout, read_checkpoint_file,
-                                reference_to_slimdet)
+    - :meth:`load` / :meth:`resume`: a checkpoint of this very model (``--resume``): every key
+      must match and the checkpointables are restored.
+    - :meth:`load_weights`: ``MODEL.WEIGHTS`` in any layout, strict for the parts the job
+      needs, a one-line summary for the rest.
 
-        data = read_checkpoint_file(f)
-        if "model" in data:
-            return data
-        if not is_reference_layout(data):
-            raise CheckpointFormatError(
-                f"{f!r} is neither a slimdet checkpoint (no 'model' field) nor a reference one")
-        backbone = getattr(self.model, "backbone", self.model)
-        depth = getattr(backbone, "depth", None)
-        if depth is None:
-            raise CheckpointFormatError(f"{f!r}: reference layout, but the model has no ResNet depth")
-        return {"model": reference_to_slimdet(data.get("state_dict", data), depth, f)}
+    ``trusted_weights`` (``MODEL.WEIGHTS_TRUSTED``) allows full unpickling of MODEL.WEIGHTS.
+    """
 
+    def __init__(self, model, save_dir: str = "", *, save_to_disk: bool = True,
+                 trusted_weights: bool = False, **checkpointables):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.trusted_weights = trusted_weights
+        if save_dir and save_to_disk:
+            remove_stale_temp_files(save_dir)
+
+    # ---------------------------------------------------------------------------------- in
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        """Load ``path``, a checkpoint of this model, strictly; then the checkpointables
+        (all by default). Returns the file's remaining fields (``iteration`` ...)."""
+        if not path:
+            return {}
+        ckpt = read_checkpoint(path)
+        load_state(self.model, ckpt, ALL_PARTS, "resuming from it")
+        for key in self.checkpointables if checkpointables is None else checkpointables:
+            if key not in ckpt.extra:
+                raise CheckpointError(f"{path!r} has no {key!r} state to resume from (it is not "
+                                      "a checkpoint saved during a slimdet run)")
+            self.checkpointables[key].load_state_dict(ckpt.extra.pop(key))
+        logger.info("Resumed from %s", path)
+        return ckpt.extra
+
+    def last_checkpoint(self) -> str:
+        """The file ``save_dir/last_checkpoint`` names; :class:`CheckpointError` if it is gone."""
+        path = self.get_checkpoint_file()
+        if not path or not os.path.isfile(path):
+            tag = os.path.join(self.save_dir, "last_checkpoint")
+            raise CheckpointError(
+                f"{tag!r} names {os.path.basename(path) or 'nothing'!r}, which is not in "
+                f"{self.save_dir!r}: point it at one of the model_*.pth files there, or start "
+                "without --resume")
+        return path
+
+    def resume(self) -> Dict[str, Any]:
+        """Continue from ``last_checkpoint`` (model and checkpointables)."""
+        return self.load(self.last_checkpoint())
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """fvcore's entry point, strict both ways: the last checkpoint when resuming, else
+        every part of the model from ``path`` (jobs with new heads use :meth:`load_weights`)."""
+        if resume and self.has_checkpoint():
+            return self.resume()
+        if path:
+            self.load_weights(path, ALL_PARTS, "loading every part of the model")
+        return {}
+
+    def load_weights(self, path: str, required: Union[str, Sequence[str]] = ALL_PARTS,
+                     purpose: str = "this job") -> LoadReport:
+        """Initialise the model from ``path`` (any layout): parts in ``required`` completely,
+        other parts when the file has them; one summary line."""
+        return load_weights(self.model, path, required, purpose, trusted=self.trusted_weights)
+
+    # --------------------------------------------------------------------------------- out
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
@@ -47,12 +171,29 @@ class SlimCheckpointer(Checkpointer):
         atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
 
 
-def atomic_write(path: str, write) -> None:
-    """``write(f)`` to a temporary file beside ``path``, then rename it over ``path``: a crash
-    mid-write leaves the old file (or none), never a truncated one."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
+    """Detectron2's periodic checkpoint hook whose ``max_to_keep`` (``SOLVER.MAX_TO_KEEP``)
+    also counts the periodic checkpoints already in the folder: after a resume, the files the
+    earlier process saved are deleted in turn, not kept forever."""
+
+    def before_train(self):
+        super().before_train()
+        if self.max_to_keep is not None:
+            self.recent_checkpoints = self._periodic_files_on_disk()
+
+    def step(self, iteration: int, **kwargs: Any) -> None:
+        super().step(iteration, **kwargs)
+        if self.max_to_keep is None:
+            return
+        self.recent_checkpoints = list(dict.fromkeys(self.recent_checkpoints))
+        while len(self.recent_checkpoints) > self.max_to_keep:
+            old = self.recent_checkpoints.pop(0)
+            if os.path.exists(old) and not old.endswith(f"{self.file_prefix}_final.pth"):
+                os.remove(old)
+
+    def _periodic_files_on_disk(self) -> List[str]:
+        folder = self.checkpointer.save_dir
+        pattern = re.compile(rf"^{re.escape(self.file_prefix)}_(\d+)\.pth$")
+        found = [(int(m.group(1)), name) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+                 if (m := pattern.match(name))]
+        return [os.path.join(folder, name) for _, name in sorted(found)]

@@ -19,8 +19,14 @@ _C.MODEL = CN()
 _C.MODEL.METHOD = "MoCoV2"
 # "cpu", "cuda", or "" to pick cuda when available.
 _C.MODEL.DEVICE = ""
-# Checkpoint to initialise from (slimdet checkpoint or reference-implementation file).
+# Checkpoint to initialise from: a slimdet checkpoint or a reference-implementation file
+# (layouts in docs/checkpoints.md). Training loads every part the file has, all of the parts
+# it never updates (a frozen probe backbone) or fails, and logs one line on what it left at
+# initialisation; --eval-only needs MODEL.WEIGHTS and every weight evaluation reads.
 _C.MODEL.WEIGHTS = ""
+# MODEL.WEIGHTS is read without running code (tensors, numpy arrays, argparse namespaces only).
+# True unpickles it fully: only for a file you trust that needs more (the error names the type).
+_C.MODEL.WEIGHTS_TRUSTED = False
 # Width multipliers of the slimmable network, full width first. [1.0] trains a plain network.
 _C.MODEL.WIDTHS = [1.0, 0.75, 0.5, 0.25]
 # Convert every BN to SyncBatchNorm when several processes train (MoCo v3, SimCLR recipes).

@@ -6,9 +6,7 @@ Importing this package registers ``build_slim_resnet_fpn_backbone`` (Detectron2'
 """
 from .backbone import (PerWidthNorm, SlimResNetBackbone, build_slim_resnet_backbone,
                        build_slim_resnet_fpn_backbone, make_norms_switchable, pad_channels)
-from .checkpoint import (KNOWN_PREFIXES, CheckpointMismatchError, FoundBackbone,
-                         SlimDetectionCheckpointer, build_resnet_from_checkpoint, find_backbone,
-                         infer_architecture, stock_d2_overrides,
+from .checkpoint import (SLIM_D2_PREFIX, SlimDetectionCheckpointer, stock_d2_overrides,
                          to_slim_d2_state, to_stock_d2_state)
 from .config import add_slim_det_config, eval_widths, get_slim_det_cfg, validate_slim_det_cfg
 from .evaluation import evaluate_widths, format_width_table, width_key, width_table_rows
@@ -21,10 +19,8 @@ register_tiny_coco()
 __all__ = [
     "PerWidthNorm", "SlimResNetBackbone", "build_slim_resnet_backbone",
     "build_slim_resnet_fpn_backbone", "make_norms_switchable", "pad_channels",
-    "KNOWN_PREFIXES", "CheckpointMismatchError", "FoundBackbone", "SlimDetectionCheckpointer",
-    "build_resnet_from_checkpoint", "find_backbone", "infer_architecture",
-    "stock_d2_overrides", "to_slim_d2_state", "to_stock_d2_state", "add_slim_det_config",
-    "eval_widths", "get_slim_det_cfg", "validate_slim_det_cfg", "evaluate_widths",
+    "SLIM_D2_PREFIX", "SlimDetectionCheckpointer", "stock_d2_overrides", "to_slim_d2_state",
+    "to_stock_d2_state", "add_slim_det_config", "eval_widths", "get_slim_det_cfg", "validate_slim_det_cfg", "evaluate_widths",
     "format_width_table", "width_key", "width_table_rows", "SlimGeneralizedRCNN",
     "prepare_tiny_coco", "register_tiny_coco", "SlimDetTrainer",
 ]

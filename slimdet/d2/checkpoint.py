@@ -1,4 +1,4 @@
-"""Finding the slimmable backbone in a pre-training checkpoint and exporting it to Detectron2.
+"""Detectron2's names for a slimmable backbone, and the slimmable detector's checkpointer.
 
 Two exports (used by ``tools/convert_to_d2.py``):
 
@@ -8,188 +8,32 @@ Two exports (used by ``tools/convert_to_d2.py``):
   and ``STRIDE_IN_1X1=False``, so the export is a slice plus a rename.
 - :func:`to_slim_d2_state` — every width, for ``build_slim_resnet_fpn_backbone``.
 
-:class:`SlimDetectionCheckpointer` loads such files into the slimmable detector and refuses a
-backbone of another architecture with an error naming the first mismatched key, instead of
-Detectron2's warning-and-continue (a silently random backbone would make every AP meaningless).
+:class:`SlimDetectionCheckpointer` reads files without running code and refuses a backbone of
+another architecture, naming it, instead of Detectron2's warning-and-continue (a silently
+random backbone would make every AP meaningless). Reading, layouts and key checks are
+:mod:`slimdet.checkpoint`'s; only Detectron2's names live here.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..modeling.backbone.slim_resnet import STAGE_BLOCKS, SlimResNet, extract_subnet
+from ..checkpoint import (CheckpointError, check_architecture, check_keys, read_file,
+                          single_width_name)
+from ..modeling.backbone.slim_resnet import SlimResNet, extract_subnet
 
-
-# Where SSL methods keep the student's backbone, most specific first. The last ones are the
-# reference implementation's layouts (SPEC §8) and a bare backbone state dict.
-KNOWN_PREFIXES = (
-    "backbone.", "encoder_q.backbone.", "encoder.backbone.", "student.backbone.",
-    "module.encoder_q.backbone.", "module.backbone.", "model.backbone.",
-    "module.encoder_q.", "module.base_encoder.", "encoder_q.", "base_encoder.", "module.", "",
-)
 SLIM_D2_PREFIX = "backbone.bottom_up.resnet."
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint whose backbone does not fit the network it is loaded into."""
-
-
-@dataclass
-class FoundBackbone:
-    """A slimmable ResNet state dict (slimdet names) found inside a checkpoint."""
-    state: Dict[str, torch.Tensor]
-    prefix: str                      # where it was found, e.g. "encoder_q.backbone."
-    layout: str                      # "slimdet" or "reference" (features.N / shortcut)
-    dropped: List[str] = field(default_factory=list)  # checkpoint keys not used
-
-
-def _state_dict_of(ckpt: Mapping) -> Dict[str, torch.Tensor]:
-    for key in ("model", "state_dict"):
-        if isinstance(ckpt.get(key), Mapping):
-            return dict(ckpt[key])
-    if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return dict(ckpt)
-    raise CheckpointMismatchError(
-        f"no state dict in checkpoint: expected a 'model' or 'state_dict' entry, found keys "
-        f"{sorted(ckpt)[:10]}")
-
-
-def _reference_to_slimdet(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Rename a reference backbone (``features.N``, ``shortcut.{0,1}``) to ``layerS.B``, with
-    the depth read off the blocks (``slimdet.checkpoint.reference`` does the renaming)."""
-    from ..checkpoint.reference import CheckpointFormatError, reference_depth, reference_to_slimdet
-
-    try:
-        renamed = reference_to_slimdet(state, reference_depth(state), "reference checkpoint")
-    except CheckpointFormatError as e:
-        raise CheckpointMismatchError(str(e)) from e
-    # Backbone-relative keys come back under ``backbone.`` (the layout of a probe file).
-    return {k[len("backbone."):]: v for k, v in renamed.items()}
-
-
-_BACKBONE_KEY = re.compile(r"^(conv1\.|bn1\.|layer[1-4]\.|features\.\d+\.)")
-
-
-def find_backbone(ckpt: Mapping, prefixes: Sequence[str] = KNOWN_PREFIXES) -> FoundBackbone:
-    """The slimmable ResNet inside ``ckpt`` (the first of ``prefixes`` that holds one)."""
-    state = _state_dict_of(ckpt)
-    for prefix in prefixes:
-        if f"{prefix}conv1.weight" not in state:
-            continue
-        if f"{prefix}layer1.0.conv1.weight" in state:
-            layout = "slimdet"
-        elif f"{prefix}features.0.conv1.weight" in state:
-            layout = "reference"
-        else:
-            continue
-        taken, dropped = {}, []
-        for k, v in state.items():
-            rest = k[len(prefix):] if k.startswith(prefix) else None
-            if rest is not None and _BACKBONE_KEY.match(rest):
-                taken[rest] = v
-            else:
-                dropped.append(k)
-        if layout == "reference":
-            taken = _reference_to_slimdet(taken)
-        return FoundBackbone(taken, prefix, layout, sorted(dropped))
-    sample = sorted(state)[:8]
-    raise CheckpointMismatchError(
-        "no slimmable ResNet found in checkpoint: looked for '<prefix>conv1.weight' with "
-        f"'layer1.0.conv1.weight' or 'features.0.conv1.weight' under prefixes "
-        f"{[p or '<none>' for p in prefixes]}; first keys are {sample}")
-
-
-def infer_architecture(state: Mapping[str, torch.Tensor]) -> Dict:
-    """Depth, widths, stem channels and stem type of a slimmable ResNet state dict.
-
-    Widths are not stored in a state dict; they are the ratios of each width's BN size to the
-    full width's, measured on the widest layer (the last block's output BN).
-    """
-    counts = []
-    for stage in range(1, 5):
-        n = len({int(m.group(1)) for k in state
-                 if (m := re.match(rf"layer{stage}\.(\d+)\.", k))})
-        counts.append(n)
-    bottleneck = "layer1.0.conv3.weight" in state
-    depths = [d for d, blocks in STAGE_BLOCKS.items() if blocks == counts and (d >= 50) == bottleneck]
-    if not depths:
-        raise CheckpointMismatchError(
-            f"blocks per stage {counts} ({'bottleneck' if bottleneck else 'basic'} blocks) match "
-            f"no ResNet depth of {sorted(STAGE_BLOCKS)}")
-    last_bn = f"layer4.{counts[3] - 1}.bn{3 if bottleneck else 2}.bn"
-    sizes = []
-    i = 0
-    while f"{last_bn}.{i}.weight" in state or f"{last_bn}.{i}.running_mean" in state:
-        key = f"{last_bn}.{i}.weight"
-        key = key if key in state else f"{last_bn}.{i}.running_mean"
-        sizes.append(state[key].shape[0])
-        i += 1
-    if not sizes:
-        raise CheckpointMismatchError(f"no switchable BN '{last_bn}.<i>' in the checkpoint")
-    conv1 = state["conv1.weight"]
-    return {
-        "depth": depths[0],
-        "widths": [round(s / sizes[0], 6) for s in sizes],
-        "base_channels": conv1.shape[0],
-        "in_channels": conv1.shape[1],
-        "cifar_stem": conv1.shape[-1] == 3,
-    }
-
-
-def check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor],
-                     what: str, prefix: str = "") -> None:
-    """Raise :class:`CheckpointMismatchError` naming the first mismatched key(s).
-
-    Every key of ``expected`` must be in ``found`` with the same shape and vice versa.
-    """
-    # BN's batch counter is optional: torch fills it in when an old checkpoint lacks it.
-    missing = [k for k in expected if k not in found and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in found if k not in expected]
-    shapes = [(k, tuple(found[k].shape), tuple(expected[k].shape)) for k in expected
-              if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if shapes:
-        k, got, want = shapes[0]
-        parts.append(f"key '{prefix}{k}' has shape {got} in the checkpoint but {want} in the "
-                     f"model ({len(shapes)} shape mismatches)")
-    if missing:
-        parts.append(f"key '{prefix}{missing[0]}' is missing from the checkpoint "
-                     f"({len(missing)} missing)")
-    if unexpected:
-        parts.append(f"key '{prefix}{unexpected[0]}' in the checkpoint is not in the model "
-                     f"({len(unexpected)} unexpected)")
-    raise CheckpointMismatchError(f"{what}: " + "; ".join(parts))
-
-
-def build_resnet_from_checkpoint(found: FoundBackbone,
-                                 widths: Optional[Sequence[float]] = None) -> SlimResNet:
-    """A :class:`SlimResNet` holding the checkpoint's weights (architecture inferred)."""
-    arch = infer_architecture(found.state)
-    if widths is not None:
-        arch["widths"] = [float(w) for w in widths]
-    model = SlimResNet(depth=arch["depth"], widths=arch["widths"],
-                       base_channels=arch["base_channels"], in_channels=arch["in_channels"],
-                       cifar_stem=arch["cifar_stem"], zero_init_residual=False)
-    state = found.state
-    check_state_dict(model.state_dict(), state, f"checkpoint backbone (prefix '{found.prefix}') does not "
-                     f"fit a slimmable ResNet-{arch['depth']} with widths {arch['widths']}",
-                     found.prefix)
-    model.load_state_dict(state)
-    return model.eval()
 
 
 def _stock_name(key: str) -> Optional[str]:
     """slimdet (torchvision) name of a single-width network -> stock Detectron2 ResNet name."""
     if key.endswith("num_batches_tracked"):
         return None  # a pre-training counter; Detectron2's BN/FrozenBN do not need it
-    key = key.replace(".bn.0.", ".")
+    key = single_width_name(key)
     if key.startswith("conv1."):
         return "stem.conv1." + key[len("conv1."):]
     if key.startswith("bn1."):
@@ -246,28 +90,49 @@ def stock_d2_overrides(resnet: SlimResNet, width: float) -> List[str]:
 
 
 class SlimDetectionCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` that insists the slimmable backbone fits exactly.
+    """``DetectionCheckpointer`` that reads files without running code and insists that the
+    slimmable backbone fits exactly.
 
     Heads may be absent (a converted pre-training checkpoint has only the backbone); a backbone
-    key that is missing, unexpected or of another shape raises :class:`CheckpointMismatchError`.
+    of another architecture, or a key that is missing, unexpected or of another shape, raises
+    :class:`slimdet.checkpoint.CheckpointError` naming the file and the keys.
     """
 
+    def load(self, path, *args, **kwargs):
+        if path and not self.path_manager.exists(path):
+            raise CheckpointError(f"checkpoint file {path!r} does not exist")
+        self._path = path
+        return super().load(path, *args, **kwargs)
+
+    def _load_file(self, filename):
+        # .pkl (Detectron2 model files are pickles) and .pth alike go through the safe reader.
+        data = read_file(filename, opt_in="load it with Detectron2's own DetectionCheckpointer")
+        if filename.endswith(".pkl") and not ("model" in data and "__author__" in data):
+            raise CheckpointError(f"{filename!r} is not a Detectron2 model file (a dict with "
+                                  "'model' and '__author__'); convert pre-training checkpoints "
+                                  "with tools/convert_to_d2.py")
+        return data if "model" in data else {"model": data}
+
     def _load_model(self, checkpoint):
-        model_state = self.model.state_dict()
-        model_backbone = {k: v for k, v in model_state.items() if k.startswith(SLIM_D2_PREFIX)}
+        path = getattr(self, "_path", "<checkpoint>")
+        model_backbone = {k[len(SLIM_D2_PREFIX):]: v for k, v in self.model.state_dict().items()
+                          if k.startswith(SLIM_D2_PREFIX)}
         if model_backbone and not checkpoint.get("matching_heuristics", False):
             found = {k[len("module."):] if k.startswith("module.") else k: v
                      for k, v in checkpoint["model"].items()}
-            found = {k: v for k, v in found.items() if k.startswith(SLIM_D2_PREFIX)}
+            found = {k[len(SLIM_D2_PREFIX):]: torch.as_tensor(v) for k, v in found.items()
+                     if k.startswith(SLIM_D2_PREFIX)}
             if not found:
-                raise CheckpointMismatchError(
-                    f"the checkpoint has no slimmable backbone (no key starting with "
+                raise CheckpointError(
+                    f"{path!r} has no slimmable backbone (no key starting with "
                     f"'{SLIM_D2_PREFIX}'); convert a pre-training checkpoint with "
                     f"tools/convert_to_d2.py --slimmable")
-            check_state_dict(model_backbone, found,
-                             "checkpoint does not fit this slimmable backbone")
+            purpose = "this slimmable detector"
+            check_architecture(model_backbone, found, path, purpose,
+                               "set MODEL.RESNETS.* / MODEL.SLIM.WIDTHS to match the file")
+            check_keys(model_backbone, found, repr(path), purpose, SLIM_D2_PREFIX)
         elif model_backbone:
-            raise CheckpointMismatchError(
-                "this checkpoint is a single-width (stock Detectron2) ResNet; the slimmable "
+            raise CheckpointError(
+                f"{path!r} is a single-width (stock Detectron2) ResNet; the slimmable "
                 "detector needs tools/convert_to_d2.py --slimmable")
         return super()._load_model(checkpoint)

@@ -68,9 +68,9 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
 
 def user_errors() -> tuple:
     """Errors a user fixes by changing a path, a file or a config value: one line, no traceback."""
-    from ..checkpoint.reference import CheckpointFormatError
+    from ..checkpoint import CheckpointError
 
-    return (ConfigError, CheckpointFormatError, FileNotFoundError, NotADirectoryError)
+    return (ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError)
 
 
 def run_cli(main: Callable[[], Any]) -> Any:

@@ -20,7 +20,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
 
-from ..checkpoint import SlimCheckpointer
+from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer
+from ..config import ConfigError
 from ..data import build_train_loader
 from ..evaluation import build_evaluators
 from ..modeling import build_model
@@ -145,8 +146,11 @@ class SlimTrainer(WidthLoopTrainer):
         self.iters_per_epoch = data_loader.iters_per_epoch
         self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
         self.scheduler = build_lr_scheduler(cfg, optimizer, self.max_iter, self.iters_per_epoch)
-        self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR,
+                                             trusted_weights=cfg.MODEL.WEIGHTS_TRUSTED,
+                                             trainer=weakref.proxy(self))
         self.start_iter = 0
+        self._weights_loaded = False
         self.register_hooks(self.build_hooks())
 
     # ----------------------------------------------------------------------------- set-up
@@ -165,8 +169,8 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(QueuePrefillHook(self.method, self.data_loader))
         ret += self.extra_hooks()
         if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, period,
-                                                  max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
+            ret.append(PeriodicCheckpointer(self.checkpointer, period,
+                                            max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         if cfg.TEST.EVALUATORS:
             ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
         if comm.is_main_process():
@@ -194,14 +198,36 @@ class SlimTrainer(WidthLoopTrainer):
         return self._last_eval_results
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """``resume``: continue from OUTPUT_DIR/last_checkpoint if there is one; otherwise load
-        MODEL.WEIGHTS (if set) and start at iteration 0."""
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        """``resume``: continue from OUTPUT_DIR/last_checkpoint if there is one (it must be a
+        checkpoint of this very model); otherwise load MODEL.WEIGHTS (if set): all of the parts
+        training never updates (``frozen_parts``), the rest where the file has it, and start at
+        iteration 0."""
         if resume and self.checkpointer.has_checkpoint():
+            self.checkpointer.resume()
             self.start_iter = self.iter + 1
+        elif self.cfg.MODEL.WEIGHTS:
+            self.checkpointer.load_weights(
+                self.cfg.MODEL.WEIGHTS, self.method.frozen_parts(),
+                f"training {self.cfg.MODEL.METHOD} from MODEL.WEIGHTS")
         self.data_loader.start_iter = self.start_iter
+        self._weights_loaded = True
+
+    def load_for_evaluation(self, resume: bool = False) -> None:
+        """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
+        weight evaluation reads (``eval_parts``); no weights at all is an error."""
+        if resume and self.checkpointer.has_checkpoint():
+            self.checkpointer.load(self.checkpointer.last_checkpoint(), checkpointables=[])
+        elif self.cfg.MODEL.WEIGHTS:
+            self.checkpointer.load_weights(self.cfg.MODEL.WEIGHTS, self.method.eval_parts(),
+                                           f"evaluating {self.cfg.MODEL.METHOD} (--eval-only)")
+        else:
+            raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
+                              "(or --resume in a run's OUTPUT_DIR)")
+        self._weights_loaded = True
 
     def train(self):
+        if not self._weights_loaded:  # a frozen probe must never train on random features
+            self.resume_or_load(resume=False)
         super().train(self.start_iter, self.max_iter)
         return getattr(self, "_last_eval_results", {})
 

@@ -33,9 +33,8 @@ def run_linear_probe(probe_cfg, weights_path: Optional[str],
     from iopath.common.file_io import g_pathmgr
 
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
-    # The probe reads MODEL.WEIGHTS itself (either checkpoint layout) when it is built, so the
-    # trainer starts from iteration 0 without loading the file a second time.
     trainer = SlimTrainer(cfg)
+    trainer.resume_or_load(resume=False)  # MODEL.WEIGHTS: the whole frozen backbone, or an error
     results = trainer.train() or SlimTrainer.test(cfg, trainer.method)
     out = {}
     for key, value in results.items():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,8 @@ class SSLMethod(nn.Module):
     - ``task_loss(outputs, ctx, is_full)``: :class:`TaskOutput` of that width.
     - ``on_step_end(ctx)``: after all widths (enqueue keys ...).
     - ``backbone``: the slimmable encoder that evaluation, export and transfer use.
+    - ``eval_parts()`` / ``frozen_parts()``: which sub-modules must come, complete, from the
+      checkpoint a job loads (``slimdet.checkpoint`` refuses a file that lacks any of them).
     """
 
     backbone: nn.Module
@@ -28,6 +30,14 @@ class SSLMethod(nn.Module):
     @property
     def widths(self):
         return self.backbone.widths
+
+    def eval_parts(self) -> Tuple[str, ...]:
+        """Sub-modules evaluation (``--eval-only``, export) reads: all must be loaded."""
+        return ("backbone",)
+
+    def frozen_parts(self) -> Tuple[str, ...]:
+        """Sub-modules training never updates: MODEL.WEIGHTS must provide all their weights."""
+        return ()
 
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return {}
@@ -57,6 +67,11 @@ class ClassificationMethod(SSLMethod):
     subclass provides ``classify(images)`` (class logits at the active width)."""
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def classifier_for(self, width: float) -> nn.Linear:
+        """The classifier of ``width`` as a plain ``Linear(features at width, classes)`` (a
+        copy), so that the width exports as a torchvision ResNet's ``fc``."""
         raise NotImplementedError
 
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:

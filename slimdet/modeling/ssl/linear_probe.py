@@ -12,6 +12,8 @@ The probe is run by the ordinary width loop: CE of the full width plus, for ever
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -25,9 +27,9 @@ from .build import SSL_REGISTRY
 class LinearProbe(ClassificationMethod):
     """Frozen ``backbone`` + ``classifier`` (one linear layer per width).
 
-    ``MODEL.WEIGHTS`` (a slimdet pre-training/probe checkpoint or a reference file) provides the
-    backbone at construction time, so the frozen features are right before the first step; a
-    probe checkpoint's classifier is loaded as well (``--eval-only``).
+    The trainer loads ``MODEL.WEIGHTS`` (a slimdet pre-training / probe checkpoint or a
+    reference file) before the first step: all of a frozen backbone (``frozen_parts``), and a
+    probe checkpoint's classifier too; ``--eval-only`` needs both (``eval_parts``).
     """
 
     def __init__(self, cfg):
@@ -39,14 +41,20 @@ class LinearProbe(ClassificationMethod):
             nn.init.normal_(linear.weight, 0.0, 0.01)
             nn.init.zeros_(linear.bias)
         self.freeze_backbone = cfg.MODEL.PROBE.FREEZE_BACKBONE
-        if cfg.MODEL.WEIGHTS:
-            from ...checkpoint.reference import load_checkpoint
-
-            load_checkpoint(self, cfg.MODEL.WEIGHTS, cfg.MODEL.BACKBONE.DEPTH)
         if self.freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
         self.train()
+
+    def eval_parts(self):
+        return ("backbone", "classifier")
+
+    def frozen_parts(self):
+        return ("backbone",) if self.freeze_backbone else ()
+
+    def classifier_for(self, width: float) -> nn.Linear:
+        linear = self.classifier.linears[self.classifier.widths.index(float(width))]
+        return copy.deepcopy(linear)
 
     def train(self, mode: bool = True) -> "LinearProbe":
         """Train the classifier; a frozen backbone stays in eval mode (BN statistics unchanged)."""

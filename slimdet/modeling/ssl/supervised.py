@@ -30,6 +30,18 @@ class Supervised(ClassificationMethod):
         torch.nn.init.normal_(self.fc.weight, 0.0, 0.01)
         torch.nn.init.zeros_(self.fc.bias)
 
+    def eval_parts(self):
+        return ("backbone", "fc")
+
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits at the active width."""
         return self.fc(self.backbone(images))
+
+    def classifier_for(self, width: float) -> torch.nn.Linear:
+        """Width ``width``'s classifier: the leading ``int(features * width)`` input columns."""
+        in_w = self.backbone.feature_dim(float(width))
+        plain = torch.nn.Linear(in_w, self.fc.out_features)
+        with torch.no_grad():
+            plain.weight.copy_(self.fc.weight[:, :in_w])
+            plain.bias.copy_(self.fc.bias)
+        return plain
