@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import read_file
 from ..layers import set_width
 from .gradients import preserved_state
 
@@ -49,7 +50,7 @@ def load_trajectory(path: str) -> List[Tuple[int, StateDict]]:
         raise FileNotFoundError(f"no iter_*.pth or model_*.pth weight files in {path}")
     by_iter: Dict[int, StateDict] = {}
     for n, f in enumerate(files):
-        data = torch.load(f, map_location="cpu", weights_only=False)
+        data = read_file(f)  # without running code, like every checkpoint slimdet reads
         state = data.get("model", data) if isinstance(data, dict) else data
         it = data.get("iteration") if isinstance(data, dict) else None
         if it is None:
