@@ -120,7 +120,8 @@ class SlimCheckpointer(Checkpointer):
                 raise CheckpointError(f"{path!r} has no {key!r} state to resume from (it is not "
                                       "a checkpoint saved during a slimdet run)")
             self.checkpointables[key].load_state_dict(ckpt.extra.pop(key))
-        logger.info("Resumed from %s", path)
+        logger.info("Loaded every part of the model%s from %s",
+                    "" if checkpointables == [] else " and the trainer state", path)
         return ckpt.extra
 
     def last_checkpoint(self) -> str:
