@@ -89,10 +89,10 @@ def test_width_export_loads_into_stock_detectron2_and_matches_features(
 
 
 def test_reference_checkpoint_to_slimmable_backbone(r50, tmp_path, capsys):
-    """Reference layout (SPEC §8) -> --slimmable -> our Detectron2 backbone, every width equal to
-    the SlimResNet's stage outputs, zero-padded to the full width."""
+    """Reference layout (docs/method.md §8) -> --slimmable -> our Detectron2 backbone, every
+    width equal to the SlimResNet's stage outputs, zero-padded to the full width."""
     state = reference_layout(r50.state_dict(), 50, "module.encoder_q.")
-    assert "module.encoder_q.features.13.shortcut.1.bn.3.weight" in state  # the SPEC's layout
+    assert "module.encoder_q.features.13.shortcut.1.bn.3.weight" in state  # docs/method.md §8
     state.update({k.replace("encoder_q", "encoder_k"): v.clone() for k, v in list(state.items())})
     state["module.encoder_q.fc.0.weight"] = torch.randn(2048, 2048)
     state["module.queue"] = torch.randn(128, 32)
