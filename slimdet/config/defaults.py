@@ -135,19 +135,28 @@ _C.SOLVER.OPTIMIZER = "SGD"
 # Total batch size over all processes.
 _C.SOLVER.IMS_PER_BATCH = 256
 _C.SOLVER.EPOCHS = 200
-# Stop after this many iterations (0 = EPOCHS * iterations per epoch). For smoke runs.
+# Run this many iterations instead of EPOCHS * iterations per epoch (0 = the full recipe). The run
+# stays the same recipe, shortened (or stretched): every key counted in epochs (WARMUP_EPOCHS,
+# STEPS, MODEL.SLIM.SLOW_START_EPOCH and the LR swap there, MoCo v3's momentum schedule) is
+# scaled by MAX_ITER / (EPOCHS * iterations per epoch), so epoch e of the recipe falls at the same
+# fraction e / EPOCHS of the run (slimdet/solver/clock.py).
 _C.SOLVER.MAX_ITER = 0
 _C.SOLVER.BASE_LR = 0.03
 # If > 0 the learning rate is BASE_LR * IMS_PER_BATCH / REFERENCE_BATCH_SIZE (linear scaling).
 _C.SOLVER.REFERENCE_BATCH_SIZE = 0
-# Registered scheduler name (slimdet/solver/lr_scheduler.py): WarmupCosine, WarmupMultiStep,
-# SlowStartSwapCosine.
+# Registered scheduler name (slimdet/solver/lr_scheduler.py; formulas in docs/schedules.md):
+# WarmupCosine (linear warm-up, then a half cosine over the iterations after the warm-up) or
+# WarmupMultiStep (linear warm-up, then x GAMMA at each epoch of STEPS). Evaluated per iteration.
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupCosine"
+# Linear warm-up from 0 to the base LR over this many epochs (may be fractional: MoCo v3's is
+# 0.033 x 300 = 9.9); must be shorter than EPOCHS.
 _C.SOLVER.WARMUP_EPOCHS = 0.0
-# Epochs at which WarmupMultiStep multiplies the LR by GAMMA.
+# Epochs at which WarmupMultiStep multiplies the LR by GAMMA (each inside (0, EPOCHS)).
 _C.SOLVER.STEPS = []
 _C.SOLVER.GAMMA = 0.1
-# SlowStartSwapCosine: base LR from MODEL.SLIM.SLOW_START_EPOCH on (0 = keep BASE_LR).
+# If > 0: from MODEL.SLIM.SLOW_START_EPOCH on, the schedule's base LR is replaced by this value
+# (scaled by REFERENCE_BATCH_SIZE like BASE_LR) while the schedule keeps running, as the
+# reference does at its slow start (docs/schedules.md). 0 = keep BASE_LR.
 _C.SOLVER.BASE_LR_AFTER_SLOW_START = 0.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False

@@ -25,7 +25,7 @@ from ..data import build_train_loader
 from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
-from ..solver import build_lr_scheduler, build_optimizer
+from ..solver import EpochClock, build_lr_scheduler, build_optimizer
 from .hooks import (EpochCounterHook, MomentumScheduleHook, QueuePrefillHook,
                     WidthScheduleHook)
 
@@ -143,8 +143,10 @@ class SlimTrainer(WidthLoopTrainer):
                          cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.CLIP_GRAD_NORM)
         self.method = method
         self.iters_per_epoch = data_loader.iters_per_epoch
-        self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
-        self.scheduler = build_lr_scheduler(cfg, optimizer, self.max_iter, self.iters_per_epoch)
+        # Every epoch key becomes an iteration through the clock (scaled under SOLVER.MAX_ITER).
+        self.clock = EpochClock.from_config(cfg, self.iters_per_epoch)
+        self.max_iter = self.clock.max_iter
+        self.scheduler = build_lr_scheduler(cfg, optimizer, self.clock)
         self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.register_hooks(self.build_hooks())
@@ -153,14 +155,16 @@ class SlimTrainer(WidthLoopTrainer):
     def build_hooks(self) -> List:
         cfg = self.cfg
         period = cfg.SOLVER.CHECKPOINT_PERIOD or self.iters_per_epoch
+        self.width_schedule = WidthScheduleHook(self.width_loop, cfg.MODEL.SLIM.SLOW_START_EPOCH,
+                                                self.clock)
         ret = [
             hooks.IterationTimer(),
             EpochCounterHook(self.iters_per_epoch),
             hooks.LRScheduler(self.optimizer, self.scheduler),
-            WidthScheduleHook(self.width_loop, cfg.MODEL.SLIM.SLOW_START_EPOCH, self.iters_per_epoch),
+            self.width_schedule,
         ]
         if hasattr(self.method, "base_momentum"):
-            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.max_iter))
+            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.clock))
         if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
             ret.append(QueuePrefillHook(self.method, self.data_loader))
         ret += self.extra_hooks()
