@@ -55,7 +55,8 @@ _C.MODEL.SLIM.DISTILL_WEIGHT = 0.5
 # Loss weights per width: "size" (full = 1 + sum of sub multipliers, subs = 1), "uniform" (all 1),
 # "proportional" (w / sum w). See slimdet/modeling/slim/weights.py.
 _C.MODEL.SLIM.LOSS_WEIGHTING = "size"
-# Slow start: before this epoch only the full width trains (weight 1). 0 disables it.
+# Slow start: before this epoch only the full width trains (weight 1). 0 disables it. Widths that
+# have not trained yet when an evaluation runs are left out of its results (with a warning).
 _C.MODEL.SLIM.SLOW_START_EPOCH = 0
 
 # MoCo v2 (slimdet/modeling/ssl/moco_v2.py)
@@ -137,9 +138,9 @@ _C.SOLVER.IMS_PER_BATCH = 256
 _C.SOLVER.EPOCHS = 200
 # Run this many iterations instead of EPOCHS * iterations per epoch (0 = the full recipe). The run
 # stays the same recipe, shortened (or stretched): every key counted in epochs (WARMUP_EPOCHS,
-# STEPS, MODEL.SLIM.SLOW_START_EPOCH and the LR swap there, MoCo v3's momentum schedule) is
-# scaled by MAX_ITER / (EPOCHS * iterations per epoch), so epoch e of the recipe falls at the same
-# fraction e / EPOCHS of the run (slimdet/solver/clock.py).
+# STEPS, MODEL.SLIM.SLOW_START_EPOCH and the LR swap there, TEST.EVAL_PERIOD_EPOCHS, MoCo v3's
+# momentum schedule) is scaled by MAX_ITER / (EPOCHS * iterations per epoch), so epoch e of the
+# recipe falls at the same fraction e / EPOCHS of the run (slimdet/solver/clock.py).
 _C.SOLVER.MAX_ITER = 0
 _C.SOLVER.BASE_LR = 0.03
 # If > 0 the learning rate is BASE_LR * IMS_PER_BATCH / REFERENCE_BATCH_SIZE (linear scaling).
@@ -185,6 +186,14 @@ _C.TEST = CN()
 _C.TEST.EVALUATORS = ["KNNEvaluator"]
 # Run the evaluators every N iterations during training (0 = only at the end).
 _C.TEST.EVAL_PERIOD = 0
+# Run them every N epochs instead, when EVAL_PERIOD is 0 (0 = only at the end; scaled under
+# SOLVER.MAX_ITER like every epoch key). The reference probe evaluates every 2 epochs.
+_C.TEST.EVAL_PERIOD_EPOCHS = 0.0
+# Also report the best periodic evaluation: the one whose full-width value of this metric is
+# highest (e.g. "top1": the reference probe's best full-width top-1), each of its per-width
+# results as "<metric>_best/w<width>" beside the last evaluation's "<metric>/w<width>", and its
+# iteration as "best_iter" (metrics.json, the final table). "" = last evaluation only.
+_C.TEST.BEST_METRIC = ""
 _C.TEST.IMS_PER_BATCH = 256
 _C.TEST.KNN = CN()
 _C.TEST.KNN.K = 200

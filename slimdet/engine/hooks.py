@@ -3,9 +3,12 @@ Detectron2's own hooks (timer, LR scheduler, checkpointer, writers, evaluation) 
 from __future__ import annotations
 
 import logging
-from typing import List
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
+from detectron2.utils import comm
 
 from ..solver import EpochClock, half_cosine
 
@@ -86,3 +89,85 @@ class EpochCounterHook(HookBase):
     def before_step(self) -> None:
         self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.ipe, smoothing_hint=False)
 
+
+def split_width_key(key: str) -> Tuple[str, Optional[float]]:
+    """``"top1/w0.5"`` -> ``("top1", 0.5)``; a key without a width -> ``(key, None)``."""
+    metric, sep, width = key.rpartition("/w")
+    try:
+        return (metric, float(width)) if sep and metric else (key, None)
+    except ValueError:
+        return key, None
+
+
+def drop_untrained_widths(results: Dict[str, float], trained: Sequence[float],
+                          all_widths: Sequence[float]) -> Dict[str, float]:
+    """``results`` without the per-width keys of widths that have not trained yet (before the
+    slow start, or a run that ended before it): their numbers would read as a trained width's.
+    Says which widths it left out."""
+    untrained = [w for w in all_widths if w not in trained]
+    if not untrained:
+        return results
+    kept = {k: v for k, v in results.items() if split_width_key(k)[1] not in untrained}
+    if len(kept) < len(results):
+        logger.warning("Widths %s have not trained yet (slow start): their results are not "
+                       "reported", ", ".join(f"{w:g}" for w in untrained))
+    return kept
+
+
+class EvaluationHook(EvalHook):
+    """Detectron2's EvalHook (evaluates periodically and after the last iteration; results go to
+    the event storage: metrics.json, TensorBoard), with
+
+    - a period in (fractional) iterations: an evaluation follows every step that reaches a
+      multiple of ``period`` (``TEST.EVAL_PERIOD`` iterations or ``TEST.EVAL_PERIOD_EPOCHS``
+      through the run's EpochClock); 0 = only after the last iteration;
+    - ``best_metric`` (``TEST.BEST_METRIC``, e.g. ``"top1"``): the evaluation whose full-width
+      ``best_metric`` is highest (a later one wins a tie) is kept and reported beside every later
+      one, each of its per-width values under ``<metric>_best/w<width>`` and its iteration under
+      ``best_iter`` — the reference probe's "best top-1 over evaluations every 2 epochs".
+
+    ``results`` is what the last evaluation reported (with the best keys). The best evaluation is
+    part of the hook's state, so it survives a resume.
+    """
+
+    def __init__(self, period: float, eval_function: Callable[[], Dict[str, float]],
+                 full_width: float = 1.0, best_metric: str = ""):
+        super().__init__(0, eval_function)
+        self.period = max(1.0, period) if period > 0 else 0.0
+        self.full_width, self.best_metric = full_width, best_metric
+        self.results: Dict[str, float] = {}
+        self._best: Dict[str, float] = {}
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1  # steps done
+        # The last evaluation runs in after_train.
+        if self.period and done != self.trainer.max_iter and \
+                math.floor(done / self.period) > math.floor((done - 1) / self.period):
+            self._do_eval()
+
+    def _do_eval(self) -> None:
+        results = dict(self._func() or {})
+        if self.best_metric:
+            results.update(self._update_best(results))
+        self.results = results
+        if results:
+            self.trainer.storage.put_scalars(**results, smoothing_hint=False)
+        comm.synchronize()
+
+    def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
+        key, best_key = (f"{self.best_metric}{suffix}/w{self.full_width:g}" for suffix in ("", "_best"))
+        if key in results and results[key] >= self._best.get(best_key, -math.inf):
+            # storage.iter: the iteration metrics.json records these results under (the last
+            # evaluation's is max_iter, as Detectron2 sets it in after_train).
+            self._best = {"best_iter": float(self.trainer.storage.iter)}
+            for k, v in results.items():
+                metric, width = split_width_key(k)
+                if width is not None:
+                    self._best[f"{metric}_best/w{width:g}"] = v
+        return self._best
+
+    def state_dict(self) -> Dict:
+        return {"best": dict(self._best)} if self._best else {}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self._best = dict(state.get("best", {}))

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
-from .hooks import (EpochCounterHook, MomentumScheduleHook, QueuePrefillHook,
-                    WidthScheduleHook)
+from .hooks import (EpochCounterHook, EvaluationHook, MomentumScheduleHook, QueuePrefillHook,
+                    WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -171,8 +171,12 @@ class SlimTrainer(WidthLoopTrainer):
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, period,
                                                   max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
+        self.eval_hook = None
         if cfg.TEST.EVALUATORS:
-            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
+            eval_period = cfg.TEST.EVAL_PERIOD or self.clock.iteration(cfg.TEST.EVAL_PERIOD_EPOCHS)
+            self.eval_hook = EvaluationHook(eval_period, self._evaluate, cfg.MODEL.WIDTHS[0],
+                                            cfg.TEST.BEST_METRIC)
+            ret.append(self.eval_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return ret
@@ -194,8 +198,9 @@ class SlimTrainer(WidthLoopTrainer):
                 TensorboardXWriter(out)]
 
     def _evaluate(self) -> Dict[str, float]:
-        self._last_eval_results = self.test(self.cfg, self.method)
-        return self._last_eval_results
+        # The last step run: self.iter in after_step, max_iter - 1 in after_train.
+        trained = self.width_schedule.trained_widths(min(self.iter, self.max_iter - 1))
+        return self.test(self.cfg, self.method, trained_widths=trained)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """``resume``: continue from OUTPUT_DIR/last_checkpoint if there is one; otherwise load
@@ -205,17 +210,27 @@ class SlimTrainer(WidthLoopTrainer):
             self.start_iter = self.iter + 1
         self.data_loader.start_iter = self.start_iter
 
-    def train(self):
+    def train(self) -> Dict[str, float]:
+        """Train; returns the last evaluation's results (with the best one's, TEST.BEST_METRIC)."""
         super().train(self.start_iter, self.max_iter)
-        return getattr(self, "_last_eval_results", {})
+        results = self.eval_hook.results if self.eval_hook is not None else {}
+        if comm.is_main_process() and "best_iter" in results:
+            logger.info("Last evaluation and the best one (iteration %d, highest full-width %s):"
+                        "\n%s", results["best_iter"], self.cfg.TEST.BEST_METRIC,
+                        format_results(results))
+        return results
 
     # ----------------------------------------------------------------------------- evaluation
     @classmethod
-    def test(cls, cfg, method, evaluators: Optional[List] = None) -> Dict[str, float]:
-        """Run the evaluators of ``cfg.TEST.EVALUATORS`` on ``method``; flat metric dict."""
+    def test(cls, cfg, method, evaluators: Optional[List] = None,
+             trained_widths: Optional[Sequence[float]] = None) -> Dict[str, float]:
+        """Run the evaluators of ``cfg.TEST.EVALUATORS`` on ``method``; flat metric dict.
+        ``trained_widths``: report only these widths (the others have not trained yet)."""
         results: Dict[str, float] = {}
         for evaluator in evaluators if evaluators is not None else build_evaluators(cfg):
             results.update(evaluator.evaluate(method))
+        if trained_widths is not None:
+            results = drop_untrained_widths(results, trained_widths, cfg.MODEL.WIDTHS)
         if comm.is_main_process() and results:
             logger.info("Evaluation results:\n%s", format_results(results))
         return results
