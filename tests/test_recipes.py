@@ -36,7 +36,8 @@ def test_recipe_hyper_parameters(name):
     assert cfg.MODEL.WIDTHS == ([1.0] if name in PLAIN else [1.0, 0.75, 0.5, 0.25])
     if cfg.MODEL.METHOD == "MoCoV2":
         assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.WARMUP_EPOCHS) == ("SGD", 0.2, 1e-4, 10.0)
-        assert s.WEIGHT_DECAY_NORM == s.WEIGHT_DECAY_BIAS == 1e-4  # every parameter, as the reference
+        # Weight decay on every parameter, as the reference.
+        assert s.WEIGHT_DECAY_NORM == s.WEIGHT_DECAY_BIAS == 1e-4
         assert cfg.MODEL.MOCO.QUEUE_SIZE == 65536 and cfg.MODEL.MOCO.TEMPERATURE == 0.2
         assert cfg.MODEL.MOCO.MOMENTUM == 0.999 and cfg.INPUT.AUGMENTATION == "MoCoV2"
         assert cfg.MODEL.SLIM.DISTILL_TEMPERATURE == 5.0
@@ -226,6 +227,19 @@ def test_evaluation_hook_keeps_the_best_full_width_evaluation_across_a_resume():
         assert evaluated == [2, 4, 7, 9, 13]
         assert resumed.results["top1/w1"] == 58.0 and resumed.results["top1_best/w1"] == 60.0
         assert storage.latest()["top1_best/w0.5"][0] == 47.0
+
+
+def test_evaluation_hook_warns_when_the_best_metric_is_not_reported(caplog):
+    from detectron2.utils.events import EventStorage
+
+    from slimdet.engine.hooks import EvaluationHook
+
+    hook = EvaluationHook(0, lambda: {"knn_top1/w1": 50.0}, best_metric="top1")
+    with EventStorage() as storage:
+        hook.trainer = _Trainer(storage, max_iter=1)
+        hook.after_train()
+    assert hook.results == {"knn_top1/w1": 50.0}
+    assert "TEST.BEST_METRIC 'top1': no 'top1/w1' among the results (knn_top1/w1)" in caplog.text
 
 
 # ---------------------------------------------------------------- shortened runs (MAX_ITER)

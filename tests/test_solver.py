@@ -31,7 +31,8 @@ def test_param_groups_put_bn_and_biases_apart_for_lars():
     groups = param_groups(cfg, model)
     conv, bn = model
     by_id = {id(p): g for g in groups for p in g["params"]}
-    assert not by_id[id(conv.weight)]["lars_exclude"] and by_id[id(conv.weight)]["weight_decay"] == 1e-2
+    weights = by_id[id(conv.weight)]
+    assert not weights["lars_exclude"] and weights["weight_decay"] == 1e-2
     for p in (conv.bias, bn.weight, bn.bias):
         assert by_id[id(p)]["lars_exclude"] and by_id[id(p)]["weight_decay"] == 0
 
@@ -207,7 +208,8 @@ def test_mocov3_momentum_follows_a_half_cosine_to_one_also_under_max_iter():
             for i in range(0, clock.max_iter, max(1, clock.max_iter // 10)):
                 _hook_at(hook, i, storage)
                 f = i / clock.max_iter
-                assert method.momentum == pytest.approx(1 - 0.01 * 0.5 * (1 + math.cos(math.pi * f)))
+                expected = 1 - 0.01 * 0.5 * (1 + math.cos(math.pi * f))
+                assert method.momentum == pytest.approx(expected)
                 seen.append(method.momentum)
         assert seen[0] == pytest.approx(0.99) and seen == sorted(seen)
         _hook_at(hook, clock.max_iter // 2, storage)

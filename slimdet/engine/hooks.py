@@ -155,8 +155,14 @@ class EvaluationHook(EvalHook):
         comm.synchronize()
 
     def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
-        key, best_key = (f"{self.best_metric}{suffix}/w{self.full_width:g}" for suffix in ("", "_best"))
-        if key in results and results[key] >= self._best.get(best_key, -math.inf):
+        key = f"{self.best_metric}/w{self.full_width:g}"
+        best_key = f"{self.best_metric}_best/w{self.full_width:g}"
+        if key not in results:
+            if results:
+                logger.warning("TEST.BEST_METRIC %r: no %r among the results (%s), no best "
+                               "evaluation kept", self.best_metric, key, ", ".join(sorted(results)))
+            return self._best
+        if results[key] >= self._best.get(best_key, -math.inf):
             # storage.iter: the iteration metrics.json records these results under (the last
             # evaluation's is max_iter, as Detectron2 sets it in after_train).
             self._best = {"best_iter": float(self.trainer.storage.iter)}

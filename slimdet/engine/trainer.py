@@ -168,15 +168,17 @@ class SlimTrainer(WidthLoopTrainer):
         if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
             ret.append(QueuePrefillHook(self.method, self.data_loader))
         ret += self.extra_hooks()
-        if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, period,
-                                                  max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         self.eval_hook = None
         if cfg.TEST.EVALUATORS:
             eval_period = cfg.TEST.EVAL_PERIOD or self.clock.iteration(cfg.TEST.EVAL_PERIOD_EPOCHS)
             self.eval_hook = EvaluationHook(eval_period, self._evaluate, cfg.MODEL.WIDTHS[0],
                                             cfg.TEST.BEST_METRIC)
+            # Before the checkpointer: a checkpoint of the same step then holds that
+            # evaluation's best-so-far, which a resumed run does not evaluate again.
             ret.append(self.eval_hook)
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, period,
+                                                  max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return ret

@@ -118,8 +118,8 @@ def build_lr_schedule(cfg, clock: EpochClock) -> IterationSchedule:
     after, start = cfg.SOLVER.BASE_LR_AFTER_SLOW_START, cfg.MODEL.SLIM.SLOW_START_EPOCH
     if after > 0 and start > 0:
         if cfg.SOLVER.BASE_LR <= 0:
-            raise ConfigError(f"SOLVER.BASE_LR must be positive with SOLVER.BASE_LR_AFTER_SLOW_START, "
-                              f"got {cfg.SOLVER.BASE_LR}")
+            raise ConfigError("SOLVER.BASE_LR must be positive with "
+                              f"SOLVER.BASE_LR_AFTER_SLOW_START, got {cfg.SOLVER.BASE_LR}")
         schedule = BaseLRSwap(schedule, clock.iteration(start), after / cfg.SOLVER.BASE_LR)
     return schedule
 
