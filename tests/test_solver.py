@@ -83,7 +83,8 @@ def test_clock_is_exact_without_max_iter_and_scales_with_it():
     assert short.iteration(300) == pytest.approx(600) and short.fraction(300) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("key,value", [("SOLVER.EPOCHS", 0), ("SOLVER.MAX_ITER", -1)])
+@pytest.mark.parametrize("key,value", [("SOLVER.EPOCHS", 0), ("SOLVER.MAX_ITER", -1),
+                                       ("SOLVER.EPOCHS", 0.01)])  # 0.1 iterations: none
 def test_clock_rejects_meaningless_lengths(key, value):
     cfg = get_cfg()
     cfg.merge_from_list([key, value])

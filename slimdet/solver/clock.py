@@ -32,7 +32,11 @@ class EpochClock:
         if max_iter < 0:
             raise ConfigError(f"SOLVER.MAX_ITER must be 0 (EPOCHS x iterations per epoch) or "
                               f"positive, got {max_iter}")
-        return cls(iters_per_epoch, epochs, max_iter or int(round(epochs * iters_per_epoch)))
+        max_iter = max_iter or int(round(epochs * iters_per_epoch))
+        if max_iter <= 0:
+            raise ConfigError(f"SOLVER.EPOCHS {epochs} x {iters_per_epoch} iterations per epoch "
+                              "gives a run without iterations")
+        return cls(iters_per_epoch, epochs, max_iter)
 
     @property
     def scale(self) -> float:
