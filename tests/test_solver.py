@@ -83,13 +83,17 @@ def test_clock_is_exact_without_max_iter_and_scales_with_it():
     assert short.iteration(300) == pytest.approx(600) and short.fraction(300) == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("key,value", [("SOLVER.EPOCHS", 0), ("SOLVER.MAX_ITER", -1),
-                                       ("SOLVER.EPOCHS", 0.01)])  # 0.1 iterations: none
+@pytest.mark.parametrize("key,value", [("SOLVER.EPOCHS", 0), ("SOLVER.MAX_ITER", -1)])
 def test_clock_rejects_meaningless_lengths(key, value):
     cfg = get_cfg()
     cfg.merge_from_list([key, value])
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         EpochClock.from_config(cfg, 10)
+
+
+def test_clock_rejects_a_run_without_iterations():
+    with pytest.raises(ConfigError, match=r"SOLVER\.EPOCHS 200 x 0 iterations per epoch"):
+        EpochClock.from_config(get_cfg(), 0)
 
 
 # ------------------------------------------------------------------------------------- schedules
