@@ -61,7 +61,8 @@ _C.MODEL.SLIM.DISTILL_WEIGHT = 0.5
 # Loss weights per width: "size" (full = 1 + sum of sub multipliers, subs = 1), "uniform" (all 1),
 # "proportional" (w / sum w). See slimdet/modeling/slim/weights.py.
 _C.MODEL.SLIM.LOSS_WEIGHTING = "size"
-# Slow start: before this epoch only the full width trains (weight 1). 0 disables it.
+# Slow start: before this epoch only the full width trains (weight 1). 0 disables it. Widths that
+# have not trained yet when an evaluation runs are left out of its results (with a warning).
 _C.MODEL.SLIM.SLOW_START_EPOCH = 0
 
 # MoCo v2 (slimdet/modeling/ssl/moco_v2.py)
@@ -141,19 +142,28 @@ _C.SOLVER.OPTIMIZER = "SGD"
 # Total batch size over all processes.
 _C.SOLVER.IMS_PER_BATCH = 256
 _C.SOLVER.EPOCHS = 200
-# Stop after this many iterations (0 = EPOCHS * iterations per epoch). For smoke runs.
+# Run this many iterations instead of EPOCHS * iterations per epoch (0 = the full recipe). The run
+# stays the same recipe, shortened (or stretched): every key counted in epochs (WARMUP_EPOCHS,
+# STEPS, MODEL.SLIM.SLOW_START_EPOCH and the LR swap there, TEST.EVAL_PERIOD_EPOCHS, MoCo v3's
+# momentum schedule) is scaled by MAX_ITER / (EPOCHS * iterations per epoch), so epoch e of the
+# recipe falls at the same fraction e / EPOCHS of the run (slimdet/solver/clock.py).
 _C.SOLVER.MAX_ITER = 0
 _C.SOLVER.BASE_LR = 0.03
 # If > 0 the learning rate is BASE_LR * IMS_PER_BATCH / REFERENCE_BATCH_SIZE (linear scaling).
 _C.SOLVER.REFERENCE_BATCH_SIZE = 0
-# Registered scheduler name (slimdet/solver/lr_scheduler.py): WarmupCosine, WarmupMultiStep,
-# SlowStartSwapCosine.
+# Registered scheduler name (slimdet/solver/lr_scheduler.py; formulas in docs/schedules.md):
+# WarmupCosine (linear warm-up, then a half cosine over the iterations after the warm-up) or
+# WarmupMultiStep (linear warm-up, then x GAMMA at each epoch of STEPS). Evaluated per iteration.
 _C.SOLVER.LR_SCHEDULER_NAME = "WarmupCosine"
+# Linear warm-up from 0 to the base LR over this many epochs (may be fractional: MoCo v3's is
+# 0.033 x 300 = 9.9); must be shorter than EPOCHS.
 _C.SOLVER.WARMUP_EPOCHS = 0.0
-# Epochs at which WarmupMultiStep multiplies the LR by GAMMA.
+# Epochs at which WarmupMultiStep multiplies the LR by GAMMA (each inside (0, EPOCHS)).
 _C.SOLVER.STEPS = []
 _C.SOLVER.GAMMA = 0.1
-# SlowStartSwapCosine: base LR from MODEL.SLIM.SLOW_START_EPOCH on (0 = keep BASE_LR).
+# If > 0: from MODEL.SLIM.SLOW_START_EPOCH on, the schedule's base LR is replaced by this value
+# (scaled by REFERENCE_BATCH_SIZE like BASE_LR) while the schedule keeps running, as the
+# reference does at its slow start (docs/schedules.md). 0 = keep BASE_LR.
 _C.SOLVER.BASE_LR_AFTER_SLOW_START = 0.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False
@@ -182,6 +192,14 @@ _C.TEST = CN()
 _C.TEST.EVALUATORS = ["KNNEvaluator"]
 # Run the evaluators every N iterations during training (0 = only at the end).
 _C.TEST.EVAL_PERIOD = 0
+# Run them every N epochs instead, when EVAL_PERIOD is 0 (0 = only at the end; scaled under
+# SOLVER.MAX_ITER like every epoch key). The reference probe evaluates every 2 epochs.
+_C.TEST.EVAL_PERIOD_EPOCHS = 0.0
+# Also report the best periodic evaluation: the one whose full-width value of this metric is
+# highest (e.g. "top1": the reference probe's best full-width top-1), each of its per-width
+# results as "<metric>_best/w<width>" beside the last evaluation's "<metric>/w<width>", and its
+# iteration as "best_iter" (metrics.json, the final table). "" = last evaluation only.
+_C.TEST.BEST_METRIC = ""
 _C.TEST.IMS_PER_BATCH = 256
 _C.TEST.KNN = CN()
 _C.TEST.KNN.K = 200

@@ -1,4 +1,5 @@
-"""NVIDIA DALI pipelines for the SPEC §4 recipes (``DATALOADER.BACKEND: dali``; optional extra).
+"""NVIDIA DALI pipelines for the docs/method.md §4 recipes (``DATALOADER.BACKEND: dali``;
+optional extra).
 
 The Python side only reads *encoded* bytes (``EncodedImageDataset.read_encoded``: folders, LMDB
 and RecordIO alike) and feeds them through ``external_source``; DALI decodes (nvJPEG on the GPU,
@@ -12,6 +13,13 @@ sigma ~ U(0.1, 2) [-> solarize] -> flip + normalise to float CHW. Every view is 
 MoCo v3 reference left its second view unnormalised). Differences from the per-image PIL path,
 on purpose: jitter factors are applied in one fixed order, and the blur kernel is DALI's
 (radius ceil(3 sigma)) rather than PIL's box approximation.
+
+These pipelines follow the reference's torchvision pipelines (docs/method.md §4 takes those as
+the reference for augmentation), not its DALI pipelines, which differ from them: bicubic resizing
+(here bilinear, as torchvision's RandomResizedCrop), a hue range handed to DALI in degrees as if
+it were torchvision's fraction of the colour circle (about +-0.1 degree instead of +-36 for hue
+0.1; here ``hue * 360``), saturation 0.4 in MoCo v3's jitter (here the torchvision pipeline's
+0.2), and solarisation decided once per batch (here per image). See docs/schedules.md.
 
 Batches are ``{"views": [FloatTensor(B, 3, S, S), ...], "label": LongTensor(B),
 "index": LongTensor(B)}`` on the GPU (on the CPU for ``device="cpu"`` pipelines, which tests

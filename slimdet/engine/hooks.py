@@ -3,22 +3,38 @@ Detectron2's own hooks (timer, LR scheduler, checkpointer, writers, evaluation) 
 from __future__ import annotations
 
 import logging
+import math
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
+from detectron2.utils import comm
 
-from ..solver import half_cosine
+from ..solver import EpochClock, half_cosine
 
 logger = logging.getLogger("slimdet")
 
 
 class WidthScheduleHook(HookBase):
-    """Slow start (SPEC §3): before epoch ``slow_start_epoch`` only the full width trains (loss
-    weight 1); from then on every width trains with the re-weighted losses."""
+    """Slow start (docs/method.md §3): before epoch ``slow_start_epoch`` only the full width
+    trains (loss weight 1); from then on every width trains with the re-weighted losses. The
+    epoch becomes an iteration through ``clock`` (so it scales with SOLVER.MAX_ITER)."""
 
-    def __init__(self, width_loop, slow_start_epoch: int, iters_per_epoch: int):
+    def __init__(self, width_loop, slow_start_epoch: float, clock: EpochClock):
         self.loop = width_loop
-        self.start_iter = int(slow_start_epoch * iters_per_epoch)
+        self.start_iter = clock.iteration(slow_start_epoch)
         self._phase = None
+
+    def trained_widths(self, iteration: int) -> List[float]:
+        """The widths that have trained once the step of ``iteration`` has run."""
+        return self.loop.all_widths if iteration >= self.start_iter else self.loop.all_widths[:1]
+
+    def before_train(self) -> None:
+        if len(self.loop.all_widths) > 1 and self.start_iter > self.trainer.max_iter - 1:
+            logger.warning("The slow start (iteration %.1f) comes after the last iteration (%d): "
+                           "only width %g trains in this run, and the other widths %s will not "
+                           "be evaluated", self.start_iter, self.trainer.max_iter - 1,
+                           self.loop.all_widths[0], self.loop.all_widths[1:])
 
     def before_step(self) -> None:
         slow = self.trainer.iter < self.start_iter
@@ -32,13 +48,14 @@ class WidthScheduleHook(HookBase):
 
 
 class MomentumScheduleHook(HookBase):
-    """MoCo v3: the key encoder's momentum follows a half-cosine from its base value to 1."""
+    """MoCo v3: the key encoder's momentum follows a half-cosine from its base value to 1 over
+    the run (``clock.fraction``: the same curve for a run shortened by SOLVER.MAX_ITER)."""
 
-    def __init__(self, method, base_momentum: float, max_iter: int):
-        self.method, self.base, self.max_iter = method, base_momentum, max_iter
+    def __init__(self, method, base_momentum: float, clock: EpochClock):
+        self.method, self.base, self.clock = method, base_momentum, clock
 
     def before_step(self) -> None:
-        m = half_cosine(self.base, 1.0, self.trainer.iter / max(1, self.max_iter))
+        m = half_cosine(self.base, 1.0, self.clock.fraction(self.trainer.iter))
         self.method.momentum = m
         self.trainer.storage.put_scalar("momentum", m, smoothing_hint=False)
 
@@ -64,10 +81,99 @@ class QueuePrefillHook(HookBase):
 
 
 class EpochCounterHook(HookBase):
-    """Puts the (fractional) epoch into the event storage."""
+    """Puts the (fractional) epoch, in passes over the training data, into the event storage."""
 
     def __init__(self, iters_per_epoch: int):
         self.ipe = iters_per_epoch
 
     def before_step(self) -> None:
         self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.ipe, smoothing_hint=False)
+
+
+def split_width_key(key: str) -> Tuple[str, Optional[float]]:
+    """``"top1/w0.5"`` -> ``("top1", 0.5)``; a key without a width -> ``(key, None)``."""
+    metric, sep, width = key.rpartition("/w")
+    try:
+        return (metric, float(width)) if sep and metric else (key, None)
+    except ValueError:
+        return key, None
+
+
+def drop_untrained_widths(results: Dict[str, float], trained: Sequence[float],
+                          all_widths: Sequence[float]) -> Dict[str, float]:
+    """``results`` without the per-width keys of widths that have not trained yet (before the
+    slow start, or a run that ended before it): their numbers would read as a trained width's.
+    Says which widths it left out."""
+    untrained = [w for w in all_widths if w not in trained]
+    if not untrained:
+        return results
+    kept = {k: v for k, v in results.items() if split_width_key(k)[1] not in untrained}
+    if len(kept) < len(results):
+        logger.warning("Widths %s have not trained yet (slow start): their results are not "
+                       "reported", ", ".join(f"{w:g}" for w in untrained))
+    return kept
+
+
+class EvaluationHook(EvalHook):
+    """Detectron2's EvalHook (evaluates periodically and after the last iteration; results go to
+    the event storage: metrics.json, TensorBoard), with
+
+    - a period in (fractional) iterations: an evaluation follows every step that reaches a
+      multiple of ``period`` (``TEST.EVAL_PERIOD`` iterations or ``TEST.EVAL_PERIOD_EPOCHS``
+      through the run's EpochClock); 0 = only after the last iteration;
+    - ``best_metric`` (``TEST.BEST_METRIC``, e.g. ``"top1"``): the evaluation whose full-width
+      ``best_metric`` is highest (a later one wins a tie) is kept and reported beside every later
+      one, each of its per-width values under ``<metric>_best/w<width>`` and its iteration under
+      ``best_iter`` — the reference probe's "best top-1 over evaluations every 2 epochs".
+
+    ``results`` is what the last evaluation reported (with the best keys). The best evaluation is
+    part of the hook's state, so it survives a resume.
+    """
+
+    def __init__(self, period: float, eval_function: Callable[[], Dict[str, float]],
+                 full_width: float = 1.0, best_metric: str = ""):
+        super().__init__(0, eval_function)
+        self.period = max(1.0, period) if period > 0 else 0.0
+        self.full_width, self.best_metric = full_width, best_metric
+        self.results: Dict[str, float] = {}
+        self._best: Dict[str, float] = {}
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1  # steps done
+        # The last evaluation runs in after_train.
+        if self.period and done != self.trainer.max_iter and \
+                math.floor(done / self.period) > math.floor((done - 1) / self.period):
+            self._do_eval()
+
+    def _do_eval(self) -> None:
+        results = dict(self._func() or {})
+        if self.best_metric:
+            results.update(self._update_best(results))
+        self.results = results
+        if results:
+            self.trainer.storage.put_scalars(**results, smoothing_hint=False)
+        comm.synchronize()
+
+    def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
+        key = f"{self.best_metric}/w{self.full_width:g}"
+        best_key = f"{self.best_metric}_best/w{self.full_width:g}"
+        if key not in results:
+            if results:
+                logger.warning("TEST.BEST_METRIC %r: no %r among the results (%s), no best "
+                               "evaluation kept", self.best_metric, key, ", ".join(sorted(results)))
+            return self._best
+        if results[key] >= self._best.get(best_key, -math.inf):
+            # storage.iter: the iteration metrics.json records these results under (the last
+            # evaluation's is max_iter, as Detectron2 sets it in after_train).
+            self._best = {"best_iter": float(self.trainer.storage.iter)}
+            for k, v in results.items():
+                metric, width = split_width_key(k)
+                if width is not None:
+                    self._best[f"{metric}_best/w{width:g}"] = v
+        return self._best
+
+    def state_dict(self) -> Dict:
+        return {"best": dict(self._best)} if self._best else {}
+
+    def load_state_dict(self, state: Dict) -> None:
+        self._best = dict(state.get("best", {}))

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import weakref
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ from ..data import build_train_loader
 from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
-from ..solver import build_lr_scheduler, build_optimizer
-from .hooks import (EpochCounterHook, MomentumScheduleHook, QueuePrefillHook,
-                    WidthScheduleHook)
+from ..solver import EpochClock, build_lr_scheduler, build_optimizer
+from .hooks import (EpochCounterHook, EvaluationHook, MomentumScheduleHook, QueuePrefillHook,
+                    WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -144,8 +144,10 @@ class SlimTrainer(WidthLoopTrainer):
                          cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.CLIP_GRAD_NORM)
         self.method = method
         self.iters_per_epoch = data_loader.iters_per_epoch
-        self.max_iter = cfg.SOLVER.MAX_ITER or cfg.SOLVER.EPOCHS * self.iters_per_epoch
-        self.scheduler = build_lr_scheduler(cfg, optimizer, self.max_iter, self.iters_per_epoch)
+        # Every epoch key becomes an iteration through the clock (scaled under SOLVER.MAX_ITER).
+        self.clock = EpochClock.from_config(cfg, self.iters_per_epoch)
+        self.max_iter = self.clock.max_iter
+        self.scheduler = build_lr_scheduler(cfg, optimizer, self.clock)
         self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR,
                                              trusted_weights=cfg.MODEL.WEIGHTS_TRUSTED,
                                              trainer=weakref.proxy(self))
@@ -157,22 +159,30 @@ class SlimTrainer(WidthLoopTrainer):
     def build_hooks(self) -> List:
         cfg = self.cfg
         period = cfg.SOLVER.CHECKPOINT_PERIOD or self.iters_per_epoch
+        self.width_schedule = WidthScheduleHook(self.width_loop, cfg.MODEL.SLIM.SLOW_START_EPOCH,
+                                                self.clock)
         ret = [
             hooks.IterationTimer(),
             EpochCounterHook(self.iters_per_epoch),
             hooks.LRScheduler(self.optimizer, self.scheduler),
-            WidthScheduleHook(self.width_loop, cfg.MODEL.SLIM.SLOW_START_EPOCH, self.iters_per_epoch),
+            self.width_schedule,
         ]
         if hasattr(self.method, "base_momentum"):
-            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.max_iter))
+            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.clock))
         if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
             ret.append(QueuePrefillHook(self.method, self.data_loader))
         ret += self.extra_hooks()
+        self.eval_hook = None
+        if cfg.TEST.EVALUATORS:
+            eval_period = cfg.TEST.EVAL_PERIOD or self.clock.iteration(cfg.TEST.EVAL_PERIOD_EPOCHS)
+            self.eval_hook = EvaluationHook(eval_period, self._evaluate, cfg.MODEL.WIDTHS[0],
+                                            cfg.TEST.BEST_METRIC)
+            # Before the checkpointer: a checkpoint of the same step then holds that
+            # evaluation's best-so-far, which a resumed run does not evaluate again.
+            ret.append(self.eval_hook)
         if comm.is_main_process():
             ret.append(PeriodicCheckpointer(self.checkpointer, period,
                                             max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
-        if cfg.TEST.EVALUATORS:
-            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return ret
@@ -194,8 +204,9 @@ class SlimTrainer(WidthLoopTrainer):
                 TensorboardXWriter(out)]
 
     def _evaluate(self) -> Dict[str, float]:
-        self._last_eval_results = self.test(self.cfg, self.method)
-        return self._last_eval_results
+        # The last step run: self.iter in after_step, max_iter - 1 in after_train.
+        trained = self.width_schedule.trained_widths(min(self.iter, self.max_iter - 1))
+        return self.test(self.cfg, self.method, trained_widths=trained)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """``resume``: continue from OUTPUT_DIR/last_checkpoint if there is one (it must be a
@@ -225,19 +236,29 @@ class SlimTrainer(WidthLoopTrainer):
                               "(or --resume in a run's OUTPUT_DIR)")
         self._weights_loaded = True
 
-    def train(self):
+    def train(self) -> Dict[str, float]:
+        """Train; returns the last evaluation's results (with the best one's, TEST.BEST_METRIC)."""
         if not self._weights_loaded:  # a frozen probe must never train on random features
             self.resume_or_load(resume=False)
         super().train(self.start_iter, self.max_iter)
-        return getattr(self, "_last_eval_results", {})
+        results = self.eval_hook.results if self.eval_hook is not None else {}
+        if comm.is_main_process() and "best_iter" in results:
+            logger.info("Last evaluation and the best one (iteration %d, highest full-width %s):"
+                        "\n%s", results["best_iter"], self.cfg.TEST.BEST_METRIC,
+                        format_results(results))
+        return results
 
     # ----------------------------------------------------------------------------- evaluation
     @classmethod
-    def test(cls, cfg, method, evaluators: Optional[List] = None) -> Dict[str, float]:
-        """Run the evaluators of ``cfg.TEST.EVALUATORS`` on ``method``; flat metric dict."""
+    def test(cls, cfg, method, evaluators: Optional[List] = None,
+             trained_widths: Optional[Sequence[float]] = None) -> Dict[str, float]:
+        """Run the evaluators of ``cfg.TEST.EVALUATORS`` on ``method``; flat metric dict.
+        ``trained_widths``: report only these widths (the others have not trained yet)."""
         results: Dict[str, float] = {}
         for evaluator in evaluators if evaluators is not None else build_evaluators(cfg):
             results.update(evaluator.evaluate(method))
+        if trained_widths is not None:
+            results = drop_untrained_widths(results, trained_widths, cfg.MODEL.WIDTHS)
         if comm.is_main_process() and results:
             logger.info("Evaluation results:\n%s", format_results(results))
         return results

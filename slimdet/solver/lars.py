@@ -1,6 +1,6 @@
 """LARS: SGD with momentum whose per-tensor step is scaled by a trust ratio
 ``coef * ||w|| / ||g + wd * w||`` (You et al. 2017). Parameter groups with ``lars_exclude=True``
-(BN parameters and biases) get neither weight decay nor the trust ratio (SPEC §4) — the
+(BN parameters and biases) get neither weight decay nor the trust ratio (docs/method.md §4) — the
 reference code applies both to every tensor."""
 from __future__ import annotations
 

@@ -1,72 +1,132 @@
-"""LR schedules as fvcore ``ParamScheduler`` multipliers of the base LR over training, driven by
-Detectron2's ``LRMultiplier`` (one value per iteration)."""
+"""LR schedules, defined per iteration as the reference scripts run them (docs/schedules.md).
+
+Each registered schedule is an fvcore ``ParamScheduler`` giving the multiplier of the base LR;
+Detectron2's ``LRMultiplier`` evaluates it once per iteration at ``where = i / max_iter`` and
+:class:`IterationSchedule` turns that back into the iteration ``i``, so boundaries (end of
+warm-up, LR steps, the base-LR swap) fall on exact iterations. Epoch keys become iterations
+through :class:`~slimdet.solver.clock.EpochClock` only, so ``SOLVER.MAX_ITER`` shortens the
+whole recipe alike.
+"""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
-from detectron2.solver import LRMultiplier, WarmupParamScheduler
-from fvcore.common.param_scheduler import (CosineParamScheduler, MultiStepParamScheduler,
-                                           ParamScheduler)
+from detectron2.solver import LRMultiplier
+from fvcore.common.param_scheduler import ParamScheduler
 from fvcore.common.registry import Registry
 
+from ..config import ConfigError
 from ..utils.registry import lookup
-from .build import base_lr
+from .clock import EpochClock
 
 LR_SCHEDULER_REGISTRY = Registry("LR_SCHEDULER")
-LR_SCHEDULER_REGISTRY.__doc__ = ("LR schedules: ``fn(cfg, max_iter, iters_per_epoch) -> "
-                                 "ParamScheduler`` giving the LR multiplier at a training fraction.")
+LR_SCHEDULER_REGISTRY.__doc__ = ("LR schedules: ``fn(cfg, clock: EpochClock) -> ParamScheduler`` "
+                                 "giving the multiplier of the base LR at a training fraction.")
 
 
-def _with_warmup(cfg, sched: ParamScheduler, max_iter: int, iters_per_epoch: int) -> ParamScheduler:
-    warm = cfg.SOLVER.WARMUP_EPOCHS * iters_per_epoch / max(1, max_iter)
-    if warm <= 0:
-        return sched
-    # Linear warm-up from ~0 (MoCo v3 / SimCLR start at lr * 1 / warm-up iterations).
-    return WarmupParamScheduler(sched, warmup_factor=1.0 / max(1, cfg.SOLVER.WARMUP_EPOCHS * iters_per_epoch),
-                                warmup_length=min(warm, 1.0), warmup_method="linear")
+class IterationSchedule(ParamScheduler):
+    """A ParamScheduler written per iteration (:meth:`at`) for a run of ``max_iter``."""
 
-
-@LR_SCHEDULER_REGISTRY.register()
-def WarmupCosine(cfg, max_iter: int, iters_per_epoch: int) -> ParamScheduler:
-    """Linear warm-up for WARMUP_EPOCHS, then half-cosine to 0 at the end of training."""
-    return _with_warmup(cfg, CosineParamScheduler(1.0, 0.0), max_iter, iters_per_epoch)
-
-
-@LR_SCHEDULER_REGISTRY.register()
-def WarmupMultiStep(cfg, max_iter: int, iters_per_epoch: int) -> ParamScheduler:
-    """x GAMMA at each epoch of SOLVER.STEPS (the MoCo v2 linear probe: 60, 80 of 100)."""
-    steps = [int(e * iters_per_epoch) for e in cfg.SOLVER.STEPS]
-    values = [cfg.SOLVER.GAMMA ** i for i in range(len(steps) + 1)]
-    sched = MultiStepParamScheduler(values, num_updates=max_iter, milestones=steps) if steps \
-        else MultiStepParamScheduler([1.0], num_updates=max_iter, milestones=[])
-    return _with_warmup(cfg, sched, max_iter, iters_per_epoch)
-
-
-class SwapAfter(ParamScheduler):
-    """``sched`` times 1 before ``where`` and times ``ratio`` from then on."""
-
-    def __init__(self, sched: ParamScheduler, where: float, ratio: float):
-        self.sched, self.where, self.ratio = sched, where, ratio
+    def __init__(self, max_iter: int):
+        self.max_iter = max_iter
 
     def __call__(self, where: float) -> float:
-        return self.sched(where) * (self.ratio if where >= self.where else 1.0)
+        # LRMultiplier passes i / max_iter; rounding recovers i exactly.
+        return self.at(int(round(where * self.max_iter)))
+
+    def at(self, iteration: int) -> float:
+        raise NotImplementedError
+
+
+class WarmupCosineSchedule(IterationSchedule):
+    """``i / W`` for ``i <= W``, then ``0.5 * (1 + cos(pi * (i - W) / (max_iter - W)))``: a linear
+    warm-up from 0 over ``W`` (possibly fractional) iterations, then a half cosine over the
+    iterations after the warm-up only."""
+
+    def __init__(self, max_iter: int, warmup_iters: float):
+        super().__init__(max_iter)
+        self.warmup = warmup_iters
+
+    def at(self, iteration: int) -> float:
+        if self.warmup > 0 and iteration <= self.warmup:
+            return iteration / self.warmup
+        t, span = iteration - self.warmup, self.max_iter - self.warmup
+        return 0.5 * (1.0 + math.cos(math.pi * t / span))
+
+
+class WarmupMultiStepSchedule(IterationSchedule):
+    """``i / W`` for ``i <= W``, then ``gamma ** k`` with ``k`` the number of step iterations
+    reached (``i >= step``)."""
+
+    def __init__(self, max_iter: int, warmup_iters: float, steps: Sequence[float], gamma: float):
+        super().__init__(max_iter)
+        self.warmup, self.steps, self.gamma = warmup_iters, sorted(steps), gamma
+
+    def at(self, iteration: int) -> float:
+        if self.warmup > 0 and iteration <= self.warmup:
+            return iteration / self.warmup
+        return self.gamma ** sum(iteration >= s for s in self.steps)
+
+
+class BaseLRSwap(IterationSchedule):
+    """``schedule`` times ``ratio`` from iteration ``swap_iter`` on: the base LR of the same
+    schedule is replaced there while the schedule keeps running (the reference's base-LR
+    replacement at the slow-start epoch)."""
+
+    def __init__(self, schedule: IterationSchedule, swap_iter: float, ratio: float):
+        super().__init__(schedule.max_iter)
+        self.schedule, self.swap_iter, self.ratio = schedule, swap_iter, ratio
+
+    def at(self, iteration: int) -> float:
+        return self.schedule.at(iteration) * (self.ratio if iteration >= self.swap_iter else 1.0)
+
+
+def _warmup_iters(cfg, clock: EpochClock) -> float:
+    s = cfg.SOLVER
+    if not 0 <= s.WARMUP_EPOCHS < s.EPOCHS:
+        raise ConfigError(f"SOLVER.WARMUP_EPOCHS must be in [0, SOLVER.EPOCHS = {s.EPOCHS}), "
+                          f"got {s.WARMUP_EPOCHS}")
+    return clock.iteration(s.WARMUP_EPOCHS)
 
 
 @LR_SCHEDULER_REGISTRY.register()
-def SlowStartSwapCosine(cfg, max_iter: int, iters_per_epoch: int) -> ParamScheduler:
-    """WarmupCosine whose base LR becomes SOLVER.BASE_LR_AFTER_SLOW_START from
-    MODEL.SLIM.SLOW_START_EPOCH on (SlimCLR-MoCo v3: 1.2 -> 3.2); the cosine continues."""
-    sched = WarmupCosine(cfg, max_iter, iters_per_epoch)
-    after = cfg.SOLVER.BASE_LR_AFTER_SLOW_START
-    if after <= 0 or cfg.MODEL.SLIM.SLOW_START_EPOCH <= 0:
-        return sched
-    where = cfg.MODEL.SLIM.SLOW_START_EPOCH * iters_per_epoch / max_iter
-    return SwapAfter(sched, where, after / cfg.SOLVER.BASE_LR)
+def WarmupCosine(cfg, clock: EpochClock) -> IterationSchedule:
+    """Linear warm-up over SOLVER.WARMUP_EPOCHS, then a half cosine to 0 over the rest of the
+    run (the cosine does not span the warm-up)."""
+    return WarmupCosineSchedule(clock.max_iter, _warmup_iters(cfg, clock))
 
 
-def build_lr_scheduler(cfg, optimizer, max_iter: int, iters_per_epoch: int) -> LRMultiplier:
+@LR_SCHEDULER_REGISTRY.register()
+def WarmupMultiStep(cfg, clock: EpochClock) -> IterationSchedule:
+    """Linear warm-up over SOLVER.WARMUP_EPOCHS, then x SOLVER.GAMMA at each epoch of
+    SOLVER.STEPS (the MoCo v2 linear probe: 60 and 80 of 100)."""
+    s = cfg.SOLVER
+    bad = [e for e in s.STEPS if not 0 < e < s.EPOCHS]
+    if bad:
+        raise ConfigError(f"SOLVER.STEPS must be epochs inside (0, SOLVER.EPOCHS = {s.EPOCHS}), "
+                          f"got {list(s.STEPS)}")
+    return WarmupMultiStepSchedule(clock.max_iter, _warmup_iters(cfg, clock),
+                                   [clock.iteration(e) for e in s.STEPS], s.GAMMA)
+
+
+def build_lr_schedule(cfg, clock: EpochClock) -> IterationSchedule:
+    """The registered schedule of SOLVER.LR_SCHEDULER_NAME, with the base LR replaced by
+    SOLVER.BASE_LR_AFTER_SLOW_START from MODEL.SLIM.SLOW_START_EPOCH on when both are set."""
     fn = lookup(LR_SCHEDULER_REGISTRY, cfg.SOLVER.LR_SCHEDULER_NAME, "SOLVER.LR_SCHEDULER_NAME")
-    return LRMultiplier(optimizer, fn(cfg, max_iter, iters_per_epoch), max_iter)
+    schedule = fn(cfg, clock)
+    after, start = cfg.SOLVER.BASE_LR_AFTER_SLOW_START, cfg.MODEL.SLIM.SLOW_START_EPOCH
+    if after > 0 and start > 0:
+        if cfg.SOLVER.BASE_LR <= 0:
+            raise ConfigError("SOLVER.BASE_LR must be positive with "
+                              f"SOLVER.BASE_LR_AFTER_SLOW_START, got {cfg.SOLVER.BASE_LR}")
+        schedule = BaseLRSwap(schedule, clock.iteration(start), after / cfg.SOLVER.BASE_LR)
+    return schedule
+
+
+def build_lr_scheduler(cfg, optimizer, clock: EpochClock) -> LRMultiplier:
+    """The per-iteration LR of every parameter group: its base LR times the schedule."""
+    return LRMultiplier(optimizer, build_lr_schedule(cfg, clock), clock.max_iter)
 
 
 def half_cosine(start: float, end: float, fraction: float) -> float:
