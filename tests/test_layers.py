@@ -48,3 +48,15 @@ def test_use_width_restores_and_rejects_unknown():
     assert bn.width_mult == 1.0
     with pytest.raises(ValueError, match=r"0\.75.*\[1\.0, 0\.5\]"):
         set_width(bn, 0.75)
+
+
+def test_check_widths_names_the_key_and_value():
+    from slimdet.config import ConfigError
+    from slimdet.layers import check_widths
+
+    assert check_widths([1, 0.5, 0.25], "MODEL.WIDTHS") == [1.0, 0.5, 0.25]
+    for bad, words in (([0.5, 1.0], "start with 1.0"), ([1.0, 0.5, 0.5], "strictly decreasing"),
+                       ([1.0, 1.5], "(0, 1]"), ([], "(0, 1]"), (["x"], "list of width")):
+        with pytest.raises(ConfigError) as err:
+            check_widths(bad, "--widths")
+        assert str(err.value).startswith("--widths must") and words in str(err.value), err.value
