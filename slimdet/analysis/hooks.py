@@ -12,6 +12,7 @@ from detectron2.utils import comm
 
 from ..checkpoint import atomic_write
 from ..modeling.slim.loop import unwrap
+from ..utils.d2compat import data_iterator, set_data_iterator
 from .gradients import width_loop_gradients
 
 logger = logging.getLogger("slimdet")
@@ -52,16 +53,16 @@ class GradientDiagnosticsHook(HookBase):
         self.period = int(period)
 
     def before_train(self) -> None:
-        t = self.trainer
-        if not isinstance(t._data_loader_iter, _PeekableIterator):
-            t._data_loader_iter = _PeekableIterator(t._data_loader_iter)
+        batches = data_iterator(self.trainer)
+        if not isinstance(batches, _PeekableIterator):
+            set_data_iterator(self.trainer, _PeekableIterator(batches))
 
     def before_step(self) -> None:
         t = self.trainer
         if self.period <= 0 or t.iter % self.period != 0:
             return
         start = time.perf_counter()
-        data = t._data_loader_iter.peek()
+        data = data_iterator(t).peek()
         model = unwrap(t.model)
         was_training = model.training
         model.train()
