@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from slimdet.checkpoint import (atomic_write, backbone_from_checkpoint,  # noqa: E402
-                                infer_architecture, read_checkpoint)
-from slimdet.d2.checkpoint import (stock_d2_overrides, to_slim_d2_state,  # noqa: E402
-                                   to_stock_d2_state)
-from slimdet.modeling.backbone import SlimResNet  # noqa: E402
+from slimdet.checkpoint import (atomic_write, backbone_from_checkpoint, infer_architecture,
+                                read_checkpoint)
+from slimdet.d2.checkpoint import stock_d2_overrides, to_slim_d2_state, to_stock_d2_state
+from slimdet.engine import run_cli
+from slimdet.layers import check_widths
+from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -48,11 +46,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    help="unpickle CKPT fully if it needs more than tensors (only for a file you "
                         "trust: unpickling can run code)")
     p.add_argument("--random-init", type=int, metavar="DEPTH", default=None,
+                   choices=sorted(STAGE_BLOCKS),
                    help="no checkpoint: convert a randomly initialised slimmable ResNet-DEPTH "
                         "(demos and tests only; its detection AP means nothing)")
     args = p.parse_args(argv)
     if (args.input is None) == (args.random_init is None):
         p.error("give either a checkpoint path or --random-init DEPTH")
+    if args.widths is not None:
+        args.widths = check_widths(args.widths, "--widths")
     return args
 
 
@@ -96,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = {"model": state, "__author__": f"slimdet convert_to_d2 --slimmable ({source})",
                "matching_heuristics": False, "slimdet": meta}
         hint = (f"use it with MODEL.WEIGHTS {args.output} MODEL.RESNETS.DEPTH {resnet.depth} "
-                f"MODEL.SLIM.WIDTHS \"{resnet.widths}\"")
+                f"MODEL.WIDTHS \"{resnet.widths}\"")
     else:
         if args.width not in resnet.widths:
             print(f"error: width {args.width} is not one of the checkpoint's widths {resnet.widths}",
@@ -125,8 +126,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    try:
-        sys.exit(main())
-    except (ValueError, FileNotFoundError) as e:  # bad checkpoint, width or path: one line
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main))  # a bad checkpoint, width or path: one line, exit status 2

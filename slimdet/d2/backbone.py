@@ -1,4 +1,4 @@
-"""A slimmable ResNet as a Detectron2 backbone, and one shared FPN on top of it (SPEC §6).
+"""A slimmable ResNet as a Detectron2 backbone, and one shared FPN on top of it (docs/method.md §6).
 
 Every width runs the same :class:`~slimdet.modeling.backbone.SlimResNet` (the pre-trained
 weights, switchable BN per width). Detectron2's FPN and heads are built once, for the full
@@ -18,7 +18,9 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 
+from ..config import ConfigError
 from ..layers import PerWidthChoice, WidthAware
+from ..modeling.backbone import STAGE_BLOCKS
 from ..modeling.backbone.slim_resnet import SlimResNet
 
 _STAGE_STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
@@ -38,7 +40,7 @@ class SlimResNetBackbone(Backbone):
         self._out_features = list(out_features)
         unknown = [f for f in self._out_features if f not in _STAGE_STRIDES]
         if unknown:
-            raise ValueError(f"MODEL.RESNETS.OUT_FEATURES: unknown stages {unknown}; "
+            raise ConfigError(f"MODEL.RESNETS.OUT_FEATURES: unknown stages {unknown}; "
                              f"choose from {list(_STAGE_STRIDES)}")
         channels = dict(zip(_STAGE_STRIDES, resnet.stage_channels))
         self._out_feature_channels = {f: channels[f] for f in self._out_features}
@@ -71,6 +73,8 @@ def build_slim_resnet(cfg, input_shape: ShapeSpec) -> SlimResNetBackbone:
     """
     r = cfg.MODEL.RESNETS
     problems = []
+    if r.DEPTH not in STAGE_BLOCKS:
+        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {sorted(STAGE_BLOCKS)}, got {r.DEPTH}")
     if r.STRIDE_IN_1X1:
         problems.append("MODEL.RESNETS.STRIDE_IN_1X1 must be False (stride on the 3x3 conv)")
     if r.NUM_GROUPS != 1:
@@ -91,9 +95,9 @@ def build_slim_resnet(cfg, input_shape: ShapeSpec) -> SlimResNetBackbone:
         problems.append("MODEL.BACKBONE.FREEZE_AT must be 0: a slimmable backbone is fine-tuned "
                         f"entirely, got {cfg.MODEL.BACKBONE.FREEZE_AT}")
     if problems:
-        raise ValueError("slimmable ResNet backbone: " + "; ".join(problems))
+        raise ConfigError("slimmable ResNet backbone: " + "; ".join(problems))
 
-    resnet = SlimResNet(depth=r.DEPTH, widths=cfg.MODEL.SLIM.WIDTHS,
+    resnet = SlimResNet(depth=r.DEPTH, widths=cfg.MODEL.WIDTHS,
                         base_channels=r.STEM_OUT_CHANNELS, in_channels=input_shape.channels,
                         zero_init_residual=False)
     if r.NORM == "SyncBN":

@@ -8,15 +8,24 @@ Two exports (used by ``tools/convert_to_d2.py``):
   and ``STRIDE_IN_1X1=False``, so the export is a slice plus a rename.
 - :func:`to_slim_d2_state` — every width, for ``build_slim_resnet_fpn_backbone``.
 
-:class:`SlimDetectionCheckpointer` reads files without running code and refuses a backbone of
-another architecture, naming it, instead of Detectron2's warning-and-continue (a silently
-random backbone would make every AP meaningless). Reading, layouts and key checks are
-:mod:`slimdet.checkpoint`'s; only Detectron2's names live here.
+Two checkpointers (used by ``slimdet.d2.trainer``), both reading every file without running
+code and saying in one line what a load took from the file:
+
+- :class:`SafeDetectionCheckpointer` — stock Detectron2 models;
+- :class:`SlimDetectionCheckpointer` — the slimmable detector: it also refuses a backbone of
+  another architecture, naming it, instead of Detectron2's warning-and-continue (a silently
+  random backbone would make every AP meaningless).
+
+Reading, layouts and key checks are :mod:`slimdet.checkpoint`'s; only Detectron2's names and
+file formats live here.
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -24,7 +33,10 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from ..checkpoint import (CheckpointError, check_architecture, check_keys, read_file,
                           single_width_name)
+from ..config import ConfigError
 from ..modeling.backbone.slim_resnet import SlimResNet, extract_subnet
+
+logger = logging.getLogger(__name__)
 
 SLIM_D2_PREFIX = "backbone.bottom_up.resnet."
 
@@ -53,7 +65,7 @@ def to_stock_d2_state(resnet: SlimResNet, width: float) -> Tuple[Dict[str, np.nd
     Returns the state and the keys of the single-width network that were dropped.
     """
     if resnet.depth < 50 and width != 1.0:
-        raise ValueError(
+        raise ConfigError(
             f"stock Detectron2 ResNet-{resnet.depth} requires RES2_OUT_CHANNELS=64, so only width "
             f"1.0 can be exported to it (asked for {width}); use --slimmable instead")
     plain = extract_subnet(resnet, width)
@@ -89,32 +101,185 @@ def stock_d2_overrides(resnet: SlimResNet, width: float) -> List[str]:
             "MODEL.PIXEL_STD", "[58.395,57.120,57.375]"]
 
 
-class SlimDetectionCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` that reads files without running code and insists that the
-    slimmable backbone fits exactly.
+def detector_part(key: str) -> str:
+    """The part of a detector a weight belongs to, for load summaries: ``backbone.bottom_up``
+    (the ResNet), ``backbone.fpn``, ``proposal_generator.rpn_head``, ``roi_heads.box_head`` ..."""
+    first, _, rest = key.partition(".")
+    second = rest.split(".", 1)[0]
+    if first == "backbone":
+        if second == "bottom_up":
+            return "backbone.bottom_up"
+        return "backbone.fpn" if second.startswith("fpn_") else "backbone"
+    if first in ("proposal_generator", "roi_heads") and rest:
+        return f"{first}.{second}"
+    return first
 
-    Heads may be absent (a converted pre-training checkpoint has only the backbone); a backbone
-    of another architecture, or a key that is missing, unexpected or of another shape, raises
+
+def _parts(keys: Sequence[str]) -> str:
+    counts: Dict[str, int] = {}
+    for k in keys:
+        counts[detector_part(k)] = counts.get(detector_part(k), 0) + 1
+    return ", ".join(p if n == 1 else f"{p} ({n})" for p, n in counts.items())
+
+
+def _optional(key: str) -> bool:
+    # BN's batch counter: nothing reads it, and Detectron2 model files do not have it.
+    return key.endswith("num_batches_tracked")
+
+
+def detectron2_checkpoint(data: Dict[str, Any], filename: str) -> Dict[str, Any]:
+    """The checkpoint dict Detectron2's own ``DetectionCheckpointer._load_file`` (0.6) makes of a
+    file's contents (read here without running code): model-zoo ``.pkl`` files as they are,
+    Caffe2 / Detectron1 ``.pkl`` and pycls ``.pyth`` files renamed by name-matching heuristics,
+    anything else ``{"model": ...}``."""
+    if filename.endswith(".pkl") and not ("model" in data and "__author__" in data):
+        blobs = data.get("blobs", data)  # detection models have "blobs", ImageNet models not
+        data = {"model": {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")},
+                "__author__": "Caffe2", "matching_heuristics": True}
+    elif filename.endswith(".pyth"):
+        if not isinstance(data.get("model_state"), Mapping):
+            raise CheckpointError(f"{filename!r}: a .pyth file is read as a pycls checkpoint, "
+                                  "which holds 'model_state'")
+        data = {"model": {k: v for k, v in data["model_state"].items() if not _optional(k)},
+                "__author__": "pycls", "matching_heuristics": True}
+    elif "model" not in data:
+        data = {"model": data}
+    if not isinstance(data["model"], Mapping):
+        raise CheckpointError(f"{filename!r}: its 'model' field is a "
+                              f"{type(data['model']).__name__}, not a dict of weights")
+    for k, v in data["model"].items():
+        if not isinstance(v, (torch.Tensor, np.ndarray)):
+            raise CheckpointError(f"{filename!r}: weight {k!r} is a {type(v).__name__}, not a "
+                                  "tensor or array")
+    return data
+
+
+def _missing(incompatible) -> List[str]:
+    """Model keys the file does not have (fvcore also lists the ones it had in another shape)."""
+    reshaped = {k for k, _, _ in incompatible.incorrect_shapes}
+    return [k for k in incompatible.missing_keys if k not in reshaped and not _optional(k)]
+
+
+@dataclass
+class _Load:
+    """What the load in progress is: the file as the user named it, whether it may be
+    unpickled fully, whether the model needs every weight from it, and for what."""
+    path: str
+    trusted: bool
+    complete: bool
+    purpose: str
+
+
+class SafeDetectionCheckpointer(DetectionCheckpointer):
+    """Detectron2's ``DetectionCheckpointer``, reading without running code and strict where a
+    job needs every weight.
+
+    - Every file (``.pkl``, ``.pth``, ``.pyth``; local or a Detectron2 URL) is read with
+      :func:`slimdet.checkpoint.read_file`: tensors, numpy arrays and plain types only, so a
+      malicious pickle fails before any of it runs. ``trusted_path`` (MODEL.WEIGHTS when
+      MODEL.WEIGHTS_TRUSTED is set) is that one file the user vouches for: it is unpickled
+      fully; a resume never is.
+    - ``load(path)`` (every checkpointable: ``--resume``, inference) and ``load(...,
+      complete=True)`` (``--eval-only``) need every weight of the model in the file, in the
+      model's shape; otherwise :class:`~slimdet.checkpoint.CheckpointError` names the parts that
+      are not. ``load(path, checkpointables=[])``, what ``DefaultTrainer`` does with MODEL.WEIGHTS
+      before training, keeps what the file lacks (new heads) or has in another shape (another
+      class count) at initialisation, as Detectron2 does.
+    - Every load logs one summary line (what came from the file, what did not, what it had
+      that the model does not use) instead of Detectron2's key lists.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, trusted_path: str = "", **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.trusted_path = trusted_path
+        self._current: Optional[_Load] = None
+
+    def load(self, path: str, checkpointables: Optional[List[str]] = None, *,
+             complete: Optional[bool] = None, purpose: str = "") -> Dict[str, Any]:
+        """fvcore's ``load``; ``complete`` (default: when every checkpointable is loaded) needs
+        every weight of the model in the file; ``purpose`` names the job in errors."""
+        if complete is None:
+            complete = checkpointables is None
+        if not path:
+            if complete:
+                raise ConfigError("no checkpoint to load: set MODEL.WEIGHTS")
+            return super().load(path, checkpointables)  # training from scratch
+        local = path
+        if not os.path.isfile(path):
+            try:
+                local = self.path_manager.get_local_path(path)  # fetches Detectron2 URLs
+            except OSError as e:
+                raise CheckpointError(f"cannot fetch checkpoint {path!r}: {e}") from None
+        if os.path.isdir(local):
+            raise CheckpointError(f"checkpoint {path!r} is a folder, not a file")
+        if not os.path.isfile(local):
+            raise CheckpointError(f"checkpoint file {path!r} does not exist")
+        self._current = _Load(path, bool(self.trusted_path) and path == self.trusted_path,
+                              complete, purpose or "a complete load (resume, inference)")
+        try:
+            return super().load(local, checkpointables)
+        finally:
+            self._current = None
+
+    @property
+    def _source(self) -> str:
+        return self._current.path if self._current else "<checkpoint>"
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        trusted = self._current is not None and self._current.trusted
+        return detectron2_checkpoint(read_file(filename, trusted), filename)
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        incompatible = super()._load_model(checkpoint)
+        if self._current is not None and self._current.complete:
+            self._require_every_weight(incompatible)
+        return incompatible
+
+    def _require_every_weight(self, incompatible) -> None:
+        path, purpose = self._source, self._current.purpose
+        missing = _missing(incompatible)
+        if missing:
+            loaded = [k for k in self.model.state_dict() if k not in incompatible.missing_keys]
+            backbone_only = loaded and all(detector_part(k) == "backbone.bottom_up" for k in loaded)
+            hint = ("; it holds a backbone only (a tools/convert_to_d2.py output?): train a "
+                    "detector from it first") if backbone_only else ""
+            raise CheckpointError(
+                f"{path!r} has no weights for {_parts(missing)} ({len(missing)} tensors, e.g. "
+                f"{missing[0]!r}), which {purpose} needs{hint}")
+        if incompatible.incorrect_shapes:
+            k, theirs, ours = incompatible.incorrect_shapes[0]
+            raise CheckpointError(
+                f"{path!r} does not fit the detector for {purpose}: "
+                f"{len(incompatible.incorrect_shapes)} shape mismatch(es) (first: {k!r} is "
+                f"{tuple(theirs)} in the file, {tuple(ours)} in the model)")
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        own = list(self.model.state_dict())
+        reshaped = [k for k, _, _ in incompatible.incorrect_shapes]
+        left_out = _missing(incompatible)
+        loaded = [k for k in own if k not in incompatible.missing_keys and k not in reshaped]
+        line = (f"loaded {len(loaded)} of {len(own)} tensors ({_parts(loaded) or 'none'}) from "
+                f"{self._source}")
+        if left_out:
+            line += f"; not in the file, left at initialisation: {_parts(left_out)}"
+        if reshaped:
+            line += (f"; of another shape in the file, left at initialisation: "
+                     f"{_parts(reshaped)}")
+        if incompatible.unexpected_keys:
+            line += f"; in the file, not used: {_parts(incompatible.unexpected_keys)}"
+        (logger.warning if left_out or reshaped else logger.info)("%s", line)
+
+
+class SlimDetectionCheckpointer(SafeDetectionCheckpointer):
+    """:class:`SafeDetectionCheckpointer` for the slimmable detector: every weight of the
+    slimmable backbone must be in the file (a converted pre-training checkpoint has only the
+    backbone, which is enough to train from, not to evaluate); a backbone of another
+    architecture, or a backbone key that is missing, unexpected or of another shape, raises
     :class:`slimdet.checkpoint.CheckpointError` naming the file and the keys.
     """
 
-    def load(self, path, *args, **kwargs):
-        if path and not self.path_manager.exists(path):
-            raise CheckpointError(f"checkpoint file {path!r} does not exist")
-        self._path = path
-        return super().load(path, *args, **kwargs)
-
-    def _load_file(self, filename):
-        # .pkl (Detectron2 model files are pickles) and .pth alike go through the safe reader.
-        data = read_file(filename, opt_in="load it with Detectron2's own DetectionCheckpointer")
-        if filename.endswith(".pkl") and not ("model" in data and "__author__" in data):
-            raise CheckpointError(f"{filename!r} is not a Detectron2 model file (a dict with "
-                                  "'model' and '__author__'); convert pre-training checkpoints "
-                                  "with tools/convert_to_d2.py")
-        return data if "model" in data else {"model": data}
-
     def _load_model(self, checkpoint):
-        path = getattr(self, "_path", "<checkpoint>")
+        path = self._source
         model_backbone = {k[len(SLIM_D2_PREFIX):]: v for k, v in self.model.state_dict().items()
                           if k.startswith(SLIM_D2_PREFIX)}
         if model_backbone and not checkpoint.get("matching_heuristics", False):
@@ -129,7 +294,7 @@ class SlimDetectionCheckpointer(DetectionCheckpointer):
                     f"tools/convert_to_d2.py --slimmable")
             purpose = "this slimmable detector"
             check_architecture(model_backbone, found, path, purpose,
-                               "set MODEL.RESNETS.* / MODEL.SLIM.WIDTHS to match the file")
+                               "set MODEL.RESNETS.* / MODEL.WIDTHS to match the file")
             check_keys(model_backbone, found, repr(path), purpose, SLIM_D2_PREFIX)
         elif model_backbone:
             raise CheckpointError(

@@ -1,4 +1,4 @@
-"""Evaluation of every width with Detectron2's ``COCOEvaluator`` (SPEC §6: once per width)."""
+"""Evaluation of every width with Detectron2's ``COCOEvaluator`` (docs/method.md §6: once per width)."""
 from __future__ import annotations
 
 import logging

@@ -43,7 +43,7 @@ class SlimGeneralizedRCNN(GeneralizedRCNN):
     @classmethod
     def from_config(cls, cfg):
         args = super().from_config(cfg)
-        args["widths"] = cfg.MODEL.SLIM.WIDTHS
+        args["widths"] = cfg.MODEL.WIDTHS
         args["switchable_head_norms"] = cfg.MODEL.SLIM.SWITCHABLE_HEAD_NORMS
         return args
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from slimdet.d2 import (PerWidthNorm, SlimDetTrainer, format_width_table, get_slim_det_cfg,
-                        prepare_tiny_coco, width_key)
+                        width_key)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -24,7 +24,7 @@ def tiny_cfg(out_dir: Path, weights: str):
     cfg.merge_from_file(str(ROOT / "configs/detection/mask_rcnn_slim_R_50_FPN_tiny_demo.yaml"))
     cfg.merge_from_list([
         "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(out_dir),
-        "MODEL.SLIM.WIDTHS", str(WIDTHS),
+        "MODEL.WIDTHS", str(WIDTHS),
         "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
         "MODEL.FPN.OUT_CHANNELS", "64", "MODEL.FPN.NORM", "BN",  # BN: exercises per-width head norms
         "MODEL.ROI_BOX_HEAD.FC_DIM", "128", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
@@ -39,8 +39,7 @@ def tiny_cfg(out_dir: Path, weights: str):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    prepare_tiny_coco()
+def trained(tmp_path_factory, tiny_coco):
     out = tmp_path_factory.mktemp("det")
     weights = out / "slim_r18.pkl"
     assert convert_to_d2.main(["--random-init", "18", "--slimmable", "-o", str(weights)]) == 0
@@ -91,3 +90,17 @@ def test_evaluation_reports_every_width(trained):
     assert "box AP" in lines[0] and "mask AP" in lines[0]
     rows = lines[2:]
     assert [float(r.split("|")[2]) for r in rows] == WIDTHS
+
+
+def test_eval_only_loads_every_weight_of_the_trained_detector(trained):
+    cfg, trainer, _, _ = trained
+    final = Path(cfg.OUTPUT_DIR) / "model_final.pth"
+    assert final.is_file()
+    for resume, weights in ((False, str(final)), (True, "")):  # MODEL.WEIGHTS, or --resume
+        eval_cfg = cfg.clone()
+        eval_cfg.MODEL.WEIGHTS = weights
+        model = SlimDetTrainer.load_for_evaluation(eval_cfg, resume=resume)
+        loaded, ours = model.state_dict(), trainer.model.state_dict()
+        assert loaded.keys() == ours.keys()
+        for key in ours:
+            assert torch.equal(loaded[key], ours[key]), key

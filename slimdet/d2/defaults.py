@@ -1,0 +1,42 @@
+"""The plumbing of ``tools/train_det.py``: the config from the command line, every check that
+can fail before a model is built, Detectron2's job set-up, and the trainer for the config."""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Type
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.engine import default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .config import is_slimmable, load_det_cfg, validate_det_cfg
+from .trainer import DetectionTrainer, SlimDetTrainer
+
+
+def setup_detection(args: argparse.Namespace) -> CfgNode:
+    """The frozen config of a detection job (``--config-file`` + ``KEY VALUE``; MODEL.DEVICE
+    falls back to the CPU without CUDA), checked (:func:`validate_det_cfg`: a wrong key, value
+    or missing data file is one :class:`~slimdet.config.ConfigError` before anything is
+    built or written), then Detectron2's ``default_setup`` (output folder, loggers, environment,
+    ``config.yaml``, seeds) and the ``slimdet`` logger."""
+    cfg = load_det_cfg(args.config_file, args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger("slimdet").warning("CUDA is not available: MODEL.DEVICE cpu")
+        cfg.MODEL.DEVICE = "cpu"
+    validate_det_cfg(cfg, eval_only=args.eval_only)
+    cfg.freeze()
+    if not torch.cuda.is_available():
+        # default_setup's environment report imports torch.utils.cpp_extension, which warns on
+        # stderr when it finds a CUDA toolkit but no CUDA runtime: noise on a CPU run.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="slimdet")
+    return cfg
+
+
+def detection_trainer_class(cfg: CfgNode) -> Type[DetectionTrainer]:
+    """:class:`SlimDetTrainer` for the slimmable detector, else :class:`DetectionTrainer`."""
+    return SlimDetTrainer if is_slimmable(cfg) else DetectionTrainer

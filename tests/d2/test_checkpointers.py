@@ -1,0 +1,135 @@
+"""The detection checkpointers: no file runs code, a complete load names what is missing,
+training from a backbone keeps the heads new in one summary line."""
+from __future__ import annotations
+
+import logging
+import pickle
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from slimdet.checkpoint import CheckpointError
+from slimdet.d2 import SafeDetectionCheckpointer, SlimDetectionCheckpointer, load_det_cfg
+from slimdet.d2.checkpoint import detectron2_checkpoint, to_slim_d2_state
+
+from d2_helpers import SLIM_DEMO, SMALL, STOCK_CONVERTED, STOCK_SMALL, randomized_resnet
+
+LOGGER = "slimdet.d2.checkpoint"
+
+
+def _stock_model(*opts):
+    return build_model(load_det_cfg(STOCK_CONVERTED, STOCK_SMALL + list(opts))).eval()
+
+
+def _summaries(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+
+
+@pytest.fixture(scope="module")
+def slim_model():
+    return build_model(load_det_cfg(SLIM_DEMO, SMALL)).eval()
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    return randomized_resnet(18)
+
+
+@pytest.fixture(scope="module")
+def backbone_pkl(resnet18, tmp_path_factory):
+    """What tools/convert_to_d2.py --slimmable writes: every width of a backbone, no heads."""
+    path = tmp_path_factory.mktemp("conv") / "slim_r18.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": to_slim_d2_state(resnet18), "__author__": "test",
+                     "matching_heuristics": False}, f)
+    return str(path)
+
+
+def test_training_from_a_backbone_keeps_new_heads_in_one_line(slim_model, resnet18, backbone_pkl,
+                                                               caplog):
+    heads_before = slim_model.roi_heads.box_predictor.cls_score.weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        SlimDetectionCheckpointer(slim_model).load(backbone_pkl, checkpointables=[])
+    (line,) = _summaries(caplog)
+    n_backbone = len(resnet18.state_dict())
+    assert line.startswith(f"loaded {n_backbone} of ") and f"backbone.bottom_up ({n_backbone})" in line
+    assert "not in the file, left at initialisation: backbone.fpn (" in line
+    assert "roi_heads.box_predictor (4)" in line and "proposal_generator.rpn_head (" in line
+    for key, value in resnet18.state_dict().items():
+        assert torch.equal(slim_model.backbone.bottom_up.resnet.state_dict()[key], value), key
+    assert torch.equal(slim_model.roi_heads.box_predictor.cls_score.weight, heads_before)
+
+
+def test_evaluating_or_resuming_needs_every_weight(slim_model, backbone_pkl):
+    for kwargs in ({"checkpointables": [], "complete": True, "purpose": "evaluating"}, {}):
+        with pytest.raises(CheckpointError) as err:
+            SlimDetectionCheckpointer(slim_model).load(backbone_pkl, **kwargs)
+        msg = str(err.value)
+        assert msg.startswith(f"{backbone_pkl!r} has no weights for backbone.fpn (")
+        assert "roi_heads.box_predictor (4)" in msg and "backbone only" in msg
+        assert f"which {kwargs.get('purpose', 'a complete load (resume, inference)')} needs" in msg
+
+
+def test_stock_checkpointer_complete_partial_and_reshaped(tmp_path, caplog):
+    model = _stock_model()
+    full = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save({"model": full}, tmp_path / "full.pth")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        SafeDetectionCheckpointer(_stock_model()).load(str(tmp_path / "full.pth"), complete=True)
+    assert _summaries(caplog) == [
+        "loaded 156 of 156 tensors (backbone.fpn (16), backbone.bottom_up (120), "
+        "proposal_generator.rpn_head (6), roi_heads.box_head (4), roi_heads.box_predictor (4), "
+        f"roi_heads.mask_head (6)) from {tmp_path / 'full.pth'}"]
+    assert len(full) == 156
+
+    no_heads = {k: v for k, v in full.items() if not k.startswith("roi_heads.")}
+    torch.save({"model": no_heads}, tmp_path / "no_heads.pth")
+    with pytest.raises(CheckpointError, match=r"no_heads.pth' has no weights for "
+                       r"roi_heads.box_head \(4\), roi_heads.box_predictor \(4\), "
+                       r"roi_heads.mask_head \(6\) \(14 tensors.*which --eval-only needs$"):
+        SafeDetectionCheckpointer(_stock_model()).load(
+            str(tmp_path / "no_heads.pth"), checkpointables=[], complete=True,
+            purpose="--eval-only")
+    # Another class count: a fine-tuning start (heads of that shape stay new), not an evaluation.
+    other = _stock_model("MODEL.ROI_HEADS.NUM_CLASSES", "3")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        SafeDetectionCheckpointer(other).load(str(tmp_path / "full.pth"), checkpointables=[])
+    assert "of another shape in the file, left at initialisation: roi_heads.box_predictor (4), " \
+           "roi_heads.mask_head" in _summaries(caplog)[-1]
+    with pytest.raises(CheckpointError, match=r"shape mismatch.*'roi_heads.box_predictor"):
+        SafeDetectionCheckpointer(other).load(str(tmp_path / "full.pth"))
+
+
+def test_only_the_trusted_weights_file_is_unpickled_fully(tmp_path):
+    model = _stock_model()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    for name in ("a.pkl", "b.pkl"):
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump({"model": state, "__author__": "someone", "note": Fraction(1, 3)}, f)
+    a, b = str(tmp_path / "a.pkl"), str(tmp_path / "b.pkl")
+    with pytest.raises(CheckpointError, match=r"a.pkl' needs fractions.Fraction .*"
+                       r"set MODEL.WEIGHTS_TRUSTED True"):
+        SafeDetectionCheckpointer(model).load(a)
+    trusting_a = SafeDetectionCheckpointer(model, trusted_path=a)
+    assert trusting_a.load(a)["note"] == Fraction(1, 3)
+    with pytest.raises(CheckpointError, match="b.pkl' needs fractions.Fraction"):
+        trusting_a.load(b)
+    with pytest.raises(CheckpointError, match="nowhere.pkl' does not exist"):
+        trusting_a.load(str(tmp_path / "nowhere.pkl"))
+
+
+def test_detectron2_file_formats_as_detectron2_reads_them():
+    w = np.zeros((2, 2), np.float32)
+    zoo = {"model": {"stem.conv1.weight": w}, "__author__": "Detectron2 Model Zoo"}
+    assert detectron2_checkpoint(zoo, "m.pkl") is zoo
+    caffe2 = detectron2_checkpoint({"blobs": {"conv1_w": w, "conv1_w_momentum": w}}, "r50.pkl")
+    assert caffe2 == {"model": {"conv1_w": w}, "__author__": "Caffe2", "matching_heuristics": True}
+    pycls = detectron2_checkpoint({"model_state": {"a": w, "bn.num_batches_tracked": w}}, "x.pyth")
+    assert list(pycls["model"]) == ["a"] and pycls["matching_heuristics"]
+    assert detectron2_checkpoint({"a": w}, "run/model_final.pth") == {"model": {"a": w}}
+    with pytest.raises(CheckpointError, match=r"weight 'a' is a str, not a tensor"):
+        detectron2_checkpoint({"model": {"a": "text"}}, "x.pth")

@@ -1,0 +1,72 @@
+"""tools/train_det.py and tools/convert_to_d2.py from the command line: a user's mistake ends
+in one line and exit status 2, and no weights file ever runs code."""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+from slimdet.config import ConfigError
+
+from d2_helpers import SLIM_DEMO, SMALL, STOCK_CONVERTED, STOCK_SMALL, one_line_error, run_tool
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+import convert_to_d2  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def backbone_pkl(tmp_path_factory):
+    """A converted pre-training backbone (every width, no heads)."""
+    path = tmp_path_factory.mktemp("conv") / "slim_r18.pkl"
+    assert convert_to_d2.main(["--random-init", "18", "--slimmable", "-o", str(path)]) == 0
+    return path
+
+
+def test_old_width_key_is_one_line_naming_the_new_key(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text(f"_BASE_: {SLIM_DEMO}\nMODEL:\n  SLIM:\n    WIDTHS: [1.0, 0.5]\n")
+    one_line_error(run_tool("train_det.py", "--config-file", old),
+                   "error: ", str(old), "MODEL.SLIM.WIDTHS was renamed to MODEL.WIDTHS")
+
+
+def test_converter_says_the_width_key_and_checks_widths(tmp_path, capsys):
+    assert convert_to_d2.main(["--random-init", "18", "--slimmable", "-o",
+                               str(tmp_path / "a.pkl")]) == 0
+    assert 'MODEL.WIDTHS "[1.0, 0.75, 0.5, 0.25]"' in capsys.readouterr().out
+    with pytest.raises(ConfigError, match=r"^--widths must start with 1.0 and be strictly "
+                                          r"decreasing, got \[0.5, 1.0\]$"):
+        convert_to_d2.main(["--random-init", "18", "--slimmable", "--widths", "0.5", "1.0",
+                            "-o", str(tmp_path / "x.pkl")])
+    with pytest.raises(ConfigError, match="only width 1.0 can be exported"):
+        convert_to_d2.main(["--random-init", "18", "--width", "0.5", "-o", str(tmp_path / "y.pkl")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pkl"]
+
+
+def test_eval_only_needs_the_heads_and_a_file(backbone_pkl, tiny_coco, tmp_path):
+    common = ["--eval-only", "--config-file", SLIM_DEMO, *SMALL, "OUTPUT_DIR", tmp_path / "out"]
+    one_line_error(run_tool("train_det.py", *common, "MODEL.WEIGHTS", backbone_pkl),
+                   str(backbone_pkl), "has no weights for backbone.fpn (", "roi_heads.box_predictor",
+                   "which evaluating the detector (--eval-only) needs", "backbone only")
+    one_line_error(run_tool("train_det.py", *common, "MODEL.WEIGHTS", ""),
+                   "--eval-only needs the detector to evaluate: set MODEL.WEIGHTS")
+
+
+def test_stock_detectron2_path_never_runs_a_malicious_pickle(tiny_coco, tmp_path):
+    marker = tmp_path / "MARKER"
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    evil = tmp_path / "evil.pkl"
+    with open(evil, "wb") as f:
+        pickle.dump({"model": {"x": Payload()}, "__author__": "someone"}, f)
+    common = ["--config-file", STOCK_CONVERTED, *STOCK_SMALL, "MODEL.WEIGHTS", evil,
+              "OUTPUT_DIR", tmp_path / "out"]
+    for extra in (["--eval-only"], []):  # evaluation, and training from MODEL.WEIGHTS
+        one_line_error(run_tool("train_det.py", *extra, *common),
+                       "evil.pkl", "needs posix.system", "set MODEL.WEIGHTS_TRUSTED True")
+    assert not marker.exists()
