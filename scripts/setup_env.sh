@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds (or checks) the project's virtual environment: torch/torchvision pinned, Detectron2 0.6
 # from the pb1-detectron2 sdist patched to pure Python, the rest from PyPI, slimdet in editable
-# mode, and the embedded Fashion-MNIST data set from Debian's packages.
+# mode, the embedded Fashion-MNIST data set from Debian's packages, and the tiny COCO set of the
+# detection tests and demo (datasets/prepare_tiny_coco.py: labelme's sdist from PyPI, cached).
 #
 # Idempotent: when the venv already matches the inputs (hash of the files below), it only
 # re-checks imports and data and returns in a few seconds.
 #
-# Env: SLIMDET_VENV (default .venv), PYTHON (default python3.11), SLIMDET_SKIP_DATA=1 to skip apt.
+# Env: SLIMDET_VENV (default .venv), PYTHON (default python3.11), SLIMDET_SKIP_DATA=1 to skip both
+# data sets, DETECTRON2_DATASETS (default datasets/) where the tiny COCO set goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -39,10 +41,28 @@ ensure_data() {
   [ -f "$FMNIST_DIR/train-images-idx3-ubyte.gz" ] || { log "ERROR: $FMNIST_DIR still missing"; exit 1; }
 }
 
+# Built once; an existing set is kept. Offline, the script writes generated shapes and says so
+# (the detection tests still run; the real-photo test skips): set-up does not fail for it.
+ensure_tiny_coco() {
+  [ "${SLIMDET_SKIP_DATA:-0}" = 1 ] && return 0
+  local dir="${DETECTRON2_DATASETS:-datasets}/tiny_coco"
+  if [ -f "$dir/annotations/instances_train.json" ] && [ -f "$dir/annotations/instances_val.json" ] \
+     && [ -f "$dir/SOURCE.txt" ]; then
+    if grep -q "^GENERATED" "$dir/SOURCE.txt"; then
+      log "NOTE: $dir holds generated shapes (built offline); python datasets/prepare_tiny_coco.py --force fetches the real photos"
+    fi
+    return 0
+  fi
+  log "building the tiny COCO set in $dir (datasets/prepare_tiny_coco.py)"
+  "$VENV/bin/python" datasets/prepare_tiny_coco.py \
+    || log "WARNING: the tiny COCO set was not built; the detection tests need it (rerun python datasets/prepare_tiny_coco.py)"
+}
+
 want=$(inputs_hash)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
    && "$VENV/bin/python" -c "import slimdet, detectron2, torch" 2>/dev/null; then
   ensure_data
+  ensure_tiny_coco
   log "environment $VENV is current"
   exit 0
 fi
@@ -86,5 +106,6 @@ log "installing slimdet (editable)"
 "${PIP[@]}" install --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
 "$VENV/bin/python" -c "import slimdet" || { log "ERROR: slimdet does not import"; exit 1; }
 ensure_data
+ensure_tiny_coco
 echo "$want" > "$STAMP"
 log "environment ready in $(( $(date +%s) - start )) s: $VENV"
