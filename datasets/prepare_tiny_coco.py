@@ -3,9 +3,10 @@
 
     python datasets/prepare_tiny_coco.py [--root DIR] [--force] [--no-fallback]
 
-``scripts/setup_env.sh`` runs it when the set is missing. It writes ``$DETECTRON2_DATASETS/tiny_coco``
-(default ``datasets/tiny_coco`` relative to the directory you run from: where ``slimdet.d2``
-registers the set, ``slimdet/d2/datasets.py``); an existing set is left alone unless ``--force``.
+``scripts/setup_env.sh`` runs it when the set is missing. It writes
+``$DETECTRON2_DATASETS/tiny_coco`` (default ``datasets/tiny_coco`` relative to the directory you
+run from: where ``slimdet.d2`` registers the set, ``slimdet/d2/datasets.py``); an existing set is
+left alone unless ``--force``.
 
 Source: the ``labelme==6.3.1`` sdist on PyPI (GPL-3; PASCAL VOC photos), fetched with pip and
 cached under ``~/.cache/slimdet`` (or ``$SLIMDET_CACHE``), checked against its sha256, never

@@ -1,4 +1,5 @@
-"""A slimmable ResNet as a Detectron2 backbone, and one shared FPN on top of it (docs/method.md §6).
+"""A slimmable ResNet as a Detectron2 backbone, and one shared FPN on top of it
+(docs/method.md §6).
 
 Every width runs the same :class:`~slimdet.modeling.backbone.SlimResNet` (the pre-trained
 weights, switchable BN per width). Detectron2's FPN and heads are built once, for the full
@@ -74,7 +75,8 @@ def build_slim_resnet(cfg, input_shape: ShapeSpec) -> SlimResNetBackbone:
     r = cfg.MODEL.RESNETS
     problems = []
     if r.DEPTH not in STAGE_BLOCKS:
-        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {sorted(STAGE_BLOCKS)}, got {r.DEPTH}")
+        raise ConfigError(f"MODEL.RESNETS.DEPTH must be one of {sorted(STAGE_BLOCKS)}, "
+                          f"got {r.DEPTH}")
     if r.STRIDE_IN_1X1:
         problems.append("MODEL.RESNETS.STRIDE_IN_1X1 must be False (stride on the 3x3 conv)")
     if r.NUM_GROUPS != 1:

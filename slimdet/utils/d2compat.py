@@ -25,7 +25,8 @@ import weakref
 from typing import Any, Callable, Iterator
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase,
+                               create_ddp_model)
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
