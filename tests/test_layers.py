@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from slimdet.layers import (SlimConv2d, SlimLinear, SwitchableBatchNorm1d, SwitchableBatchNorm2d,
-                            SwitchableLinear, set_width, use_width)
+                            SwitchableLinear, UncalibratedWidthError, set_width, use_width)
 
 
 def test_slim_conv_uses_leading_slice():
@@ -46,8 +46,17 @@ def test_use_width_restores_and_rejects_unknown():
     with use_width(bn, 0.5):
         assert bn.width_mult == 0.5
     assert bn.width_mult == 1.0
+    # Any width in [0.5, 1.0] can be set; outside is an error naming the width and the list.
+    with pytest.raises(ValueError, match=r"0\.25.*\[1\.0, 0\.5\]"):
+        set_width(bn, 0.25)
+    # A width in range that was never trained has no statistics: eval mode refuses it.
+    set_width(bn, 0.75)
+    with pytest.raises(UncalibratedWidthError, match="0.75"):
+        bn.eval()(torch.randn(2, 6, 3, 3))
+    # A switchable linear layer has one classifier per listed width and nothing between.
+    lin = SwitchableLinear(16, 3, [1.0, 0.5])
     with pytest.raises(ValueError, match=r"0\.75.*\[1\.0, 0\.5\]"):
-        set_width(bn, 0.75)
+        set_width(lin, 0.75)
 
 
 def test_check_widths_names_the_key_and_value():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from slimdet.layers import set_width, use_width
+from slimdet.layers import UncalibratedWidthError, set_width, use_width
 from slimdet.modeling.backbone import SlimResNet, extract_subnet, slice_state_dict
 
 WIDTHS = [1.0, 0.75, 0.5, 0.25]
@@ -109,10 +109,15 @@ def test_grey_input_is_not_sliced():
 
 def test_unknown_width_raises_with_name_and_list():
     slim = SlimResNet(18, widths=WIDTHS)
-    with pytest.raises(ValueError, match=r"0\.3.*\[1\.0, 0\.75, 0\.5, 0\.25\]"):
-        set_width(slim, 0.3)
-    with pytest.raises(ValueError, match="0.3"):
+    with pytest.raises(ValueError, match=r"0\.2.*\[1\.0, 0\.75, 0\.5, 0\.25\]"):
+        set_width(slim, 0.2)
+    with pytest.raises(ValueError, match="0.2"):
+        extract_subnet(slim, 0.2)
+    # 0.3 is in range but untrained: no statistics to evaluate or export it with.
+    with pytest.raises(UncalibratedWidthError, match="0.3"):
         extract_subnet(slim, 0.3)
+    with pytest.raises(UncalibratedWidthError, match="0.3"), use_width(slim.eval(), 0.3):
+        slim(torch.randn(1, 3, 32, 32))
 
 
 def test_bad_depth_and_widths():

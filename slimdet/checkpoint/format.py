@@ -496,7 +496,9 @@ def _parts(keys: Sequence[str]) -> str:
 
 def _optional(key: str) -> bool:
     # BN's batch counter: PyTorch fills it in when a checkpoint lacks it; nothing reads it.
-    return key.endswith("num_batches_tracked")
+    # The backbone's stale-statistics flag: files from before it (and reference files) hold
+    # statistics trained per width, which is what its absence means (SlimResNet).
+    return key.endswith(("num_batches_tracked", "bn_statistics_stale"))
 
 
 def load_state(module: nn.Module, ckpt: Checkpoint,

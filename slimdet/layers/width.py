@@ -7,7 +7,7 @@ from typing import Iterator, List, Optional, Sequence
 from torch import nn
 
 from ..config import ConfigError
-from .slimmable import WidthAware
+from .slimmable import WidthAware, normalized_width
 
 
 def check_widths(widths: Sequence[float], key: str) -> List[float]:
@@ -48,12 +48,16 @@ def get_width(model: nn.Module) -> float:
 def set_width(model: nn.Module, width_mult: float) -> None:
     """Make every width-aware module of ``model`` run at ``width_mult``.
 
-    Raises ``ValueError`` naming the width and the list when the model was not built for it.
+    Any width from the narrowest of the model's widths to the widest can be set (a width it was
+    not trained at evaluates once its BN statistics are calibrated: ``slimdet.layers.any_width``);
+    a width outside raises ``ValueError`` naming the width and the list, and so does a module
+    that holds one sub-module per listed width (a switchable linear classifier).
     """
-    width_mult = float(width_mult)
+    width_mult = normalized_width(width_mult)
     widths = model_widths(model)
-    if widths is not None and width_mult not in widths:
-        raise ValueError(f"width {width_mult} is not one of this network's widths {widths}")
+    if widths is not None and not min(widths) <= width_mult <= max(widths):
+        raise ValueError(f"width {width_mult:g} is outside this network's widths {widths} "
+                         f"(any width from {min(widths):g} to {max(widths):g} can be set)")
     for m in model.modules():
         if isinstance(m, WidthAware):
             m.set_width(width_mult)

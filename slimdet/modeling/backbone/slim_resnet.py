@@ -6,12 +6,15 @@ exports to a torchvision state dict by slicing; each BN is ``<name>.bn.<i>`` (on
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ...layers import SlimConv2d, SlimLinear, SwitchableBatchNorm2d, init_weights, scaled
+from ...layers import (SlimConv2d, SlimLinear, SwitchableBatchNorm, SwitchableBatchNorm2d,
+                       CalibrationAware, UncalibratedWidthError, init_weights, mark_uncalibrated,
+                       normalized_width, scaled)
+from ...layers.any_width import uncalibrated_widths
 from .build import BACKBONE_REGISTRY
 
 STAGE_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
@@ -21,14 +24,14 @@ STAGE_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int, widths: Sequence[float]):
+    def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int, bn: Callable[[int], nn.Module]):
         super().__init__()
         self.conv1 = SlimConv2d(in_ch, inner, 3, stride=stride, padding=1)
-        self.bn1 = SwitchableBatchNorm2d(inner, widths)
+        self.bn1 = bn(inner)
         self.conv2 = SlimConv2d(inner, out_ch, 3, padding=1)
-        self.bn2 = SwitchableBatchNorm2d(out_ch, widths)
+        self.bn2 = bn(out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride, widths)
+        self.downsample = _shortcut(in_ch, out_ch, stride, bn)
 
     @property
     def last_bn(self) -> nn.Module:
@@ -44,16 +47,16 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int, widths: Sequence[float]):
+    def __init__(self, in_ch: int, inner: int, out_ch: int, stride: int, bn: Callable[[int], nn.Module]):
         super().__init__()
         self.conv1 = SlimConv2d(in_ch, inner, 1)
-        self.bn1 = SwitchableBatchNorm2d(inner, widths)
+        self.bn1 = bn(inner)
         self.conv2 = SlimConv2d(inner, inner, 3, stride=stride, padding=1)
-        self.bn2 = SwitchableBatchNorm2d(inner, widths)
+        self.bn2 = bn(inner)
         self.conv3 = SlimConv2d(inner, out_ch, 1)
-        self.bn3 = SwitchableBatchNorm2d(out_ch, widths)
+        self.bn3 = bn(out_ch)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(in_ch, out_ch, stride, widths)
+        self.downsample = _shortcut(in_ch, out_ch, stride, bn)
 
     @property
     def last_bn(self) -> nn.Module:
@@ -67,14 +70,13 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-def _shortcut(in_ch: int, out_ch: int, stride: int, widths: Sequence[float]) -> Optional[nn.Module]:
+def _shortcut(in_ch: int, out_ch: int, stride: int, bn: Callable[[int], nn.Module]) -> Optional[nn.Module]:
     if stride == 1 and in_ch == out_ch:
         return None
-    return nn.Sequential(SlimConv2d(in_ch, out_ch, 1, stride=stride),
-                         SwitchableBatchNorm2d(out_ch, widths))
+    return nn.Sequential(SlimConv2d(in_ch, out_ch, 1, stride=stride), bn(out_ch))
 
 
-class SlimResNet(nn.Module):
+class SlimResNet(nn.Module, CalibrationAware):
     """A slimmable ResNet.
 
     Args:
@@ -88,12 +90,19 @@ class SlimResNet(nn.Module):
         zero_init_residual: zero gamma of every block's last BN (every width).
         channel_multiplier: scales every layer's full-width channel count; a plain network equal
             to width ``w`` of a slimmable one is ``SlimResNet(widths=[1.0], channel_multiplier=w)``.
+        shared_bn: BN affine parameters shared by all widths (US-Nets' slimmable BN,
+            ``MODEL.SLIM.BN: shared``) instead of one set per width (switchable BN).
+
+    The buffer ``bn_statistics_stale`` (saved with the weights) is True when the BN running
+    statistics are not those of the trained widths (sandwich-rule training samples widths, so
+    the running averages mix them): a network loaded with it set evaluates only after
+    calibration (``slimdet.layers.any_width``).
     """
 
     def __init__(self, depth: int = 50, widths: Sequence[float] = (1.0,), base_channels: int = 64,
                  in_channels: int = 3, cifar_stem: bool = False, num_classes: int = 0,
                  out_features: Optional[Sequence[str]] = None, zero_init_residual: bool = True,
-                 channel_multiplier: float = 1.0):
+                 channel_multiplier: float = 1.0, shared_bn: bool = False):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
@@ -102,6 +111,8 @@ class SlimResNet(nn.Module):
             raise ValueError(f"widths must start with 1.0 and decrease, got {widths}")
         self.depth, self.widths = depth, widths
         self.cifar_stem = cifar_stem
+        self.shared_bn = shared_bn
+        bn = lambda c: SwitchableBatchNorm2d(c, widths, shared_affine=shared_bn)  # noqa: E731
         block = BasicBlock if depth < 50 else Bottleneck
         ch = lambda c: scaled(c, channel_multiplier)  # noqa: E731
         stem = ch(base_channels)
@@ -111,7 +122,7 @@ class SlimResNet(nn.Module):
         else:
             self.conv1 = SlimConv2d(in_channels, stem, 7, stride=2, padding=3, slim_in=False)
             self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.bn1 = SwitchableBatchNorm2d(stem, widths)
+        self.bn1 = bn(stem)
         self.relu = nn.ReLU(inplace=True)
 
         in_ch = stem
@@ -122,7 +133,7 @@ class SlimResNet(nn.Module):
             blocks = []
             for j in range(n_blocks):
                 stride = 2 if (j == 0 and i > 0) else 1
-                blocks.append(block(in_ch, inner, out_ch, stride, widths))
+                blocks.append(block(in_ch, inner, out_ch, stride, bn))
                 in_ch = out_ch
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.stage_channels.append(out_ch)
@@ -136,6 +147,32 @@ class SlimResNet(nn.Module):
 
         last_bns = [b.last_bn for layer in self.stages for b in layer] if zero_init_residual else []
         init_weights(self, last_bns)
+        self.register_buffer("bn_statistics_stale", torch.tensor(False))
+
+    def mark_statistics_stale(self) -> None:
+        """Every width's BN statistics must be estimated before it evaluates (saved with the
+        weights, so a network loaded from this one's checkpoint knows it too)."""
+        self.bn_statistics_stale.fill_(True)
+        mark_uncalibrated(self)
+
+    def after_calibration(self) -> None:
+        """Stale only while some trained width is still uncalibrated."""
+        self.bn_statistics_stale.fill_(bool(uncalibrated_widths(self, self.widths)))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        key = prefix + "bn_statistics_stale"
+        if key not in state_dict:  # files from before the flag and reference files: fresh stats
+            state_dict = dict(state_dict, **{key: torch.tensor(False)})
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        # The flag describes the statistics just loaded.
+        if bool(self.bn_statistics_stale):
+            mark_uncalibrated(self)
+        else:
+            for m in self.modules():
+                if isinstance(m, SwitchableBatchNorm):
+                    m.uncalibrated.difference_update(m.widths)
 
     @property
     def stages(self) -> List[nn.Sequential]:
@@ -165,7 +202,8 @@ def build_slim_resnet(cfg, num_classes: int = 0) -> SlimResNet:
     b = cfg.MODEL.BACKBONE
     return SlimResNet(depth=b.DEPTH, widths=cfg.MODEL.WIDTHS, base_channels=b.BASE_CHANNELS,
                       in_channels=b.IN_CHANNELS, cifar_stem=b.CIFAR_STEM, num_classes=num_classes,
-                      out_features=b.OUT_FEATURES or None, zero_init_residual=b.ZERO_INIT_RESIDUAL)
+                      out_features=b.OUT_FEATURES or None, zero_init_residual=b.ZERO_INIT_RESIDUAL,
+                      shared_bn=cfg.MODEL.SLIM.BN == "shared")
 
 
 BACKBONE_REGISTRY.register(SlimResNet)
@@ -193,14 +231,36 @@ def slice_state_dict(slim_state: Dict[str, torch.Tensor], width_index: int,
 
 
 def extract_subnet(model: SlimResNet, width_mult: float) -> SlimResNet:
-    """A plain (single-width) SlimResNet equal to ``model`` at ``width_mult``, weights copied."""
-    if width_mult not in model.widths:
-        raise ValueError(f"width {width_mult} is not one of this network's widths {model.widths}")
+    """A plain (single-width, switchable-BN) SlimResNet equal to ``model`` at ``width_mult``,
+    weights copied: every tensor is the leading slice the width uses, every BN holds the
+    parameters and statistics it normalises with. Any width with estimated BN statistics works
+    (a trained width, or one added and calibrated: ``slimdet.layers.any_width``); a width
+    without raises :class:`UncalibratedWidthError`, one outside the range ``ValueError``."""
+    w = normalized_width(width_mult)
+    if not min(model.widths) <= w <= max(model.widths):
+        raise ValueError(f"width {w:g} is outside this network's widths {model.widths}")
+    if uncalibrated_widths(model, [w]):
+        raise UncalibratedWidthError(
+            f"width {w:g} has no estimated BN statistics (trained widths {model.widths}"
+            f"{', statistics stale after sandwich-rule training' if bool(model.bn_statistics_stale) else ''}"
+            "): calibrate it first (add_widths + recalibrate_bn, --calibrate-batches)")
     plain = SlimResNet(
         depth=model.depth, widths=[1.0], base_channels=model.conv1.out_channels,
         in_channels=model.conv1.in_channels, cifar_stem=model.cifar_stem,
         num_classes=model.fc.out_features if model.fc is not None else 0,
-        out_features=model.out_features or None, channel_multiplier=width_mult)
-    state = slice_state_dict(model.state_dict(), model.widths.index(width_mult), plain.state_dict())
-    plain.load_state_dict(state)
+        out_features=model.out_features or None, channel_multiplier=w)
+    with torch.no_grad():
+        for name, target in plain.named_modules():
+            source = model.get_submodule(name)
+            if isinstance(target, (SlimConv2d, SlimLinear)):
+                for key, p in target.named_parameters(recurse=False):
+                    p.copy_(getattr(source, key)[tuple(slice(0, n) for n in p.shape)])
+            elif isinstance(target, SwitchableBatchNorm):
+                bn, stats = target.bn[0], source.statistics_at(w)
+                weight, bias = source.affine_at(w)
+                bn.weight.copy_(weight if weight is not None else torch.ones_like(bn.weight))
+                bn.bias.copy_(bias if bias is not None else torch.zeros_like(bn.bias))
+                bn.running_mean.copy_(stats.running_mean)
+                bn.running_var.copy_(stats.running_var)
+                bn.num_batches_tracked.copy_(stats.num_batches_tracked)
     return plain.train(model.training)
