@@ -89,6 +89,9 @@ def validate_cfg(cfg: CfgNode) -> None:
         raise ConfigError(f"DATALOADER.BACKEND must be torch or dali, got {cfg.DATALOADER.BACKEND!r}")
     if cfg.SOLVER.IMS_PER_BATCH <= 0:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
+    from .widths import validate_widths
+
+    validate_widths(cfg)
 
 
 def get_cfg() -> CfgNode:

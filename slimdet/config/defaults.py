@@ -64,6 +64,23 @@ _C.MODEL.SLIM.LOSS_WEIGHTING = "size"
 # Slow start: before this epoch only the full width trains (weight 1). 0 disables it. Widths that
 # have not trained yet when an evaluation runs are left out of its results (with a warning).
 _C.MODEL.SLIM.SLOW_START_EPOCH = 0
+# Which widths train each step (slimdet/modeling/slim/loop.py): "fixed" (SlimCLR: every width
+# of MODEL.WIDTHS) or "sandwich" (universally slimmable: the full width, the narrowest of
+# MODEL.WIDTHS and NUM_SAMPLED widths drawn uniformly from WIDTH_RANGE, a new draw every step
+# from (SEED, iteration)). Sandwich training leaves BN statistics that belong to no width: every
+# evaluation width is calibrated first (TEST.CALIBRATE_BATCHES must be > 0).
+_C.MODEL.SLIM.MODE = "fixed"
+# Widths drawn per step in "sandwich" mode (besides the full and the narrowest width).
+_C.MODEL.SLIM.NUM_SAMPLED = 2
+# [low, high] range the "sandwich" widths are drawn from; [] = [min(MODEL.WIDTHS), 1.0]. Must lie
+# within [min(MODEL.WIDTHS), 1.0].
+_C.MODEL.SLIM.WIDTH_RANGE = []
+# BN of the backbone: "switchable" (own affine parameters and statistics per width of
+# MODEL.WIDTHS; a width between borrows the parameters of the nearest one at or above it) or
+# "shared" (US-Nets' slimmable BN: one full-width affine weight and bias whose leading slice
+# every width uses; statistics per width). Projection heads keep switchable BN. Checkpoints of
+# the two differ (bn1.weight vs bn1.bn.0.weight): a job loading one needs the same value.
+_C.MODEL.SLIM.BN = "switchable"
 
 # MoCo v2 (slimdet/modeling/ssl/moco_v2.py)
 _C.MODEL.MOCO = CN()
@@ -206,6 +223,16 @@ _C.TEST.KNN.K = 200
 _C.TEST.KNN.TEMPERATURE = 0.1
 # Also evaluate a randomly initialised copy of the network (shows the gain of pre-training).
 _C.TEST.COMPARE_RANDOM_INIT = False
+# Widths to evaluate (kNN, classification; the linear probe trains one classifier per width):
+# [] = MODEL.WIDTHS. Any width in [min(MODEL.WIDTHS), 1.0] (channels int(c * w)); a width the
+# network was not trained at borrows the BN parameters of the nearest trained width at or above
+# it and gets its BN statistics estimated on TEST.CALIBRATE_BATCHES training batches.
+_C.TEST.WIDTHS = []
+# Training batches (the training augmentation's first view, the same batches every time) on
+# which BN statistics are estimated for widths that have none: untrained TEST.WIDTHS, and every
+# width after MODEL.SLIM.MODE "sandwich" training (fvcore's precise BN). 0 = never calibrate:
+# such widths are then a config error.
+_C.TEST.CALIBRATE_BATCHES = 0
 
 # ---------------------------------------------------------------------------------------------
 # Misc

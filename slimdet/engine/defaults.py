@@ -69,8 +69,10 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
 def user_errors() -> tuple:
     """Errors a user fixes by changing a path, a file or a config value: one line, no traceback."""
     from ..checkpoint import CheckpointError
+    from ..layers import UncalibratedWidthError
 
-    return (ConfigError, CheckpointError, FileNotFoundError, NotADirectoryError)
+    return (ConfigError, CheckpointError, UncalibratedWidthError, FileNotFoundError,
+            NotADirectoryError)
 
 
 def run_cli(main: Callable[[], Any]) -> Any:

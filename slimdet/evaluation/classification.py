@@ -11,9 +11,11 @@ from typing import Dict
 import torch
 from detectron2.utils import comm
 
+from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
 from .build import EVALUATOR_REGISTRY
+from .calibration import with_calibrated_widths
 from .knn import topk_accuracy
 from .profiler import profile_widths
 
@@ -26,10 +28,14 @@ def _classify(method, images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
-    """``top1/w{w}`` and ``top5/w{w}`` (percent) of every width on ``dataset_name``."""
+    """``top1/w{w}`` and ``top5/w{w}`` (percent) of every width of ``TEST.WIDTHS`` (default: the
+    trained widths) on ``dataset_name``; widths without BN statistics are calibrated first, on
+    a copy."""
     device = next(method.parameters()).device
     results: Dict[str, float] = {}
-    for w in method.widths:
+    widths = evaluation_widths(cfg)
+    method = with_calibrated_widths(cfg, method, widths, device).eval()
+    for w in widths:
         correct_logits, labels = [], []
         with use_width(method, w):
             for batch in build_test_loader(cfg, dataset_name, device):

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 
+from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
 from .build import EVALUATOR_REGISTRY
+from .calibration import with_calibrated_widths
 
 
 @torch.no_grad()
@@ -52,7 +54,9 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict
 
 @EVALUATOR_REGISTRY.register()
 class KNNEvaluator:
-    """``knn_top1/w<width>`` for every width of the method's backbone (main process result)."""
+    """``knn_top1/w<width>`` for every width of ``TEST.WIDTHS`` (default: the trained widths)
+    of the method's backbone, widths without BN statistics calibrated first on a copy (main
+    process result)."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -66,12 +70,14 @@ class KNNEvaluator:
         results = {}
         try:
             if comm.is_main_process():
-                for w in backbone.widths:
-                    with use_width(backbone, w):
+                widths = evaluation_widths(self.cfg)
+                net = with_calibrated_widths(self.cfg, backbone, widths, device).eval()
+                for w in widths:
+                    with use_width(net, w):
                         bank, bank_y = extract_features(
-                            backbone, build_test_loader(self.cfg, self.cfg.DATASETS.TRAIN, device), device)
+                            net, build_test_loader(self.cfg, self.cfg.DATASETS.TRAIN, device), device)
                         test, test_y = extract_features(
-                            backbone, build_test_loader(self.cfg, self.cfg.DATASETS.TEST, device), device)
+                            net, build_test_loader(self.cfg, self.cfg.DATASETS.TEST, device), device)
                     num_classes = int(max(bank_y.max(), test_y.max())) + 1
                     scores = knn_predict(test, bank, bank_y, num_classes, self.k, self.t)
                     acc = topk_accuracy(scores, test_y, ks=(1, min(5, num_classes)))

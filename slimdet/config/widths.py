@@ -1,0 +1,56 @@
+"""The width keys read together: evaluation widths, sandwich range, calibration."""
+from __future__ import annotations
+
+from typing import List
+
+from .config import ConfigError
+
+
+def _width(w: float) -> float:
+    return round(float(w), 6)
+
+
+def evaluation_widths(cfg) -> List[float]:
+    """``TEST.WIDTHS`` (or ``MODEL.WIDTHS``), widest first."""
+    return sorted({_width(w) for w in (cfg.TEST.WIDTHS or cfg.MODEL.WIDTHS)}, reverse=True)
+
+
+def untrained_widths(cfg) -> List[float]:
+    """Evaluation widths whose BN statistics must be estimated before they evaluate: those not
+    in ``MODEL.WIDTHS``, and all of them after sandwich-rule training."""
+    if cfg.MODEL.SLIM.MODE == "sandwich":
+        return evaluation_widths(cfg)
+    trained = {_width(w) for w in cfg.MODEL.WIDTHS}
+    return [w for w in evaluation_widths(cfg) if w not in trained]
+
+
+def validate_widths(cfg) -> None:
+    s, widths = cfg.MODEL.SLIM, [float(w) for w in cfg.MODEL.WIDTHS]
+    lo, hi = min(widths), max(widths)
+    if s.MODE not in ("fixed", "sandwich"):
+        raise ConfigError(f"MODEL.SLIM.MODE must be fixed or sandwich, got {s.MODE!r}")
+    if s.BN not in ("switchable", "shared"):
+        raise ConfigError(f"MODEL.SLIM.BN must be switchable or shared, got {s.BN!r}")
+    if s.NUM_SAMPLED < 0:
+        raise ConfigError(f"MODEL.SLIM.NUM_SAMPLED must be >= 0, got {s.NUM_SAMPLED}")
+    if s.WIDTH_RANGE:
+        r = [float(w) for w in s.WIDTH_RANGE]
+        if len(r) != 2 or not lo <= r[0] < r[1] <= hi:
+            raise ConfigError(f"MODEL.SLIM.WIDTH_RANGE must be [low, high] with {lo:g} <= low < "
+                              f"high <= {hi:g} (MODEL.WIDTHS {widths}), got {list(s.WIDTH_RANGE)}")
+    if s.MODE == "sandwich" and len(widths) < 2:
+        raise ConfigError(f"MODEL.SLIM.MODE sandwich needs a full and a narrowest width in "
+                          f"MODEL.WIDTHS, got {widths}")
+    outside = [w for w in cfg.TEST.WIDTHS if not lo <= float(w) <= hi]
+    if outside:
+        raise ConfigError(f"TEST.WIDTHS {list(cfg.TEST.WIDTHS)}: {outside[0]:g} is outside the "
+                          f"network's range [{lo:g}, {hi:g}] (MODEL.WIDTHS {widths})")
+    if cfg.TEST.CALIBRATE_BATCHES < 0:
+        raise ConfigError(f"TEST.CALIBRATE_BATCHES must be >= 0, got {cfg.TEST.CALIBRATE_BATCHES}")
+    pending = untrained_widths(cfg)
+    if pending and cfg.TEST.CALIBRATE_BATCHES == 0:
+        why = ("MODEL.SLIM.MODE sandwich leaves no width with its own BN statistics"
+               if s.MODE == "sandwich" else
+               f"TEST.WIDTHS {[f'{w:g}' for w in pending]} are not among MODEL.WIDTHS {widths}")
+        raise ConfigError(f"{why}: set TEST.CALIBRATE_BATCHES (training batches to estimate "
+                          "their BN statistics on, e.g. 50)")

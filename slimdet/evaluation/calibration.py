@@ -1,0 +1,66 @@
+"""Evaluate widths that have no BN statistics: estimate them first, on a copy.
+
+A width the network was not trained at (``TEST.WIDTHS``), and every width after sandwich-rule
+training, has no BN statistics of its own. Evaluators call :func:`with_calibrated_widths`,
+which returns the model itself when all requested widths are ready, else a copy with the
+missing widths added and calibrated (``slimdet.layers.any_width``): evaluation never changes
+the model being trained. The calibration batches are the first ``TEST.CALIBRATE_BATCHES``
+batches of a fresh training loader (training augmentation, first view): the same batches at
+every evaluation, in every process that evaluates, so a width's statistics are a function of
+the weights and the config.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from ..data import build_train_loader
+from ..layers import UncalibratedWidthError, add_widths, recalibrate_bn, uncalibrated_widths
+
+logger = logging.getLogger("slimdet")
+
+
+class CalibrationImages:
+    """Re-iterable first views of the training loader's batches from iteration 0 (each
+    ``iter()`` starts again at the same first batch)."""
+
+    def __init__(self, cfg, device: torch.device):
+        self.loader = build_train_loader(cfg, device)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for batch in self.loader:
+            yield batch["views"][0]
+
+
+def calibrate(cfg, model: nn.Module, widths: Sequence[float], device: torch.device,
+              images: Iterable[torch.Tensor] = None) -> None:
+    """Add the untrained ``widths`` to ``model``'s backbone (``model`` itself if it has none)
+    and estimate the BN statistics of those that lack them, in place."""
+    backbone = getattr(model, "backbone", model)
+    add_widths(backbone, widths)
+    pending = uncalibrated_widths(backbone, widths)
+    if not pending:
+        return
+    n = cfg.TEST.CALIBRATE_BATCHES
+    if n <= 0:
+        raise UncalibratedWidthError(
+            f"widths {[f'{w:g}' for w in pending]} have no estimated BN statistics (not trained, "
+            "or trained by the sandwich rule): set TEST.CALIBRATE_BATCHES (e.g. 50) to estimate "
+            "them on training batches")
+    recalibrate_bn(backbone, images if images is not None else CalibrationImages(cfg, device), n,
+                   widths=pending)
+
+
+def with_calibrated_widths(cfg, model: nn.Module, widths: Sequence[float],
+                           device: torch.device) -> nn.Module:
+    """``model`` when every width in ``widths`` has BN statistics, else a calibrated copy."""
+    backbone = getattr(model, "backbone", model)
+    if not uncalibrated_widths(backbone, widths):
+        return model
+    twin = copy.deepcopy(model)
+    calibrate(cfg, twin, widths, device)
+    return twin
