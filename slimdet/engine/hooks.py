@@ -10,6 +10,7 @@ from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
+from ..layers import CalibrationAware
 from ..solver import EpochClock, half_cosine
 
 logger = logging.getLogger("slimdet")
@@ -177,3 +178,18 @@ class EvaluationHook(EvalHook):
 
     def load_state_dict(self, state: Dict) -> None:
         self._best = dict(state.get("best", {}))
+
+
+class StaleStatisticsHook(HookBase):
+    """Sandwich-rule training (``MODEL.SLIM.MODE: sandwich``): the BN running averages mix the
+    statistics of the widths drawn each step, so the network is marked as needing calibration
+    before any width evaluates — in memory and in every checkpoint it writes
+    (``bn_statistics_stale``), also when it started from weights with valid statistics."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def before_train(self) -> None:
+        for m in self.method.modules():
+            if isinstance(m, CalibrationAware):
+                m.mark_statistics_stale()

@@ -28,7 +28,7 @@ from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
 from .hooks import (EpochCounterHook, EvaluationHook, MomentumScheduleHook, QueuePrefillHook,
-                    WidthScheduleHook, drop_untrained_widths)
+                    StaleStatisticsHook, WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -171,6 +171,8 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.clock))
         if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
             ret.append(QueuePrefillHook(self.method, self.data_loader))
+        if cfg.MODEL.SLIM.MODE == "sandwich":
+            ret.append(StaleStatisticsHook(self.method))
         ret += self.extra_hooks()
         self.eval_hook = None
         if cfg.TEST.EVALUATORS:

@@ -10,6 +10,17 @@ DDP every backward but the last runs in ``no_sync()``: one all-reduce per step.
 Methods (``slimdet/modeling/ssl``) only turn one width's outputs into a task loss and the logits
 to distil (:class:`TaskOutput`); pre-training, supervised slimmable training and the linear probe
 all use this loop.
+
+Which widths run is the mode (``MODEL.SLIM.MODE``):
+
+- ``fixed`` (SlimCLR): every width of the list, every step.
+- ``sandwich`` (universally slimmable networks, Yu & Huang 2019; US3L for self-supervised
+  learning): the full width, the narrowest width of the list and ``num_sampled`` widths drawn
+  uniformly from ``width_range``, a new draw every step from a generator seeded by (seed,
+  iteration), so a resumed run draws what the uninterrupted one drew. The sub-widths learn from
+  the full width by the same in-place distillation. Sampled widths normalise with batch
+  statistics (``SwitchableBatchNorm``), so BN statistics are estimated after training
+  (``slimdet.layers.any_width``).
 """
 from __future__ import annotations
 
@@ -19,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import (Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence,
                     Union)
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ...layers import set_width
+from ...layers import normalized_width, set_width
 from .distill import multi_distillation_loss
 from .weights import loss_weights
 
@@ -54,22 +66,34 @@ class WidthLoop:
     """Runs the active widths of one step with their loss weights.
 
     ``set_active`` is called by :class:`slimdet.engine.hooks.WidthScheduleHook` (slow start).
+    ``mode="sandwich"`` draws the sub-widths of every step (module docstring); the widths and
+    loss weights of the step being run are ``widths`` / ``weights``.
     """
 
     def __init__(self, widths: Sequence[float], weighting: str = "size", distill: bool = True,
-                 distill_temperature: float = 5.0, distill_weight: float = 0.5):
+                 distill_temperature: float = 5.0, distill_weight: float = 0.5,
+                 mode: str = "fixed", num_sampled: int = 2,
+                 width_range: Optional[Sequence[float]] = None, seed: int = 0):
         self.all_widths = [float(w) for w in widths]
         self.weighting = weighting
         self.distill = distill
         self.tau = distill_temperature
         self.alpha = distill_weight
+        if mode not in ("fixed", "sandwich"):
+            raise ValueError(f"MODEL.SLIM.MODE must be fixed or sandwich, got {mode!r}")
+        self.mode = mode
+        self.num_sampled = num_sampled
+        self.width_range = [float(w) for w in (width_range or (self.all_widths[-1], self.all_widths[0]))]
+        self.seed = seed
         self.set_active(self.all_widths)
 
     @classmethod
-    def from_config(cls, cfg) -> "WidthLoop":
+    def from_config(cls, cfg, widths: Optional[Sequence[float]] = None) -> "WidthLoop":
+        """The loop of ``cfg`` over ``widths`` (default ``MODEL.WIDTHS``; a probe passes the
+        widths it trains classifiers for)."""
         s = cfg.MODEL.SLIM
-        return cls(cfg.MODEL.WIDTHS, s.LOSS_WEIGHTING, s.DISTILL, s.DISTILL_TEMPERATURE,
-                   s.DISTILL_WEIGHT)
+        return cls(widths or cfg.MODEL.WIDTHS, s.LOSS_WEIGHTING, s.DISTILL, s.DISTILL_TEMPERATURE,
+                   s.DISTILL_WEIGHT, s.MODE, s.NUM_SAMPLED, list(s.WIDTH_RANGE) or None, cfg.SEED)
 
     def set_active(self, widths: Sequence[float], weights: Optional[Sequence[float]] = None) -> None:
         widths = [float(w) for w in widths]
@@ -81,6 +105,33 @@ class WidthLoop:
         # A single width trains alone with weight 1 (slow start / plain training).
         self.weights = list(weights) if weights is not None else (
             loss_weights(widths, self.weighting) if len(widths) > 1 else [1.0])
+        self.active_widths, self.active_weights = self.widths, self.weights
+
+    def sandwich_widths(self, iteration: int) -> List[float]:
+        """The widths of step ``iteration`` under the sandwich rule: full, the ``num_sampled``
+        drawn ones (widest first), narrowest — a function of (seed, iteration) only."""
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, max(iteration, 0)])
+        lo, hi = self.width_range
+        sampled = sorted((normalized_width(x) for x in rng.uniform(lo, hi, self.num_sampled)),
+                         reverse=True)
+        return [self.all_widths[0]] + sampled + [self.all_widths[-1]]
+
+    def log_tag(self, i: int) -> str:
+        """How the logs name the step's ``i``-th width: ``w<width>``, except the drawn widths of
+        a sandwich step (``sampled<i>``, their width logged as ``width/sampled<i>``), whose
+        values change every step and would each open a new curve."""
+        if self.mode == "sandwich" and len(self.widths) > 2 and 0 < i < len(self.widths) - 1:
+            return f"sampled{i}"
+        return f"w{self.widths[i]:g}"
+
+    def begin_step(self, iteration: int) -> None:
+        """Set ``widths`` / ``weights`` of step ``iteration``: the active widths (fixed mode,
+        slow start), or this step's sandwich."""
+        if self.mode == "fixed" or len(self.active_widths) == 1:
+            self.widths, self.weights = self.active_widths, self.active_weights
+            return
+        self.widths = self.sandwich_widths(iteration)
+        self.weights = loss_weights(self.widths, self.weighting)
 
     def width_terms(self, method: nn.Module, data, ctx: Dict[str, Any],
                     forward: Optional[Callable] = None,
@@ -115,6 +166,7 @@ class WidthLoop:
             autocast: Callable[[], ContextManager] = contextlib.nullcontext,
             iteration: int = -1) -> Dict[str, float]:
         """One step's forward/backward over the active widths; returns the losses to log."""
+        self.begin_step(iteration)
         method = unwrap(model)
         with torch.no_grad(), autocast():
             ctx = method.prepare(data)
@@ -130,13 +182,16 @@ class WidthLoop:
                 else contextlib.nullcontext()
             with sync:
                 term = next(terms)  # this width's forward runs here, inside no_sync
+                tag = self.log_tag(i)
                 for name, value in term.terms.items():
-                    key = f"loss_{name}/w{term.width:g}"
+                    key = f"loss_{name}/{tag}"
                     pending[key] = value.detach().float().reshape(())
                     where[key] = (term.width, name)
                 for name, value in term.metrics.items():
-                    pending[f"{name}/w{term.width:g}"] = torch.as_tensor(
+                    pending[f"{name}/{tag}"] = torch.as_tensor(
                         value, dtype=torch.float32, device=term.loss.device).reshape(())
+                if tag != f"w{term.width:g}":
+                    pending[f"width/{tag}"] = torch.tensor(term.width, device=term.loss.device)
                 backward(term.loss)
                 totals.append(term.loss.detach().float().reshape(()))
         set_width(method, self.all_widths[0])
@@ -150,13 +205,15 @@ class WidthLoop:
         return logs
 
     def summed_loss(self, method: nn.Module, data,
-                    autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> torch.Tensor:
+                    autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                    iteration: int = -1) -> torch.Tensor:
         """The same step as one graph over all widths: the weighted sum of every width's loss.
 
         Its backward gives the gradient :meth:`run` accumulates width by width, at the peak
         memory of all widths' graphs together. For tests and the memory benchmark; it does not
         call ``on_step_end``.
         """
+        self.begin_step(iteration)
         with torch.no_grad(), autocast():
             ctx = method.prepare(data)
         total = sum(term.loss for term in self.width_terms(method, data, ctx, autocast=autocast))
