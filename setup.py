@@ -16,6 +16,8 @@ setup(
     ],
     extras_require={
         "dali": ["nvidia-dali-cuda110==1.34.0"],
+        # tools/export_width.py --format onnx (onnx writes the file, onnxruntime checks it).
+        "onnx": ["onnx", "onnxruntime"],
         "dev": ["pytest", "pytest-xdist", "pytest-timeout"],
     },
 )

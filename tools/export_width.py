@@ -1,15 +1,25 @@
 #!/usr/bin/env python
-"""Write one width of a slimmable checkpoint as a plain torchvision-style ResNet state dict.
+"""Write one width of a slimmable checkpoint, trained or not, as a file other programs load.
 
-    python tools/export_width.py --config-file configs/lincls/mocov2.yaml \
-        --weights output/.../model_final.pth --width 0.5 --output r50_w0.5.pth [KEY VALUE ...]
+    python tools/export_width.py --config-file configs/demo/slimclr_mocov2_demo.yaml \
+        --weights output/demo_slimclr_mocov2/model_final.pth --width 0.6 \
+        --calibrate-batches 4 --format onnx --output export/w0.6.onnx [KEY VALUE ...]
 
---weights takes slimdet checkpoints and reference-implementation files; every weight the export
-uses (backbone, and the classifier of a probe / supervised config) must be in it. The output holds
-the bare state dict (torchvision names; width 1.0 of a ResNet-50 loads strictly into
-torchvision.models.resnet50() when it has an fc: from a probe / supervised model, or a fresh one
-with --init-fc-classes for a self-supervised model). A file that needs more than tensors to be
-unpickled is refused unless MODEL.WEIGHTS_TRUSTED True is given (only for files you trust).
+--format torchvision (default): the bare state dict with torchvision names (width 1.0 of a
+ResNet-50 loads strictly into torchvision.models.resnet50() when it has an fc: from a probe /
+supervised model, or a fresh one with --init-fc-classes). torchscript / onnx: the network with
+every BN folded into its convolution, traced (torch.jit.load) or exported to ONNX (onnxruntime;
+needs pip install -e .[onnx]); input: images of INPUT.CROP_SIZE normalised as in training (any
+batch size); output: pooled features, or class logits for a probe / supervised model. Each file
+is run after writing and compared with the eager model at that width (max |difference| printed;
+a mismatch is an error).
+
+A width the checkpoint was not trained at (any width in [min(MODEL.WIDTHS), 1.0]; every width of
+a sandwich-trained checkpoint) needs --calibrate-batches N: its BN statistics are estimated on N
+training batches of the config first (its BN parameters come from the nearest trained width at
+or above it). --weights takes slimdet checkpoints and reference files; every weight the export
+uses must be in it. MODEL.WEIGHTS_TRUSTED True allows full unpickling of a file you trust.
+The output folder is created if missing.
 """
 import argparse
 import logging
@@ -18,8 +28,13 @@ import sys
 import torch
 
 from slimdet.checkpoint import CheckpointError, atomic_write, load_weights
-from slimdet.checkpoint.export import export_width_state_dict
+from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
+                                       export_width_state_dict, run_exported, write_onnx,
+                                       write_torchscript)
 from slimdet.engine import load_cfg, run_cli
+from slimdet.engine.defaults import seed_all
+from slimdet.evaluation.calibration import CalibrationImages
+from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
 
 
@@ -28,24 +43,60 @@ def main() -> None:
     parser.add_argument("--config-file", default="", metavar="FILE")
     parser.add_argument("--weights", required=True, help="checkpoint to export from")
     parser.add_argument("--width", type=float, required=True, help="width multiplier to export")
-    parser.add_argument("--output", required=True, help="where to write the state dict")
+    parser.add_argument("--format", choices=FORMATS, default="torchvision")
+    parser.add_argument("--output", required=True, help="file to write")
+    parser.add_argument("--calibrate-batches", type=int, default=0,
+                        help="estimate the width's BN statistics on N training batches first")
     parser.add_argument("--init-fc-classes", type=int, default=0,
                         help="add a freshly initialised fc of this size when the model has none")
+    parser.add_argument("--check-batch", type=int, default=4,
+                        help="images of the check against the eager model (torchscript, onnx)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
+    seed_all(cfg.SEED)
     method = build_model(cfg)
     load_weights(method, args.weights, method.eval_parts(), "export_width",
                  trusted=cfg.MODEL.WEIGHTS_TRUSTED)
-    if args.width not in method.widths:
-        raise CheckpointError(f"--width {args.width:g}: {args.weights!r} was trained at widths "
-                              f"{method.widths} only")
-    state = export_width_state_dict(method, args.width, args.init_fc_classes)
-    atomic_write(args.output, lambda f: torch.save(state, f))
-    print(f"wrote width {args.width:g} ({len(state)} tensors, "
-          f"{sum(v.numel() for k, v in state.items() if 'running' not in k and 'num_batches' not in k) / 1e6:.2f} M "
-          f"parameters) to {args.output}")
+    method.eval()
+    w, widths = normalized_width(args.width), method.backbone.widths
+    if not min(widths) <= w <= max(widths):
+        raise CheckpointError(f"--width {w:g}: {args.weights!r} holds widths {widths}; any width "
+                              f"from {min(widths):g} to {max(widths):g} can be exported")
+    add_widths(method.backbone, [w])
+    if uncalibrated_widths(method.backbone, [w]):
+        if args.calibrate_batches <= 0:
+            raise CheckpointError(
+                f"--width {w:g} has no BN statistics in {args.weights!r} (trained widths "
+                f"{widths}{', statistics stale after sandwich-rule training' if bool(method.backbone.bn_statistics_stale) else ''}): "
+                "pass --calibrate-batches N to estimate them on N training batches")
+        recalibrate_bn(method.backbone, CalibrationImages(cfg, torch.device("cpu")),
+                       args.calibrate_batches, widths=[w])
+
+    if args.format == "torchvision":
+        state = export_width_state_dict(method, w, args.init_fc_classes)
+        atomic_write(args.output, lambda f: torch.save(state, f))
+        params = sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
+        print(f"wrote width {w:g} ({len(state)} tensors, {params / 1e6:.2f} M parameters) to {args.output}")
+        return
+    size, channels = cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS
+    g = torch.Generator().manual_seed(0)
+    example = torch.randn(2, channels, size, size, generator=g)
+    model = deployable_width(method, w, args.init_fc_classes)
+    (write_onnx if args.format == "onnx" else write_torchscript)(model, example, args.output)
+    # The file as its users run it, on another batch size than the traced one, against eager.
+    images = torch.randn(args.check_batch, channels, size, size, generator=g)
+    got = run_exported(args.output, args.format, images)
+    want = eager_output(method, w, images, args.init_fc_classes)
+    diff = (got - want).abs().max().item()
+    tolerance = 1e-4 * max(1.0, want.abs().max().item())
+    if got.shape != want.shape or not diff <= tolerance:
+        raise ExportError(f"{args.output}: the {args.format} model's output differs from the eager "
+                          f"model's at width {w:g} by {diff:.3g} (shape {tuple(got.shape)} vs "
+                          f"{tuple(want.shape)}); the file is kept for inspection")
+    print(f"wrote width {w:g} as {args.format} to {args.output}: output {tuple(got.shape)} on "
+          f"{args.check_batch} images, max |difference| to the eager model {diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,60 @@
-"""Cut one width out of a slimmable model as a plain torchvision-style ResNet state dict.
+"""One width of a slimmable model as a file another program can load.
 
-A width of a slimmable ResNet is an ordinary ResNet with fewer channels: we slice every tensor
-(``extract_subnet``) and drop the switchable BN's ``.bn.0`` level (``single_width_name``),
-giving torchvision's names (``conv1``, ``bn1``, ``layer1.0.downsample.1``, ``fc``). Width 1.0 of
-a slimmable ResNet-50 therefore loads strictly into ``torchvision.models.resnet50()``.
+A width of a slimmable ResNet is an ordinary ResNet with fewer channels: :func:`extract_subnet`
+slices every tensor and copies every BN's parameters and statistics at that width (a trained
+width, or one added and calibrated: ``slimdet.layers.any_width``). From there:
+
+- ``torchvision``: :func:`export_width_state_dict` drops the switchable BN's ``.bn.0`` level
+  (``single_width_name``), giving torchvision's names (``conv1``, ``bn1``,
+  ``layer1.0.downsample.1``, ``fc``): width 1.0 of a slimmable ResNet-50 loads strictly into
+  ``torchvision.models.resnet50()``.
+- ``torchscript`` / ``onnx``: :func:`deployable_width` folds every BN into the convolution before
+  it (``w' = w * gamma / sqrt(var + eps)``, ``b' = beta - mean * gamma / sqrt(var + eps)``) and
+  keeps only plain ``torch.nn`` modules; :func:`write_torchscript` traces it
+  (``torch.jit.load`` reads it without slimdet) and :func:`write_onnx` exports it with a dynamic
+  batch dimension (``onnxruntime`` runs it). Both files take images of the config's crop size,
+  normalised as in training, and return the pooled features (self-supervised models) or the
+  class logits (probe, supervised).
 """
 from __future__ import annotations
 
-from typing import Dict
+import io
+from typing import Dict, Iterator, Tuple
 
 import torch
 from torch import nn
 
+from ..layers import use_width
 from ..modeling.backbone import SlimResNet, extract_subnet
+from ..modeling.backbone.slim_resnet import Bottleneck
 from ..modeling.ssl.base import ClassificationMethod
-from .format import single_width_name
+from .checkpointer import atomic_write
+from .format import CheckpointError, single_width_name
+
+FORMATS = ("torchvision", "torchscript", "onnx")
+
+
+class ExportError(CheckpointError):
+    """An export that cannot be made (a missing optional package, an output that does not
+    match the eager model); one line like every checkpoint error."""
+
+
+def _backbone(method: nn.Module) -> SlimResNet:
+    backbone = getattr(method, "backbone", method)
+    if not isinstance(backbone, SlimResNet):
+        raise TypeError(f"export needs a SlimResNet backbone, got {type(backbone).__name__}")
+    return backbone
+
+
+def _classifier(method: nn.Module, width: float, init_fc_classes: int = 0):
+    """The width's classifier as a plain Linear: a classification method's, a fresh one (N(0,
+    0.01), zero bias, the probe's init) of ``init_fc_classes`` outputs, or None."""
+    head = method.classifier_for(float(width)) if isinstance(method, ClassificationMethod) else None
+    if head is None and init_fc_classes > 0:
+        head = nn.Linear(_backbone(method).feature_dim(float(width)), init_fc_classes)
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        nn.init.zeros_(head.bias)
+    return head
 
 
 def export_width_state_dict(method: nn.Module, width: float,
@@ -26,19 +66,110 @@ def export_width_state_dict(method: nn.Module, width: float,
     adds a fresh ``fc`` (N(0, 0.01), zero bias, the probe's init) so that the file loads
     strictly into a torchvision classifier; 0 leaves ``fc`` out.
     """
-    backbone = getattr(method, "backbone", method)
-    if not isinstance(backbone, SlimResNet):
-        raise TypeError(f"export needs a SlimResNet backbone, got {type(backbone).__name__}")
-    plain = extract_subnet(backbone, float(width))
+    plain = extract_subnet(_backbone(method), float(width))
     state = {single_width_name(k): v.detach().cpu().clone()
-             for k, v in plain.state_dict().items() if not k.startswith("fc.")}
-    head = method.classifier_for(float(width)) if isinstance(method, ClassificationMethod) else None
-    if head is None and init_fc_classes > 0:
-        head = nn.Linear(plain.num_features, init_fc_classes)
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
+             for k, v in plain.state_dict().items()
+             if not k.startswith("fc.") and k != "bn_statistics_stale"}
+    head = _classifier(method, width, init_fc_classes)
     if head is not None:
         state["fc.weight"] = head.weight.detach().cpu().clone()
         if head.bias is not None:
             state["fc.bias"] = head.bias.detach().cpu().clone()
     return state
+
+
+def _conv_bn_pairs(net: SlimResNet) -> Iterator[Tuple[nn.Module, str, str]]:
+    """(parent, conv name, BN name) of every convolution followed by a BN."""
+    yield net, "conv1", "bn1"
+    for stage in net.stages:
+        for block in stage:
+            for i in range(1, 4 if isinstance(block, Bottleneck) else 3):
+                yield block, f"conv{i}", f"bn{i}"
+            if block.downsample is not None:
+                yield block.downsample, "0", "1"
+
+
+@torch.no_grad()
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, bias=True)
+    plain.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    plain.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+    return plain
+
+
+def deployable_width(method: nn.Module, width: float, init_fc_classes: int = 0) -> nn.Module:
+    """``method`` at ``width`` as an eval-mode network of plain ``torch.nn`` modules with every
+    BN folded into its convolution: pooled features, or class logits when the method has a
+    classifier (or ``init_fc_classes`` > 0)."""
+    plain = extract_subnet(_backbone(method), float(width)).eval()
+    for parent, conv_name, bn_name in _conv_bn_pairs(plain):
+        conv, bn = getattr(parent, conv_name), getattr(parent, bn_name).bn[0]
+        setattr(parent, conv_name, _folded_conv(conv, bn))
+        setattr(parent, bn_name, nn.Identity())
+    plain.fc = None
+    head = _classifier(method, width, init_fc_classes)
+    model = nn.Sequential(plain, head) if head is not None else nn.Sequential(plain)
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def eager_output(method: nn.Module, width: float, images: torch.Tensor,
+                 init_fc_classes: int = 0) -> torch.Tensor:
+    """What ``method`` computes at ``width`` in eval mode: the reference an export must match
+    (logits of a classification method, else pooled features)."""
+    was_training = method.training
+    method.eval()
+    try:
+        with use_width(method, width):
+            if isinstance(method, ClassificationMethod):
+                return method.classify(images)
+            features = _backbone(method)(images)
+            head = _classifier(method, width, init_fc_classes)
+            return head(features) if head is not None else features
+    finally:
+        method.train(was_training)
+
+
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: str) -> None:
+    """Trace ``model`` on ``example`` and write it atomically (``torch.jit.load`` reads it)."""
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    atomic_write(path, lambda f: torch.jit.save(traced, f))
+
+
+def write_onnx(model: nn.Module, example: torch.Tensor, path: str, opset: int = 17) -> None:
+    """Export ``model`` to ONNX with a dynamic batch dimension, written atomically.
+
+    Uses torch's TorchScript-based exporter (``dynamo=False``): it needs only the ``onnx``
+    package, where the default dynamo exporter of torch 2.14 also needs ``onnxscript``.
+    """
+    try:
+        import onnx  # noqa: F401  (the exporter serialises through it)
+    except ImportError:
+        raise ExportError("--format onnx needs the onnx package (and onnxruntime to check the "
+                          "file): pip install -e .[onnx]") from None
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["output"],
+                          dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def run_exported(path: str, fmt: str, images: torch.Tensor) -> torch.Tensor:
+    """Run an exported file the way a user of the format would (``torch.jit.load``,
+    ``onnxruntime``) on ``images``."""
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return torch.jit.load(path, map_location="cpu")(images.cpu())
+    if fmt == "onnx":
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ExportError("checking an ONNX file needs onnxruntime: pip install -e .[onnx]") from None
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"images": images.cpu().numpy()})[0])
+    raise ValueError(f"no runtime for format {fmt!r}")
