@@ -1,7 +1,12 @@
 #!/usr/bin/env python
-"""Params, FLOPs (conv + linear MACs) and forward latency of every width of a config's backbone.
+"""Params, FLOPs (conv + linear MACs) and forward latency of any widths of a config's backbone.
 
-    python tools/analyze_model.py --config-file configs/Base-SlimCLR.yaml [--latency-batch 8]
+    python tools/analyze_model.py --config-file configs/Base-SlimCLR.yaml [--latency-batch 8] \
+        [--widths 1.0 0.9 0.8 0.7 0.6 0.5 0.4 0.3 0.25]
+
+--widths: any widths in [min(MODEL.WIDTHS), 1.0] (default MODEL.WIDTHS). Two latency columns:
+the slimmable model run at the width, and the exported network (BN folded into the
+convolutions, TorchScript-traced: what tools/export_width.py --format torchscript writes).
 
 With ``--results RESULTS.json --plot out.png`` it also draws accuracy vs FLOPs and params of
 every width (RESULTS: a JSON dict such as {"top1/w1": 70.1, ...} or a run's metrics.json);
@@ -21,6 +26,8 @@ def main() -> None:
     parser.add_argument("--config-file", default="", metavar="FILE")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="classifier head size (default: MODEL.NUM_CLASSES)")
+    parser.add_argument("--widths", type=float, nargs="+", default=None,
+                        help="widths to profile (default: MODEL.WIDTHS)")
     parser.add_argument("--latency-batch", type=int, default=1,
                         help="batch size of the latency column (0 = no latency)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -33,7 +40,12 @@ def main() -> None:
     cfg = load_cfg(args.config_file, args.opts)
     num_classes = cfg.MODEL.NUM_CLASSES if args.num_classes is None else args.num_classes
     model = build_backbone(cfg, num_classes=num_classes)
-    rows = profile_widths(model, cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS,
+    widths = args.widths or list(cfg.MODEL.WIDTHS)
+    outside = [w for w in widths if not min(cfg.MODEL.WIDTHS) <= w <= max(cfg.MODEL.WIDTHS)]
+    if outside:
+        parser.error(f"--widths {outside[0]:g} is outside MODEL.WIDTHS' range "
+                     f"[{min(cfg.MODEL.WIDTHS):g}, {max(cfg.MODEL.WIDTHS):g}]")
+    rows = profile_widths(model, cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS, widths,
                           latency_batch=args.latency_batch, device=args.device)
     b = cfg.MODEL.BACKBONE
     print(f"{cfg.MODEL.BACKBONE.NAME}-{b.DEPTH}, {num_classes}-way head, "

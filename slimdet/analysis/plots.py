@@ -255,3 +255,41 @@ def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, f
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_accuracy_vs_macs(curves: Sequence[Dict], path: str, title: str = "") -> str:
+    """Accuracy against MACs of many widths of one or more networks (``tools/eval_widths.py``).
+
+    Each curve: ``{"label", "metric", "trained_widths", "rows": [{"width", "macs", <metric>}]}``.
+    Widths the network trained at are filled markers, the others (BN statistics calibrated
+    after training) open ones; every point is labelled with its width.
+    """
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, curve in enumerate(curves):
+        color = f"C{i}"
+        metric = curve["metric"]
+        rows = sorted(curve["rows"], key=lambda r: r["macs"])
+        xs = [r["macs"] / 1e6 for r in rows]
+        ys = [r[metric] for r in rows]
+        ax.plot(xs, ys, "-", color=color, lw=1.2, alpha=0.8, label=curve["label"])
+        trained = {round(float(w), 6) for w in curve["trained_widths"]}
+        for r, x, y in zip(rows, xs, ys):
+            is_trained = round(r["width"], 6) in trained
+            ax.scatter(x, y, s=60 if is_trained else 36, zorder=3, edgecolors=color,
+                       facecolors=color if is_trained else "white", linewidths=1.5)
+            ax.annotate(f"{r['width']:g}", (x, y), textcoords="offset points",
+                        xytext=(4, -12 if i % 2 else 5), fontsize=7, color=color)
+    ax.scatter([], [], s=60, facecolors="grey", edgecolors="grey", label="trained width")
+    ax.scatter([], [], s=36, facecolors="white", edgecolors="grey",
+               label="untrained width (BN calibrated)")
+    ax.set_xscale("log")
+    ax.set_xlabel("MMACs per image (log scale)")
+    ax.set_ylabel(f"{curves[0]['metric'].split('/')[0]} (%)" if curves else "")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

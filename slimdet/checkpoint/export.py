@@ -100,15 +100,27 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return plain
 
 
-def deployable_width(method: nn.Module, width: float, init_fc_classes: int = 0) -> nn.Module:
-    """``method`` at ``width`` as an eval-mode network of plain ``torch.nn`` modules with every
-    BN folded into its convolution: pooled features, or class logits when the method has a
-    classifier (or ``init_fc_classes`` > 0)."""
-    plain = extract_subnet(_backbone(method), float(width)).eval()
+def fold_batchnorm(plain: SlimResNet) -> SlimResNet:
+    """``plain`` (a single-width SlimResNet, e.g. from ``extract_subnet``) in eval mode with
+    every BN folded into the convolution before it and plain ``torch.nn`` convolutions and
+    linear layer: the same function, fewer operations, traceable by any exporter."""
+    plain = plain.eval()
     for parent, conv_name, bn_name in _conv_bn_pairs(plain):
         conv, bn = getattr(parent, conv_name), getattr(parent, bn_name).bn[0]
         setattr(parent, conv_name, _folded_conv(conv, bn))
         setattr(parent, bn_name, nn.Identity())
+    if plain.fc is not None:
+        fc = nn.Linear(plain.fc.in_features, plain.fc.out_features)
+        fc.load_state_dict(plain.fc.state_dict())
+        plain.fc = fc
+    return plain
+
+
+def deployable_width(method: nn.Module, width: float, init_fc_classes: int = 0) -> nn.Module:
+    """``method`` at ``width`` as an eval-mode network of plain ``torch.nn`` modules with every
+    BN folded into its convolution: pooled features, or class logits when the method has a
+    classifier (or ``init_fc_classes`` > 0)."""
+    plain = fold_batchnorm(extract_subnet(_backbone(method), float(width)))
     plain.fc = None
     head = _classifier(method, width, init_fc_classes)
     model = nn.Sequential(plain, head) if head is not None else nn.Sequential(plain)

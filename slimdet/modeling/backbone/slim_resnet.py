@@ -230,6 +230,16 @@ def slice_state_dict(slim_state: Dict[str, torch.Tensor], width_index: int,
     return out
 
 
+def plain_network(model: SlimResNet, width_mult: float) -> SlimResNet:
+    """A freshly initialised single-width SlimResNet of ``model``'s architecture at
+    ``width_mult`` (any width: what it costs to run, not what it computes)."""
+    return SlimResNet(
+        depth=model.depth, widths=[1.0], base_channels=model.conv1.out_channels,
+        in_channels=model.conv1.in_channels, cifar_stem=model.cifar_stem,
+        num_classes=model.fc.out_features if model.fc is not None else 0,
+        out_features=model.out_features or None, channel_multiplier=normalized_width(width_mult))
+
+
 def extract_subnet(model: SlimResNet, width_mult: float) -> SlimResNet:
     """A plain (single-width, switchable-BN) SlimResNet equal to ``model`` at ``width_mult``,
     weights copied: every tensor is the leading slice the width uses, every BN holds the
@@ -244,11 +254,7 @@ def extract_subnet(model: SlimResNet, width_mult: float) -> SlimResNet:
             f"width {w:g} has no estimated BN statistics (trained widths {model.widths}"
             f"{', statistics stale after sandwich-rule training' if bool(model.bn_statistics_stale) else ''}"
             "): calibrate it first (add_widths + recalibrate_bn, --calibrate-batches)")
-    plain = SlimResNet(
-        depth=model.depth, widths=[1.0], base_channels=model.conv1.out_channels,
-        in_channels=model.conv1.in_channels, cifar_stem=model.cifar_stem,
-        num_classes=model.fc.out_features if model.fc is not None else 0,
-        out_features=model.out_features or None, channel_multiplier=w)
+    plain = plain_network(model, w)
     with torch.no_grad():
         for name, target in plain.named_modules():
             source = model.get_submodule(name)
