@@ -43,8 +43,7 @@ class WidthScheduleHook(HookBase):
             widths = self.loop.all_widths[:1] if slow else self.loop.all_widths
             self.loop.set_active(widths)
             self._phase = slow
-            logger.info("Iteration %d: training widths %s with loss weights %s",
-                        self.trainer.iter, self.loop.widths, self.loop.weights)
+            logger.info("Iteration %d: training %s", self.trainer.iter, self.loop.describe())
         self.trainer.storage.put_scalar("num_widths", len(self.loop.widths), smoothing_hint=False)
 
 

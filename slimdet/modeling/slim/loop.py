@@ -107,6 +107,15 @@ class WidthLoop:
             loss_weights(widths, self.weighting) if len(widths) > 1 else [1.0])
         self.active_widths, self.active_weights = self.widths, self.weights
 
+    def describe(self) -> str:
+        """What the active widths train as, for the log."""
+        if self.mode == "sandwich" and len(self.active_widths) > 1:
+            lo, hi = self.width_range
+            return (f"by the sandwich rule: widths {self.all_widths[0]:g} and {self.all_widths[-1]:g} "
+                    f"and {self.num_sampled} drawn from [{lo:g}, {hi:g}] every step, loss weights "
+                    f"'{self.weighting}'")
+        return f"widths {self.active_widths} with loss weights {self.active_weights}"
+
     def sandwich_widths(self, iteration: int) -> List[float]:
         """The widths of step ``iteration`` under the sandwich rule: full, the ``num_sampled``
         drawn ones (widest first), narrowest — a function of (seed, iteration) only."""
