@@ -24,6 +24,9 @@ def test_analyze_model_tool_prints_table():
     out = subprocess.run(
         [sys.executable, str(ROOT / "tools/analyze_model.py"), "--config-file",
          str(ROOT / "configs/Base-SlimCLR.yaml"), "--latency-batch", "1",
-         "MODEL.BACKBONE.DEPTH", "18"], capture_output=True, text=True, check=True).stdout
-    assert "latency" in out
-    assert out.count("|") > 20 and "0.25" in out
+         "--widths", "1.0", "0.6", "0.25", "MODEL.BACKBONE.DEPTH", "18"],
+        capture_output=True, text=True, check=True).stdout
+    assert "latency" in out and "exported latency" in out
+    rows = [line for line in out.splitlines() if line.startswith("|") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["1", "0.6", "0.25"]  # any width
+    assert all(len(r.split("|")) == 7 for r in rows)  # width, params, FLOPs, two latencies

@@ -36,6 +36,7 @@ from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
+from slimdet.modeling.ssl.base import ClassificationMethod
 
 
 def main() -> None:
@@ -64,6 +65,10 @@ def main() -> None:
     if not min(widths) <= w <= max(widths):
         raise CheckpointError(f"--width {w:g}: {args.weights!r} holds widths {widths}; any width "
                               f"from {min(widths):g} to {max(widths):g} can be exported")
+    heads = method.classifier_widths() if isinstance(method, ClassificationMethod) else None
+    if heads is not None and w not in heads:
+        raise CheckpointError(f"--width {w:g}: the probe in {args.weights!r} has classifiers for "
+                              f"widths {heads} only (train one at this width with TEST.WIDTHS)")
     add_widths(method.backbone, [w])
     if uncalibrated_widths(method.backbone, [w]):
         if args.calibrate_batches <= 0:

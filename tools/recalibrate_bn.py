@@ -6,6 +6,11 @@
         --output output/demo_slimclr_mocov2/model_final_bnrecal.pth [KEY VALUE ...]
 
 Uses fvcore's precise BN per width on the training loader of the config (its augmentation).
+After sandwich-rule training (MODEL.SLIM.MODE sandwich) this is what makes the trained widths
+evaluable without calibration: the output's bn_statistics_stale flag is cleared. Widths the
+network was not trained at are estimated where they are used (TEST.WIDTHS with
+TEST.CALIBRATE_BATCHES, tools/export_width.py --calibrate-batches): a checkpoint holds the
+trained widths' statistics only.
 --weights takes slimdet checkpoints and reference files (the whole backbone must be in it); the
 output is a slimdet checkpoint ({"model": state_dict}) of the config's method holding exactly the
 weights the input had (BN statistics recalibrated), so --eval-only and the probe accept it and

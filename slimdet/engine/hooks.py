@@ -10,6 +10,7 @@ from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
+from ..evaluation.calibration import calibrate
 from ..layers import CalibrationAware
 from ..solver import EpochClock, half_cosine
 
@@ -192,3 +193,17 @@ class StaleStatisticsHook(HookBase):
         for m in self.method.modules():
             if isinstance(m, CalibrationAware):
                 m.mark_statistics_stale()
+
+
+class CalibrationHook(HookBase):
+    """Training on frozen features (the linear probe): the widths the method trains at that have
+    no BN statistics (untrained ``TEST.WIDTHS``; every width of a sandwich-trained checkpoint)
+    get them before the first step, in place, from the calibration batches evaluation uses
+    (``slimdet.evaluation.calibration``), so training and a later ``--eval-only`` see the same
+    statistics. After a resume they are estimated again from the same batches."""
+
+    def __init__(self, cfg, method, device):
+        self.cfg, self.method, self.device = cfg, method, device
+
+    def before_train(self) -> None:
+        calibrate(self.cfg, self.method, self.method.loop_widths(), self.device)

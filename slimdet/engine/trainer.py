@@ -27,8 +27,9 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
-from .hooks import (EpochCounterHook, EvaluationHook, MomentumScheduleHook, QueuePrefillHook,
-                    StaleStatisticsHook, WidthScheduleHook, drop_untrained_widths)
+from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, MomentumScheduleHook,
+                    QueuePrefillHook, StaleStatisticsHook, WidthScheduleHook,
+                    drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -140,7 +141,7 @@ class SlimTrainer(WidthLoopTrainer):
         data_loader = build_train_loader(cfg, self.device)
         # Each width uses its own BNs, so every step leaves some parameters unused.
         model = wrap_ddp(method, self.device)
-        super().__init__(model, data_loader, optimizer, WidthLoop.from_config(cfg), self.device,
+        super().__init__(model, data_loader, optimizer, WidthLoop.from_config(cfg, method.loop_widths()), self.device,
                          cfg.SOLVER.AMP.ENABLED, cfg.SOLVER.CLIP_GRAD_NORM)
         self.method = method
         self.iters_per_epoch = data_loader.iters_per_epoch
@@ -173,6 +174,8 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(QueuePrefillHook(self.method, self.data_loader))
         if cfg.MODEL.SLIM.MODE == "sandwich":
             ret.append(StaleStatisticsHook(self.method))
+        if "backbone" in self.method.frozen_parts():
+            ret.append(CalibrationHook(cfg, self.method, self.device))
         ret += self.extra_hooks()
         self.eval_hook = None
         if cfg.TEST.EVALUATORS:

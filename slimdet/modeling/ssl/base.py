@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -34,6 +34,10 @@ class SSLMethod(nn.Module):
     def eval_parts(self) -> Tuple[str, ...]:
         """Sub-modules evaluation (``--eval-only``, export) reads: all must be loaded."""
         return ("backbone",)
+
+    def loop_widths(self) -> List[float]:
+        """The widths the width loop trains (``MODEL.WIDTHS``; a probe: its classifiers')."""
+        return list(self.backbone.widths)
 
     def frozen_parts(self) -> Tuple[str, ...]:
         """Sub-modules training never updates: MODEL.WEIGHTS must provide all their weights."""
@@ -73,6 +77,11 @@ class ClassificationMethod(SSLMethod):
         """The classifier of ``width`` as a plain ``Linear(features at width, classes)`` (a
         copy), so that the width exports as a torchvision ResNet's ``fc``."""
         raise NotImplementedError
+
+    def classifier_widths(self) -> Optional[List[float]]:
+        """The widths ``classifier_for`` has a classifier for; None: any width (a slimmable
+        classifier)."""
+        return None
 
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return {"label": data["label"]}

@@ -17,7 +17,8 @@ import copy
 import torch
 from torch import nn
 
-from ...layers import SwitchableLinear
+from ...config import ConfigError, evaluation_widths
+from ...layers import SwitchableLinear, add_widths, normalized_width
 from ..backbone import build_backbone
 from .base import ClassificationMethod
 from .build import SSL_REGISTRY
@@ -35,8 +36,18 @@ class LinearProbe(ClassificationMethod):
     def __init__(self, cfg):
         super().__init__()
         self.backbone = build_backbone(cfg)
+        # One classifier per evaluation width (TEST.WIDTHS, default MODEL.WIDTHS); a width the
+        # backbone was not trained at gets BN statistics of its own, estimated on training
+        # batches before the probe trains (engine CalibrationHook; slimdet.layers.any_width).
+        widths = evaluation_widths(cfg)
+        untrained = add_widths(self.backbone, widths)
+        if untrained and not cfg.MODEL.PROBE.FREEZE_BACKBONE:
+            raise ConfigError(f"TEST.WIDTHS {[f'{w:g}' for w in untrained]} are not trained widths "
+                              "of the backbone: a probe at such widths needs "
+                              "MODEL.PROBE.FREEZE_BACKBONE True (their BN statistics are "
+                              "estimated once, before the probe trains)")
         self.classifier = SwitchableLinear(self.backbone.num_features, cfg.MODEL.NUM_CLASSES,
-                                           cfg.MODEL.WIDTHS)
+                                           widths)
         for linear in self.classifier.linears:  # MoCo's probe init
             nn.init.normal_(linear.weight, 0.0, 0.01)
             nn.init.zeros_(linear.bias)
@@ -52,8 +63,18 @@ class LinearProbe(ClassificationMethod):
     def frozen_parts(self):
         return ("backbone",) if self.freeze_backbone else ()
 
+    def loop_widths(self):
+        """The probe trains (and evaluates) one classifier per width of ``TEST.WIDTHS``."""
+        return list(self.classifier.widths)
+
+    def classifier_widths(self):
+        return list(self.classifier.widths)
+
     def classifier_for(self, width: float) -> nn.Linear:
-        linear = self.classifier.linears[self.classifier.widths.index(float(width))]
+        if normalized_width(width) not in self.classifier.widths:
+            raise ValueError(f"the probe has classifiers for widths {self.classifier.widths} only, "
+                             f"not {width:g}")
+        linear = self.classifier.linears[self.classifier.widths.index(normalized_width(width))]
         return copy.deepcopy(linear)
 
     def train(self, mode: bool = True) -> "LinearProbe":
