@@ -96,12 +96,14 @@ def test_probe_trains_a_classifier_per_requested_width_and_eval_only_repeats_it(
     # 10 classes, 500 test images: chance is 10 +- 1.3 %; the 0.6 classifier learned.
     assert ours["linear_top1/w0.6"] > 15
 
+    # The same training loader (batch size included): the same calibration batches.
     cfg = load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA + widths + [
-        "MODEL.WEIGHTS", str(tmp_path / "p" / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "e")])
+        "SOLVER.IMS_PER_BATCH", 250, "MODEL.WEIGHTS", str(tmp_path / "p" / "model_final.pth"),
+        "OUTPUT_DIR", str(tmp_path / "e")])
     os.makedirs(cfg.OUTPUT_DIR)
     trainer = SlimTrainer(cfg)
     trainer.load_for_evaluation()
     assert [linear.in_features for linear in trainer.method.classifier.linears] == [128, 76, 32]
     again = SlimTrainer.test(cfg, trainer.method)
     for w in (1.0, 0.6, 0.25):
-        assert again[f"top1/w{w:g}"] == pytest.approx(ours[f"linear_top1/w{w:g}"])
+        assert again[f"top1/w{w:g}"] == pytest.approx(ours[f"linear_top1/w{w:g}"]), w

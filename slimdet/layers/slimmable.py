@@ -271,10 +271,10 @@ class SwitchableBatchNorm(nn.Module, WidthAware):
             # A width sampled by the sandwich rule: batch statistics, none kept.
             return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
         raise UncalibratedWidthError(
-            f"width {w:g} has no estimated BN statistics (trained widths {self.widths}, "
-            "statistics invalid after sandwich / shared-BN training or not yet estimated for "
-            "an added width): calibrate it first (slimdet.layers.add_widths + recalibrate_bn; "
-            "TEST.CALIBRATE_BATCHES; --calibrate-batches)")
+            f"width {w:g} has no estimated BN statistics (trained widths {self.widths}; an "
+            "added width is estimated only by calibration, and sandwich-rule training leaves "
+            "every width's stale): calibrate it first (slimdet.layers.add_widths + "
+            "recalibrate_bn; TEST.CALIBRATE_BATCHES; --calibrate-batches)")
 
 
 class SwitchableBatchNorm2d(SwitchableBatchNorm):
