@@ -7,6 +7,7 @@ plot accuracy against MACs.
         --widths 1.0 0.9 0.8 0.75 0.7 0.6 0.5 0.4 0.3 0.25 --calibrate-batches 20 \
         --output output/demo_slimclr_mocov2/widths.json \
         [--compare output/demo_us_mocov2/widths.json] [--plot docs/img/accuracy_vs_macs_widths.png]
+    python tools/eval_widths.py --plot out.png --compare A.json B.json   # plot earlier results
 
 Runs the config's TEST.EVALUATORS (kNN for the pre-training demos) at every width of --widths
 (TEST.WIDTHS), estimating the BN statistics of each width that has none (an untrained width;
@@ -33,22 +34,19 @@ from slimdet.modeling import build_model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE")
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--widths", type=float, nargs="+", required=True)
+    parser.add_argument("--weights", default="", help="checkpoint (omit to only --plot --compare)")
+    parser.add_argument("--widths", type=float, nargs="+", default=None)
     parser.add_argument("--calibrate-batches", type=int, default=None,
                         help="TEST.CALIBRATE_BATCHES (default: the config's)")
-    parser.add_argument("--output", required=True, help="results JSON to write")
+    parser.add_argument("--output", default="", help="results JSON to write")
     parser.add_argument("--label", default="", help="curve label (default: the config's name)")
     parser.add_argument("--plot", default="", help="write accuracy vs MACs to this PNG")
     parser.add_argument("--compare", nargs="*", default=[], help="other results JSON to plot")
     parser.add_argument("--metric", default="knn_top1", help="metric to plot")
+    parser.add_argument("--title", default="", help="plot title (default: network and data)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
-    opts = list(args.opts) + ["TEST.WIDTHS", str(args.widths)]
-    if args.calibrate_batches is not None:
-        opts += ["TEST.CALIBRATE_BATCHES", str(args.calibrate_batches)]
-    cfg = load_cfg(args.config_file, opts)
     others = []
     for path in args.compare:  # read first: a bad file must not cost an evaluation
         try:
@@ -56,6 +54,19 @@ def main() -> None:
                 others.append(json.load(f))
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"--compare {path}: cannot read it as this tool's output: {e}") from None
+    if not args.weights:
+        if not (args.plot and others):
+            parser.error("give --weights, --widths and --output (or only --plot with --compare)")
+        from slimdet.analysis.plots import plot_accuracy_vs_macs
+
+        print(plot_accuracy_vs_macs(others, args.plot, args.title or others[0].get("title", "")))
+        return
+    if not (args.widths and args.output):
+        parser.error("--weights needs --widths and --output")
+    opts = list(args.opts) + ["TEST.WIDTHS", str(args.widths)]
+    if args.calibrate_batches is not None:
+        opts += ["TEST.CALIBRATE_BATCHES", str(args.calibrate_batches)]
+    cfg = load_cfg(args.config_file, opts)
     seed_all(cfg.SEED)
     method = build_model(cfg)
     load_weights(method, args.weights, method.eval_parts(), "eval_widths",
@@ -73,7 +84,10 @@ def main() -> None:
     s = cfg.MODEL.SLIM
     trained = list(cfg.MODEL.WIDTHS) if s.MODE == "fixed" else [max(cfg.MODEL.WIDTHS), min(cfg.MODEL.WIDTHS)]
     label = args.label or os.path.splitext(os.path.basename(args.config_file))[0]
-    out = {"label": label, "config": args.config_file, "weights": args.weights,
+    b = cfg.MODEL.BACKBONE
+    title = args.title or (f"{b.NAME}-{b.DEPTH} (base {b.BASE_CHANNELS}), {cfg.INPUT.CROP_SIZE} px, "
+                           f"{cfg.DATASETS.TEST}")
+    out = {"label": label, "title": title, "config": args.config_file, "weights": args.weights,
            "mode": s.MODE, "bn": s.BN, "trained_widths": trained,
            "calibrate_batches": cfg.TEST.CALIBRATE_BATCHES, "metric": args.metric, "rows": rows}
     atomic_write(args.output, lambda f: f.write(json.dumps(out, indent=1).encode()))
@@ -86,9 +100,6 @@ def main() -> None:
     if args.plot:
         from slimdet.analysis.plots import plot_accuracy_vs_macs
 
-        b = cfg.MODEL.BACKBONE
-        title = (f"{b.NAME}-{b.DEPTH} (base {b.BASE_CHANNELS}), {cfg.INPUT.CROP_SIZE} px, "
-                 f"{cfg.DATASETS.TEST}")
         print(plot_accuracy_vs_macs([out] + others, args.plot, title))
 
 

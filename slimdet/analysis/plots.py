@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 Series = Dict[str, List[Tuple[int, float]]]
 _WIDTH = re.compile(r"^(?P<metric>.+)/w(?P<width>[0-9.]+)$")
@@ -283,10 +284,13 @@ def plot_accuracy_vs_macs(curves: Sequence[Dict], path: str, title: str = "") ->
     ax.scatter([], [], s=36, facecolors="white", edgecolors="grey",
                label="untrained width (BN calibrated)")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("MMACs per image (log scale)")
     ax.set_ylabel(f"{curves[0]['metric'].split('/')[0]} (%)" if curves else "")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
