@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from slimdet.engine import load_cfg
+from slimdet.engine import WidthsAction, load_cfg, parse_tool_args
 from slimdet.evaluation import format_profile, profile_widths
 from slimdet.modeling import build_backbone
 
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--config-file", default="", metavar="FILE")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="classifier head size (default: MODEL.NUM_CLASSES)")
-    parser.add_argument("--widths", type=float, nargs="+", default=None,
+    parser.add_argument("--widths", action=WidthsAction, default=None,
                         help="widths to profile (default: MODEL.WIDTHS)")
     parser.add_argument("--latency-batch", type=int, default=1,
                         help="batch size of the latency column (0 = no latency)")
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--metric", default=None, help="accuracy key to plot (default: first top-1)")
     parser.add_argument("--reference", action="store_true", help="overlay the paper's numbers")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    args = parse_tool_args(parser)
     cfg = load_cfg(args.config_file, args.opts)
     num_classes = cfg.MODEL.NUM_CLASSES if args.num_classes is None else args.num_classes
     model = build_backbone(cfg, num_classes=num_classes)

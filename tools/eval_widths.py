@@ -24,7 +24,7 @@ import sys
 
 from slimdet.checkpoint import atomic_write, load_weights
 from slimdet.config import ConfigError
-from slimdet.engine import load_cfg, run_cli
+from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation import profile_widths
@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE")
     parser.add_argument("--weights", default="", help="checkpoint (omit to only --plot --compare)")
-    parser.add_argument("--widths", type=float, nargs="+", default=None)
+    parser.add_argument("--widths", action=WidthsAction, default=None)
     parser.add_argument("--calibrate-batches", type=int, default=None,
                         help="TEST.CALIBRATE_BATCHES (default: the config's)")
     parser.add_argument("--output", default="", help="results JSON to write")
@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--metric", default="knn_top1", help="metric to plot")
     parser.add_argument("--title", default="", help="plot title (default: network and data)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    args = parse_tool_args(parser)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     others = []
     for path in args.compare:  # read first: a bad file must not cost an evaluation

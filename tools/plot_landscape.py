@@ -19,7 +19,7 @@ import torch
 from slimdet.analysis.landscape import (TaskLossEvaluator, compute_landscape, load_trajectory,
                                         plot_landscape)
 from slimdet.data import build_train_loader
-from slimdet.engine import load_cfg
+from slimdet.engine import WidthsAction, load_cfg, parse_tool_args
 from slimdet.modeling import build_model
 
 logger = logging.getLogger("slimdet.landscape")
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--checkpoints", required=True, help="folder with trajectory/ or model_*.pth")
     parser.add_argument("--grid", type=int, default=11, help="odd number of points per axis")
-    parser.add_argument("--widths", type=float, nargs="+", default=None, help="default: MODEL.WIDTHS")
+    parser.add_argument("--widths", action=WidthsAction, default=None, help="default: MODEL.WIDTHS")
     parser.add_argument("--batches", type=int, default=2, help="fixed training batches per loss")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--span", type=float, default=None,
@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default="", help="output folder (default CHECKPOINTS/landscape)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
+    args = parse_tool_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_cfg(args.config_file, args.opts)
     res = run(cfg, args.checkpoints, args.grid, args.widths, args.batches, args.batch_size,

@@ -1,5 +1,5 @@
-from .defaults import (default_argument_parser, default_setup, launch_cli, load_cfg, run_cli, seed_all,
-                       setup)
+from .defaults import (WidthsAction, default_argument_parser, default_setup, launch_cli, load_cfg,
+                       parse_tool_args, run_cli, seed_all, setup)
 from .launch import launch
 
-__all__ = ["default_argument_parser", "default_setup", "launch_cli", "run_cli", "load_cfg", "seed_all", "setup", "launch"]
+__all__ = ["WidthsAction", "parse_tool_args", "default_argument_parser", "default_setup", "launch_cli", "run_cli", "load_cfg", "seed_all", "setup", "launch"]

@@ -24,6 +24,36 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     return _d2_parser(epilog)
 
 
+class WidthsAction(argparse.Action):
+    """``--widths 1.0 0.6 KEY VALUE``: the list ends at its first value that is not a number, and
+    what follows goes to the trailing ``KEY VALUE`` overrides (argparse alone would try to read
+    ``KEY`` as a width). Parse with :func:`parse_tool_args` so that those values reach ``opts``."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.setdefault("nargs", "+")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        numbers = []
+        for i, value in enumerate(values):
+            try:
+                numbers.append(float(value))
+            except ValueError:
+                if not numbers:
+                    parser.error(f"{option_string}: {value!r} is not a number")
+                namespace.overrides_after_list = list(values[i:])
+                break
+        setattr(namespace, self.dest, numbers)
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``parser.parse_args`` for tools whose ``opts`` (KEY VALUE overrides) may follow a
+    :class:`WidthsAction` list."""
+    args = parser.parse_args(argv)
+    args.opts = list(vars(args).pop("overrides_after_list", [])) + list(args.opts or [])
+    return args
+
+
 def load_cfg(config_file: str = "", opts=()) -> CfgNode:
     """Defaults <- config file (with its _BASE_ chain) <- KEY VALUE overrides, validated."""
     cfg = get_cfg()
