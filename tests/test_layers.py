@@ -1,8 +1,12 @@
+import contextlib
+import copy
+
 import pytest
 import torch
 
 from slimdet.layers import (SlimConv2d, SlimLinear, SwitchableBatchNorm1d, SwitchableBatchNorm2d,
                             SwitchableLinear, UncalibratedWidthError, set_width, use_width)
+from slimdet.layers.sliced import slice_grads_into_param_grad
 
 
 def test_slim_conv_uses_leading_slice():
@@ -69,3 +73,66 @@ def test_check_widths_names_the_key_and_value():
         with pytest.raises(ConfigError) as err:
             check_widths(bad, "--widths")
         assert str(err.value).startswith("--widths must") and words in str(err.value), err.value
+
+
+def _autograd_sliced(layer, x):
+    """The layer's map written with autograd's own slicing (the reference)."""
+    if isinstance(layer, SlimConv2d):
+        cin, cout = layer.active_channels()
+        bias = layer.bias[:cout] if layer.bias is not None else None
+        return torch.nn.functional.conv2d(x, layer.weight[:cout, :cin], bias, layer.stride,
+                                          layer.padding, layer.dilation)
+    fin, fout = layer.active_features()
+    bias = layer.bias[:fout] if layer.bias is not None else None
+    return torch.nn.functional.linear(x, layer.weight[:fout, :fin], bias)
+
+
+@pytest.mark.parametrize("kind,bias,amp", [("conv", False, False), ("conv", True, False),
+                                           ("linear", True, False), ("linear", False, False),
+                                           ("conv", True, True), ("linear", True, True)])
+def test_sliced_backward_adds_into_grad_as_autograd_slicing_does(kind, bias, amp):
+    torch.manual_seed(0)
+    if kind == "conv":
+        layer = SlimConv2d(8, 12, 3, stride=2, padding=1, bias=bias)
+        x = torch.randn(3, 4, 9, 9)
+    else:
+        layer = SlimLinear(8, 12, bias=bias)
+        x = torch.randn(3, 4)
+    set_width(layer, 0.5)
+    ref = copy.deepcopy(layer)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+    # Twice: into .grad = None (created), then into an existing .grad (accumulated).
+    for _ in range(2):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        with slice_grads_into_param_grad(), autocast():
+            ya = layer(xa)
+        with autocast():
+            yb = _autograd_sliced(ref, xb)
+        assert type(ya.grad_fn).__name__.startswith("Sliced")
+        assert ya.dtype == yb.dtype and torch.equal(ya, yb)
+        grad_out = torch.randn(ya.shape).to(ya.dtype)
+        ya.backward(grad_out)
+        yb.backward(grad_out)
+        # Same kernels on the same inputs; only linear's matmuls may be laid out differently
+        # (default fp32 tolerances of torch.testing).
+        torch.testing.assert_close(xa.grad, xb.grad)
+        for (name, pa), pb in zip(layer.named_parameters(), ref.parameters()):
+            assert pa.grad.dtype == pa.dtype, name
+            torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+        assert torch.all(layer.weight.grad[6:] == ref.weight.grad[6:])  # outside the slice
+
+
+def test_sliced_backward_only_where_the_loop_asks_for_it():
+    conv = SlimConv2d(8, 8, 3, padding=1)
+    set_width(conv, 0.5)
+    x = torch.randn(2, 4, 5, 5)
+    # Outside the block (evaluation, torch.autograd.grad in the diagnostics): autograd slicing.
+    y = conv(x)
+    assert not type(y.grad_fn).__name__.startswith("Sliced")
+    (g,) = torch.autograd.grad(y.sum(), [conv.weight])
+    assert g.shape == conv.weight.shape and conv.weight.grad is None
+    with slice_grads_into_param_grad():
+        with torch.no_grad():
+            assert conv(x).grad_fn is None
+        set_width(conv, 1.0)  # full width: no slice at all
+        assert type(conv(torch.randn(2, 8, 5, 5)).grad_fn).__name__ == "ConvolutionBackward0"

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sliced import SlicedConv2d, SlicedLinear, uses_sliced_backward
+
 
 def scaled(channels: int, width_mult: float) -> int:
     """Channels of a layer with ``channels`` at full width, at width ``width_mult``."""
@@ -81,6 +83,10 @@ class SlimConv2d(nn.Conv2d, WidthAware):
             # No slice at full size: a slice's backward allocates and fills a full-size zero
             # gradient, two extra kernels per layer that dominate small GPU steps.
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, 1)
+        if uses_sliced_backward([self.weight, self.bias]):
+            # The slice's gradient goes straight into weight.grad[:cout, :cin] (layers/sliced.py).
+            return SlicedConv2d.apply(x, self.weight, self.bias, cout, cin, self.stride,
+                                      self.padding, self.dilation)
         weight = self.weight[:cout, :cin]
         bias = self.bias[:cout] if self.bias is not None else None
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, 1)
@@ -104,6 +110,8 @@ class SlimLinear(nn.Linear, WidthAware):
         fin, fout = self.active_features()
         if (fin, fout) == (self.in_features, self.out_features):
             return F.linear(x, self.weight, self.bias)
+        if uses_sliced_backward([self.weight, self.bias]):
+            return SlicedLinear.apply(x, self.weight, self.bias, fout, fin)
         bias = self.bias[:fout] if self.bias is not None else None
         return F.linear(x, self.weight[:fout, :fin], bias)
 

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ...layers import normalized_width, set_width
+from ...layers.sliced import slice_grads_into_param_grad
 from .distill import multi_distillation_loss
 from .weights import loss_weights
 
@@ -190,7 +191,11 @@ class WidthLoop:
             sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last \
                 else contextlib.nullcontext()
             with sync:
-                term = next(terms)  # this width's forward runs here, inside no_sync
+                # This width's forward runs here, inside no_sync; its graph is back-propagated
+                # once with backward() below, so slimmable layers may add their slice gradients
+                # straight into .grad (layers/sliced.py).
+                with slice_grads_into_param_grad():
+                    term = next(terms)
                 tag = self.log_tag(i)
                 for name, value in term.terms.items():
                     key = f"loss_{name}/{tag}"
