@@ -87,6 +87,9 @@ def validate_cfg(cfg: CfgNode) -> None:
                           f"got {cfg.MODEL.SLIM.LOSS_WEIGHTING!r}")
     if cfg.DATALOADER.BACKEND not in ("torch", "dali"):
         raise ConfigError(f"DATALOADER.BACKEND must be torch or dali, got {cfg.DATALOADER.BACKEND!r}")
+    compile_modes = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if cfg.MODEL.COMPILE not in compile_modes:
+        raise ConfigError(f"MODEL.COMPILE must be one of {list(compile_modes)}, got {cfg.MODEL.COMPILE!r}")
     if cfg.SOLVER.IMS_PER_BATCH <= 0:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
     from .widths import validate_widths

@@ -33,6 +33,11 @@ _C.MODEL.WIDTHS = [1.0, 0.75, 0.5, 0.25]
 _C.MODEL.SYNC_BN = False
 # Classes of a classification head (supervised training, linear probe, analyze_model).
 _C.MODEL.NUM_CLASSES = 1000
+# torch.compile the student's forward/backward (one graph per width, compiled at the width's
+# first step) and the momentum encoder: "" (off, eager), "default" (inductor), "reduce-overhead"
+# (inductor + CUDA graphs on a GPU), "max-autotune", "max-autotune-no-cudagraphs".
+# See slimdet/modeling/slim/compile.py.
+_C.MODEL.COMPILE = ""
 
 _C.MODEL.BACKBONE = CN()
 # Registered name in BACKBONE_REGISTRY.

@@ -25,7 +25,7 @@ from ..config import ConfigError
 from ..data import build_train_loader
 from ..evaluation import build_evaluators
 from ..modeling import build_model
-from ..modeling.slim import WidthLoop
+from ..modeling.slim import WidthLoop, compile_method
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
 from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, MomentumScheduleHook,
                     QueuePrefillHook, StaleStatisticsHook, WidthScheduleHook,
@@ -137,6 +137,8 @@ class SlimTrainer(WidthLoopTrainer):
         method = build_model(cfg).to(self.device)
         if comm.get_world_size() > 1 and cfg.MODEL.SYNC_BN:
             method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        if cfg.MODEL.COMPILE:
+            compile_method(method, cfg.MODEL.COMPILE)
         optimizer = build_optimizer(cfg, method)
         data_loader = build_train_loader(cfg, self.device)
         # Each width uses its own BNs, so every step leaves some parameters unused.

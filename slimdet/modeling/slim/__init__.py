@@ -1,6 +1,7 @@
+from .compile import COMPILE_MODES, compile_method
 from .distill import distillation_loss, multi_distillation_loss
 from .loop import TaskOutput, WidthLoop, unwrap
 from .weights import loss_weights
 
-__all__ = ["distillation_loss", "multi_distillation_loss", "TaskOutput", "WidthLoop", "unwrap",
+__all__ = ["COMPILE_MODES", "compile_method", "distillation_loss", "multi_distillation_loss", "TaskOutput", "WidthLoop", "unwrap",
            "loss_weights"]

@@ -23,6 +23,7 @@ class SSLMethod(nn.Module):
     - ``backbone``: the slimmable encoder that evaluation, export and transfer use.
     - ``eval_parts()`` / ``frozen_parts()``: which sub-modules must come, complete, from the
       checkpoint a job loads (``slimdet.checkpoint`` refuses a file that lacks any of them).
+    - ``momentum_encoders()``: the frozen EMA copies ``prepare`` runs (MoCo's key encoder).
     """
 
     backbone: nn.Module
@@ -42,6 +43,10 @@ class SSLMethod(nn.Module):
     def frozen_parts(self) -> Tuple[str, ...]:
         """Sub-modules training never updates: MODEL.WEIGHTS must provide all their weights."""
         return ()
+
+    def momentum_encoders(self) -> List[nn.Module]:
+        """The EMA copies of the student that ``prepare`` runs (none here; MoCo's key encoder)."""
+        return []
 
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return {}

@@ -7,12 +7,13 @@ cosine logits (before dividing by T).
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from detectron2.utils import comm
+from torch import nn
 
 from ...layers import use_width
 from ..backbone import build_backbone
@@ -55,6 +56,9 @@ class MoCoV2(SSLMethod):
         all_k = concat_all_gather(k)
         unshuffle = torch.argsort(perm)
         return all_k[unshuffle].view(world, n, -1)[comm.get_rank()]
+
+    def momentum_encoders(self) -> List[nn.Module]:
+        return [self.backbone_k, self.projector_k]
 
     @torch.no_grad()
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:

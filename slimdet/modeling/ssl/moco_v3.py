@@ -12,6 +12,7 @@ from typing import Any, Dict, List
 import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
+from torch import nn
 
 from ...layers import use_width
 from ..backbone import build_backbone
@@ -49,6 +50,9 @@ class MoCoV3(SSLMethod):
         self.base_momentum = m.MOMENTUM
         self.momentum = m.MOMENTUM  # set every step by MomentumScheduleHook
         self.temperature = m.TEMPERATURE
+
+    def momentum_encoders(self) -> List[nn.Module]:
+        return [self.backbone_k, self.projector_k]
 
     @torch.no_grad()
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
