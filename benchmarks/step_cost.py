@@ -1,30 +1,65 @@
 #!/usr/bin/env python
-"""Cost of one SlimCLR-MoCo v2 training step relative to plain MoCo v2, side by side on the same
-batch in one run.
+"""Cost of one SlimCLR-MoCo v2 training step (widths 1.0/0.75/0.5/0.25, per-width backward)
+relative to one plain MoCo v2 step, side by side on the same batch in one run.
 
-Reports the time ratio next to its FLOPs bound and the peak-memory ratio of our per-width
-backward next to one graph over all widths. On CUDA, memory is ``max_memory_allocated``; on the
-CPU it is the peak of bytes held by autograd's saved tensors (activations), measured with
-``torch.autograd.graph.saved_tensors_hooks`` — the part of memory that grows with the widths.
+    python benchmarks/step_cost.py --batch 16 --size 64          # CPU: ResNet-50, fp32
+    python benchmarks/step_cost.py --batch 8 --size 224
+    python benchmarks/step_cost.py --batch 16 --size 64 --profile
+    python benchmarks/step_cost.py --device cuda --size 224 --batch 64 --amp [--compile default]
 
-    python benchmarks/step_cost.py                       # CPU defaults: R-50 at 64 px, batch 16
-    python benchmarks/step_cost.py --device cuda --size 224 --batch 64 --amp
+What it prints:
+
+- time: plain and SlimCLR steps run interleaved (plain, slim, plain, slim, ...) after warm-up
+  steps (which also compile, with ``--compile``), so a noisy machine slows both alike; the
+  median step times, the median of the per-pair ratios slim/plain and their spread (quartiles
+  and min-max), next to the FLOPs bound (3x forward MACs for the student's forward + backward
+  at every width, plus one full-width key forward, over the same for one width);
+- the student's forward + backward alone per width, as a share of the full width's time next
+  to its share of MACs;
+- memory, measured in one child process per variant (plain, SlimCLR per-width backward, SlimCLR
+  as one graph over all widths): peak bytes of autograd's saved tensors (activations), peak RSS
+  of the whole process (``ru_maxrss``; with ``--compile`` it includes the compiler's own
+  memory, so the peak RSS sampled during the measured steps is printed as well) and, on CUDA,
+  ``max_memory_allocated``;
+- ``--profile``: per width (and for the key encoder + EMA and the optimizer step), the share of
+  wall time spent in convolutions / matmuls, batch norm, slicing and copies, additions into
+  ``.grad``, ``_foreach`` ops, other ops, the autograd engine's own bookkeeping and Python (wall
+  time in no op), from ``torch.profiler`` (self CPU time of every op; on CUDA also the kernels'
+  time and the GPU's idle share). The profiler's own cost per op inflates the small ops.
+
+Findings: see the end of this docstring (written from this benchmark's own output).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from slimdet.config import get_cfg
 from slimdet.evaluation.profiler import count_macs
 from slimdet.layers import use_width
+from slimdet.layers.sliced import slice_grads_into_param_grad
 from slimdet.modeling import build_model
 from slimdet.modeling.backbone import extract_subnet
-from slimdet.modeling.slim import WidthLoop
+from slimdet.modeling.slim import WidthLoop, compile_method
+
+WIDTHS = [1.0, 0.75, 0.5, 0.25]
+# name -> (widths, how the step back-propagates)
+VARIANTS = {"plain": ([1.0], "per_width"),
+            "slim": (WIDTHS, "per_width"),
+            "one_graph": (WIDTHS, "one_graph")}
+LABELS = {"plain": "plain MoCo v2",
+          "slim": "SlimCLR-MoCo v2 (per-width backward)",
+          "one_graph": "SlimCLR-MoCo v2 (one graph)"}
 
 
 class SavedTensorMeter:
@@ -58,122 +93,380 @@ class SavedTensorMeter:
         return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
 
-def make_cfg(widths, depth: int, queue: int):
+class RssSampler:
+    """Peak resident set size of this process while the block runs, sampled every millisecond
+    from /proc/self/statm (Linux). Torch ops release the GIL, so the sampler runs during them."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def make_cfg(widths: Sequence[float], args) -> "CfgNode":  # noqa: F821
     cfg = get_cfg()
     cfg.MODEL.METHOD = "MoCoV2"
     cfg.MODEL.WIDTHS = list(widths)
-    cfg.MODEL.BACKBONE.DEPTH = depth
-    cfg.MODEL.MOCO.QUEUE_SIZE = queue
+    cfg.MODEL.BACKBONE.DEPTH = args.depth
+    cfg.MODEL.MOCO.QUEUE_SIZE = args.queue
+    cfg.MODEL.COMPILE = args.compile
     return cfg
 
 
-def measure(step: Callable[[], None], device: torch.device, iters: int, meter: SavedTensorMeter):
-    for _ in range(2):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    meter.peak = 0
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        step()
+def autocast_factory(args, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    def autocast():
+        if not args.amp:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        return torch.autocast(device.type, dtype=dtype)
+    return autocast
+
+
+def make_batch(args, device: torch.device, fmt) -> Dict[str, List[torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    return {"views": [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
+                      .contiguous(memory_format=fmt) for _ in range(2)]}
+
+
+class Variant:
+    """One model, optimizer and training step (as ``WidthLoopTrainer.run_step``)."""
+
+    def __init__(self, name: str, args, device: torch.device, fmt, data, meter: bool = False):
+        widths, self.mode = VARIANTS[name]
+        torch.manual_seed(0)
+        cfg = make_cfg(widths, args)
+        self.method = build_model(cfg).to(device, memory_format=fmt).train()
+        if cfg.MODEL.COMPILE:
+            compile_method(self.method, cfg.MODEL.COMPILE)
+        self.loop = WidthLoop.from_config(cfg)
+        self.opt = torch.optim.SGD(self.method.parameters(), lr=0.01, momentum=0.9)
+        self.data, self.device = data, device
+        self.autocast = autocast_factory(args, device)
+        self.meter = SavedTensorMeter(self.method) if meter else None
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        if self.meter is not None:
+            self.meter.release_all()
+
+    def step(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        hooks = self.meter.hooks() if self.meter is not None else contextlib.nullcontext()
+        with hooks:
+            if self.mode == "per_width":
+                self.loop.run(self.method, self.data, self._backward, self.autocast)
+            else:
+                self._backward(self.loop.summed_loss(self.method, self.data, self.autocast))
+        self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def quantiles(values: Sequence[float]) -> Dict[str, float]:
+    q = torch.tensor(sorted(values), dtype=torch.float64).quantile(
+        torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
+    return dict(zip(["min", "q1", "median", "q3", "max"], q))
+
+
+def time_interleaved(a: Callable[[], None], b: Callable[[], None], pairs: int, warmup: int):
+    """Step times of ``a`` and ``b`` run alternately, the per-pair ratios b / a, and the seconds
+    their warm-up steps took (compilation with ``--compile``)."""
+    warm = [sum(timed(f) for _ in range(warmup)) for f in (a, b)]
+    ta, tb = [], []
+    for _ in range(pairs):
+        ta.append(timed(a))
+        tb.append(timed(b))
+    return ta, tb, [y / x for x, y in zip(ta, tb)], warm
+
+
+def student_time_per_width(args, device, fmt, data) -> Dict[float, float]:
+    """Median seconds of the query encoder's forward + backward alone at each width, the
+    widths run round-robin (as the width loop runs them: slice gradients straight into .grad)."""
+    cfg = make_cfg(WIDTHS, args)
+    cfg.MODEL.MOCO.QUEUE_SIZE = 16
+    method = build_model(cfg).to(device, memory_format=fmt).train()
+    if cfg.MODEL.COMPILE:
+        compile_method(method, cfg.MODEL.COMPILE)
+    autocast = autocast_factory(args, device)
+
+    def fwd_bwd(w: float) -> None:
+        with use_width(method, w), slice_grads_into_param_grad(), autocast():
+            loss = method(data).float().sum()
+        loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else meter.peak
-    return sorted(times)[len(times) // 2], mem
+
+    times: Dict[float, List[float]] = {w: [] for w in WIDTHS}
+    for rep in range(args.warmup + args.pairs):
+        for w in WIDTHS:
+            t = timed(lambda: fwd_bwd(w))
+            if rep >= args.warmup:
+                times[w].append(t)
+    return {w: quantiles(ts)["median"] for w, ts in times.items()}
 
 
-def student_time_per_width(cfg, data, device, autocast, fmt, iters: int) -> Dict[float, float]:
-    """Median seconds of the query encoder's forward + backward alone at each width."""
-    method = build_model(cfg).to(device, memory_format=fmt).train()
-    out = {}
-    for w in cfg.MODEL.WIDTHS:
-        def step():
-            with use_width(method, w), autocast():
-                method(data).float().sum().backward()
-        out[w] = measure(step, device, iters, SavedTensorMeter(method))[0]
-    return out
+def flops_bound(args) -> tuple:
+    """(MACs per width of one image, the FLOPs bound of the time ratio)."""
+    backbone = build_model(make_cfg(WIDTHS, argparse.Namespace(**{**vars(args), "queue": 16,
+                                                                    "compile": ""}))).backbone
+    x = torch.zeros(1, 3, args.size, args.size)
+    macs = [count_macs(extract_subnet(backbone.eval(), w), x) for w in WIDTHS]
+    # Student forward + backward (~3x forward) at every width + one full-width key forward.
+    return macs, (3 * sum(macs) + macs[0]) / (4 * macs[0])
 
 
-def main() -> None:
+# ------------------------------------------------------------------------------- memory (child)
+def child_main(args) -> None:
+    """Run one variant in this (child) process and print its memory as one JSON line."""
+    device = torch.device(args.device)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    data = make_batch(args, device, fmt)
+    v = Variant(args.child, args, device, fmt, data, meter=True)
+    for _ in range(args.warmup):
+        v.step()
+    v.meter.peak = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with RssSampler() as rss:
+        for _ in range(2):
+            v.step()
+    out = {"saved": v.meter.peak, "rss_steps": rss.peak,
+           "rss_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.max_memory_allocated()
+    print("MEMORY " + json.dumps(out))
+
+
+def memory_in_children(argv: List[str]) -> Dict[str, Dict[str, int]]:
+    results = {}
+    for name in VARIANTS:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--child", name],
+                              capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MEMORY ")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"memory child {name!r} failed:\n{proc.stderr[-3000:]}")
+        results[name] = json.loads(lines[-1][len("MEMORY "):])
+    return results
+
+
+# ------------------------------------------------------------------------------------ profile
+# Columns of the profile: convolutions and matmuls; batch norm; slicing, copies, fills and
+# views; additions into .grad (AccumulateGrad, layers/sliced.py); _foreach ops (EMA, SGD);
+# every other op (ReLU, residual adds, losses); the autograd engine's own time per node; wall
+# time in no op at all (Python, dispatch, profiler overhead).
+CATEGORIES = ["conv/mm", "BN", "slice/copy", "grad accum", "foreach", "other ops", "autograd",
+              "python"]
+_CONV = ("conv", "aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
+_COPY = ("slice", "copy_", "contiguous", "clone", "fill_", "zero_", "aten::zeros", "_to_copy",
+         "aten::to", "as_strided", "aten::empty", "aten::new_zeros", "aten::view", "aten::t",
+         "aten::transpose", "aten::reshape", "aten::expand", "aten::select", "aten::detach",
+         "aten::alias", "aten::resize_")
+
+
+def _is_autograd_node(name: str) -> bool:
+    return (name.startswith("autograd::engine::evaluate_function") or "Backward" in name
+            or name == "torch::autograd::AccumulateGrad")
+
+
+def _category(event) -> str:
+    name = event.name
+    if _is_autograd_node(name):
+        return "autograd"
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name == "torch::autograd::AccumulateGrad":
+            return "grad accum"
+        parent = parent.cpu_parent
+    if any(k in name for k in _CONV):
+        return "conv/mm"
+    if "batch_norm" in name:
+        return "BN"
+    if name == "aten::add_" and _under_sliced_backward(event):
+        return "grad accum"  # layers/sliced.py adds slice gradients into .grad
+    if "_foreach" in name:
+        return "foreach"
+    if any(k in name for k in _COPY):
+        return "slice/copy"
+    return "other ops"
+
+
+def _under_sliced_backward(event) -> bool:
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("SlicedConv2dBackward") or parent.name.startswith(
+                "SlicedLinearBackward"):
+            return True
+        parent = parent.cpu_parent
+    return False
+
+
+def profile_step(args, device: torch.device, fmt, data, steps: int = 3) -> None:
+    """Share of wall time per category, for each width's forward + loss + backward of the
+    width loop and for the key encoder + EMA and the optimizer step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    v = Variant("slim", args, device, fmt, data)
+    method, loop = v.method, v.loop
+    for _ in range(args.warmup):
+        v.step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    windows: List[tuple] = []  # (part, start_us, end_us) on the profiler's clock
+
+    def mark(part: str, fn: Callable[[], object]):
+        sync()
+        t0 = time.perf_counter_ns() // 1000
+        out = fn()
+        sync()
+        windows.append((part, t0, time.perf_counter_ns() // 1000))
+        return out
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            v.opt.zero_grad(set_to_none=True)
+            with torch.no_grad(), v.autocast():
+                ctx = mark("key encoder + EMA", lambda: method.prepare(data))
+            terms = loop.width_terms(method, data, ctx, autocast=v.autocast)
+            for w in loop.widths:
+                def width_step():
+                    with slice_grads_into_param_grad():
+                        term = next(terms)
+                    term.loss.backward()
+                mark(f"width {w:g}", width_step)
+            method.on_step_end(ctx)
+            mark("optimizer step", v.opt.step)
+    # The profiler's timestamps are on its own clock: align the windows by the first event.
+    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
+    offset = _clock_offset(events, windows)
+    parts: Dict[str, Dict[str, float]] = {}
+    for part, start, end in windows:
+        p = parts.setdefault(part, {"wall": 0.0, **{c: 0.0 for c in CATEGORIES}, "gpu": {}})
+        p["wall"] += end - start
+        inside = [e for e in events if start <= e.time_range.start - offset < end]
+        busy = 0.0
+        for e in inside:
+            cat = _category(e)
+            p[cat] += e.self_cpu_time_total
+            busy += e.self_cpu_time_total
+            if device.type == "cuda":
+                p["gpu"][cat] = p["gpu"].get(cat, 0.0) + e.self_device_time_total
+        p["python"] += max(0.0, (end - start) - busy)
+    header = f"{'part':20s} {'ms/step':>8s} " + " ".join(f"{c:>10s}" for c in CATEGORIES)
+    print(f"profile (torch.profiler, {steps} steps; % of the part's wall time, CPU self time):")
+    print(header)
+    for part, p in parts.items():
+        print(f"{part:20s} {p['wall'] / steps / 1000:8.1f} " + " ".join(
+            f"{100 * p[c] / p['wall']:9.1f}%" for c in CATEGORIES))
+    if device.type == "cuda":
+        print("GPU kernel time, % of the part's wall time (idle = no kernel running):")
+        for part, p in parts.items():
+            busy = sum(p["gpu"].values())
+            print(f"{part:20s} " + " ".join(f"{k}: {100 * t / p['wall']:.1f}%"
+                                            for k, t in sorted(p["gpu"].items()) if t > 0)
+                  + f"  idle: {100 * max(0.0, 1 - busy / p['wall']):.1f}%")
+
+
+def _clock_offset(events, windows) -> float:
+    """Offset between the profiler's event clock and ``perf_counter``: the first window starts
+    just before the first op it runs."""
+    first = min(e.time_range.start for e in events)
+    return first - windows[0][1]
+
+
+# --------------------------------------------------------------------------------------- main
+def parse_args(argv: Optional[List[str]] = None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--depth", type=int, default=50)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--pairs", type=int, default=7, help="interleaved plain/slim step pairs timed")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation)")
     p.add_argument("--queue", type=int, default=4096)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="fp16 autocast (CUDA) / bf16 (CPU)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC tensors (faster convs on GPU)")
-    args = p.parse_args()
+    p.add_argument("--channels-last", action="store_true", help="NHWC tensors")
+    p.add_argument("--compile", default="", help='MODEL.COMPILE mode: "", "default", '
+                                                  '"reduce-overhead" (CUDA graphs), ...')
+    p.add_argument("--profile", action="store_true", help="print where a step's time goes")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory child processes")
+    p.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        return child_main(args)
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = True  # as the trainer sets it
-    widths = [1.0, 0.75, 0.5, 0.25]
-
-    def autocast():
-        if not args.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
-
-    g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    data = {"views": [torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
-                      .contiguous(memory_format=fmt) for _ in range(2)]}
-    results = {}
-    for name, ws, mode in [("plain MoCo v2", [1.0], "per_width"),
-                           ("SlimCLR-MoCo v2 (per-width backward)", widths, "per_width"),
-                           ("SlimCLR-MoCo v2 (one graph)", widths, "one_graph")]:
-        torch.manual_seed(0)
-        cfg = make_cfg(ws, args.depth, args.queue)
-        method = build_model(cfg).to(device, memory_format=fmt).train()
-        loop = WidthLoop.from_config(cfg)
-        opt = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
-        meter = SavedTensorMeter(method)
+    data = make_batch(args, device, fmt)
+    print(f"ResNet-{args.depth}, {args.size}px, batch {args.batch}, {device}, amp={args.amp}, "
+          f"compile={args.compile or 'off'}, channels_last={args.channels_last}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.profile:
+        return profile_step(args, device, fmt, data)
 
-        def backward(loss):
-            loss.backward()
-            meter.release_all()
+    plain = Variant("plain", args, device, fmt, data)
+    slim = Variant("slim", args, device, fmt, data)
+    tp, ts, ratios, warm = time_interleaved(plain.step, slim.step, args.pairs, args.warmup)
+    del plain, slim
+    per_width = student_time_per_width(args, device, fmt, data)
+    macs, bound = flops_bound(args)
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with meter.hooks():
-                if mode == "per_width":
-                    loop.run(method, data, backward, autocast)
-                else:
-                    loop.summed_loss(method, data, autocast).backward()
-                    meter.release_all()
-            opt.step()
-
-        results[name] = measure(step, device, args.iters, meter)
-        del method, opt
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    per_width = student_time_per_width(make_cfg(widths, args.depth, 16), data, device, autocast,
-                                       fmt, args.iters)
-    # FLOPs bound: student forward+backward (~3x forward) at every width + one key forward.
-    backbone = build_model(make_cfg(widths, args.depth, 16)).backbone.eval()
-    x = torch.zeros(1, 3, args.size, args.size)
-    macs = [count_macs(extract_subnet(backbone, w), x) for w in widths]
-    bound = (3 * sum(macs) + macs[0]) / (4 * macs[0])
-
-    base_t, base_m = results["plain MoCo v2"]
-    slim_t, slim_m = results["SlimCLR-MoCo v2 (per-width backward)"]
-    _, graph_m = results["SlimCLR-MoCo v2 (one graph)"]
     print("student forward+backward per width (ms): " + ", ".join(
         f"{w:g}: {t * 1000:.1f} ({t / per_width[1.0]:.2f}x time, {m / macs[0]:.2f}x MACs)"
         for (w, t), m in zip(per_width.items(), macs)))
-    mem_kind = "CUDA max_memory_allocated" if device.type == "cuda" else "autograd saved tensors"
-    print(f"ResNet-{args.depth}, {args.size}px, batch {args.batch}, {device}, amp={args.amp}, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'':40s} {'step (s)':>10s} {'peak MB':>10s}")
-    for name, (t, m) in results.items():
-        print(f"{name:40s} {t:10.3f} {m / 2**20:10.1f}")
-    print(f"time ratio slim/plain:        {slim_t / base_t:.2f}x  (FLOPs bound {bound:.2f}x, goal <= 1.75x)")
-    print(f"peak memory ratio slim/plain: {slim_m / base_m:.2f}x  (one graph: {graph_m / base_m:.2f}x, "
-          f"goal <= 1.25x; {mem_kind})")
+    qp, qs, qr = quantiles(tp), quantiles(ts), quantiles(ratios)
+    print(f"warm-up ({args.warmup} steps{', compiling' if args.compile else ''}): "
+          f"plain {warm[0]:.1f} s, slim {warm[1]:.1f} s")
+    print(f"{LABELS['plain']:40s} step {qp['median']:.3f} s (min {qp['min']:.3f}, max {qp['max']:.3f})")
+    print(f"{LABELS['slim']:40s} step {qs['median']:.3f} s (min {qs['min']:.3f}, max {qs['max']:.3f})")
+    print(f"time ratio slim/plain:        {qr['median']:.2f}x  (median of {args.pairs} interleaved "
+          f"pairs; quartiles {qr['q1']:.2f}-{qr['q3']:.2f}, min-max {qr['min']:.2f}-{qr['max']:.2f}; "
+          f"FLOPs bound {bound:.2f}x, goal <= 1.75x)")
+    if args.no_memory:
+        return
+    argv = [a for a in sys.argv[1:] if a not in ("--no-memory",)]
+    mem = memory_in_children(argv)
+    kinds = [("saved", "autograd saved tensors"), ("rss_process", "peak RSS, whole process"),
+             ("rss_steps", "peak RSS during steps")]
+    if device.type == "cuda":
+        kinds.append(("cuda", "CUDA max_memory_allocated"))
+    print(f"{'memory (MB), one child process each':40s} " + " ".join(f"{LABELS[n][:24]:>26s}" for n in VARIANTS))
+    for key, label in kinds:
+        base = mem["plain"][key]
+        print(f"{label:40s} " + " ".join(
+            f"{mem[n][key] / 2**20:12.1f} ({mem[n][key] / base:5.2f}x)   " for n in VARIANTS))
+    print(f"peak memory ratio slim/plain: {mem['slim']['rss_process'] / mem['plain']['rss_process']:.2f}x "
+          f"peak RSS, {mem['slim']['saved'] / mem['plain']['saved']:.2f}x saved tensors "
+          f"(one graph: {mem['one_graph']['rss_process'] / mem['plain']['rss_process']:.2f}x, "
+          f"{mem['one_graph']['saved'] / mem['plain']['saved']:.2f}x; goal <= 1.25x)")
 
 
 if __name__ == "__main__":

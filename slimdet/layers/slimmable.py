@@ -9,6 +9,10 @@ counters and Detectron2 all call ``forward(x)``).
 Any width between the narrowest trained one and 1.0 can be set: convolutions and linear maps
 slice as for a trained width, and :class:`SwitchableBatchNorm` says where that width's BN
 parameters and statistics come from (``slimdet/layers/any_width.py`` adds and calibrates them).
+
+The width loop's training forward runs the sliced convolutions and linear maps through
+``slimdet/layers/sliced.py`` (their slice's gradient is added straight into ``param.grad``);
+everywhere else they slice with autograd's own ops.
 """
 from __future__ import annotations
 
