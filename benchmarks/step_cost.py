@@ -18,9 +18,9 @@ What it prints:
   to its share of MACs;
 - memory, measured in one child process per variant (plain, SlimCLR per-width backward, SlimCLR
   as one graph over all widths): peak bytes of autograd's saved tensors (activations), peak RSS
-  of the whole process (``ru_maxrss``; with ``--compile`` it includes the compiler's own
-  memory, so the peak RSS sampled during the measured steps is printed as well) and, on CUDA,
-  ``max_memory_allocated``;
+  of the whole process (``VmHWM``: start-up, model, optimizer state and all steps; with
+  ``--compile`` it includes the compiler's own memory) and peak RSS during the measured steps
+  alone (``VmHWM`` reset before them) and, on CUDA, ``max_memory_allocated``;
 - ``--profile``: per width (and for the key encoder + EMA and the optimizer step), the share of
   wall time spent in convolutions / matmuls, batch norm, slicing and copies, additions into
   ``.grad``, ``_foreach`` ops, other ops, the autograd engine's own bookkeeping and Python (wall
@@ -35,10 +35,8 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import subprocess
 import sys
-import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -93,33 +91,27 @@ class SavedTensorMeter:
         return torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
 
 
-class RssSampler:
-    """Peak resident set size of this process while the block runs, sampled every millisecond
-    from /proc/self/statm (Linux). Torch ops release the GIL, so the sampler runs during them."""
+def _vm_hwm() -> int:
+    """Peak resident set size of this process in bytes (``VmHWM`` of /proc/self/status).
 
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE")
+    Not ``getrusage().ru_maxrss``: Linux carries the parent's peak over fork + exec into the
+    child's, so every child would report at least the parent's size at the time it started."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
-    def _rss(self) -> int:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self._page
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.001)
-
-    def __enter__(self):
-        self.peak = self._rss()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+def _reset_vm_hwm() -> bool:
+    """Reset the peak RSS to the current RSS (Linux >= 4.0: ``5`` into /proc/self/clear_refs);
+    False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def make_cfg(widths: Sequence[float], args) -> "CfgNode":  # noqa: F821
@@ -252,11 +244,13 @@ def child_main(args) -> None:
     v.meter.peak = 0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with RssSampler() as rss:
-        for _ in range(2):
-            v.step()
-    out = {"saved": v.meter.peak, "rss_steps": rss.peak,
-           "rss_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    out = {"rss_process": _vm_hwm()}  # start-up, model, optimizer state, warm-up steps
+    reset = _reset_vm_hwm()
+    for _ in range(2):
+        v.step()
+    out["saved"] = v.meter.peak
+    out["rss_process"] = max(out["rss_process"], _vm_hwm())
+    out["rss_steps"] = _vm_hwm() if reset else None
     if device.type == "cuda":
         out["cuda"] = torch.cuda.max_memory_allocated()
     print("MEMORY " + json.dumps(out))
@@ -460,6 +454,9 @@ def main() -> None:
         kinds.append(("cuda", "CUDA max_memory_allocated"))
     print(f"{'memory (MB), one child process each':40s} " + " ".join(f"{LABELS[n][:24]:>26s}" for n in VARIANTS))
     for key, label in kinds:
+        if any(mem[n][key] is None for n in VARIANTS):
+            print(f"{label:40s} (not measured: /proc/self/clear_refs is not writable)")
+            continue
         base = mem["plain"][key]
         print(f"{label:40s} " + " ".join(
             f"{mem[n][key] / 2**20:12.1f} ({mem[n][key] / base:5.2f}x)   " for n in VARIANTS))
