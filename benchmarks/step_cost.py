@@ -408,12 +408,19 @@ def parse_args(argv: Optional[List[str]] = None):
                                                   '"reduce-overhead" (CUDA graphs), ...')
     p.add_argument("--profile", action="store_true", help="print where a step's time goes")
     p.add_argument("--no-memory", action="store_true", help="skip the memory child processes")
+    p.add_argument("--autograd-slicing", action="store_true",
+                   help="slice weights with autograd's own ops in the width loop too (the step "
+                        "before slimdet/layers/sliced.py; for its before/after)")
     p.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main() -> None:
     args = parse_args()
+    if args.autograd_slicing:
+        import slimdet.layers.slimmable as slimmable
+
+        slimmable.uses_sliced_backward = lambda params: False
     if args.child:
         return child_main(args)
     device = torch.device(args.device)
@@ -422,6 +429,7 @@ def main() -> None:
     data = make_batch(args, device, fmt)
     print(f"ResNet-{args.depth}, {args.size}px, batch {args.batch}, {device}, amp={args.amp}, "
           f"compile={args.compile or 'off'}, channels_last={args.channels_last}, "
+          f"{'autograd slicing, ' if args.autograd_slicing else ''}"
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.profile:
         return profile_step(args, device, fmt, data)
