@@ -406,6 +406,8 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument("--channels-last", action="store_true", help="NHWC tensors")
     p.add_argument("--compile", default="", help='MODEL.COMPILE mode: "", "default", '
                                                   '"reduce-overhead" (CUDA graphs), ...')
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads (default: torch's own, one per core)")
     p.add_argument("--profile", action="store_true", help="print where a step's time goes")
     p.add_argument("--no-memory", action="store_true", help="skip the memory child processes")
     p.add_argument("--autograd-slicing", action="store_true",
@@ -421,6 +423,8 @@ def main() -> None:
         import slimdet.layers.slimmable as slimmable
 
         slimmable.uses_sliced_backward = lambda params: False
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         return child_main(args)
     device = torch.device(args.device)
