@@ -59,5 +59,9 @@ def test_compile_mode_is_checked():
     cfg.MODEL.COMPILE = "fast"
     with pytest.raises(ConfigError, match="MODEL.COMPILE.*'fast'"):
         validate_cfg(cfg)
+    cfg.MODEL.COMPILE = "default"
+    cfg.MODEL.SLIM.MODE = "sandwich"
+    with pytest.raises(ConfigError, match="MODEL.COMPILE needs MODEL.SLIM.MODE fixed"):
+        validate_cfg(cfg)
     with pytest.raises(ValueError, match="MODEL.COMPILE"):
         compile_method(build_model(tiny_cfg("MoCoV2")), "fast")

@@ -90,6 +90,11 @@ def validate_cfg(cfg: CfgNode) -> None:
     compile_modes = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
     if cfg.MODEL.COMPILE not in compile_modes:
         raise ConfigError(f"MODEL.COMPILE must be one of {list(compile_modes)}, got {cfg.MODEL.COMPILE!r}")
+    if cfg.MODEL.COMPILE and cfg.MODEL.SLIM.MODE == "sandwich":
+        # Each compiled graph is specialised to one width; sandwich draws new widths every step.
+        raise ConfigError("MODEL.COMPILE needs MODEL.SLIM.MODE fixed: sandwich draws new widths "
+                          f"every step, each would compile anew (got MODEL.COMPILE "
+                          f"{cfg.MODEL.COMPILE!r} with MODEL.SLIM.MODE 'sandwich')")
     if cfg.SOLVER.IMS_PER_BATCH <= 0:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
     from .widths import validate_widths

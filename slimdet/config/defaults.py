@@ -36,7 +36,8 @@ _C.MODEL.NUM_CLASSES = 1000
 # torch.compile the student's forward/backward (one graph per width, compiled at the width's
 # first step) and the momentum encoder: "" (off, eager), "default" (inductor), "reduce-overhead"
 # (inductor + CUDA graphs on a GPU), "max-autotune", "max-autotune-no-cudagraphs".
-# See slimdet/modeling/slim/compile.py.
+# Needs MODEL.SLIM.MODE fixed (sandwich widths change every step). See
+# slimdet/modeling/slim/compile.py.
 _C.MODEL.COMPILE = ""
 
 _C.MODEL.BACKBONE = CN()
