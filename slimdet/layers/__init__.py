@@ -1,7 +1,6 @@
 from .slimmable import (PerWidthChoice, SlimConv2d, SlimLinear, SwitchableBatchNorm,
                         SwitchableBatchNorm1d, SwitchableBatchNorm2d, SwitchableLinear,
                         UncalibratedWidthError, WidthAware, init_weights, normalized_width, scaled)
-from .sliced import slice_grads_into_param_grad
 from .width import check_widths, get_width, model_widths, set_width, use_width
 from .any_width import (CalibrationAware, add_widths, available_widths, mark_uncalibrated,
                         recalibrate_bn, uncalibrated_widths)
@@ -9,7 +8,6 @@ from .any_width import (CalibrationAware, add_widths, available_widths, mark_unc
 __all__ = ["PerWidthChoice", "SlimConv2d", "SlimLinear", "SwitchableBatchNorm",
            "SwitchableBatchNorm1d", "SwitchableBatchNorm2d", "SwitchableLinear",
            "UncalibratedWidthError", "WidthAware", "init_weights", "normalized_width", "scaled",
-           "slice_grads_into_param_grad",
            "check_widths", "get_width", "model_widths", "set_width", "use_width", "add_widths",
            "available_widths", "CalibrationAware", "mark_uncalibrated", "recalibrate_bn",
            "uncalibrated_widths"]
