@@ -8,7 +8,7 @@ from slimdet.checkpoint import load_weights
 from slimdet.engine import load_cfg
 from slimdet.engine.trainer import SlimTrainer
 from slimdet.evaluation import build_evaluators
-from slimdet.evaluation.linear_probe_run import run_linear_probe
+from slimdet.engine.linear_probe_run import run_linear_probe
 from slimdet.modeling import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

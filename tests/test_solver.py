@@ -9,7 +9,8 @@ from detectron2.utils.events import EventStorage
 from torch import nn
 
 from slimdet.config import ConfigError, get_cfg
-from slimdet.engine.hooks import MomentumScheduleHook, WidthScheduleHook
+from slimdet.engine.hooks import WidthScheduleHook
+from slimdet.modeling.ssl.momentum import MomentumScheduleHook
 from slimdet.modeling.slim import WidthLoop
 from slimdet.solver import (LARS, EpochClock, build_lr_schedule, build_lr_scheduler,
                             build_optimizer, param_groups)

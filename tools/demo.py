@@ -17,7 +17,7 @@ from tabulate import tabulate
 from slimdet.engine import default_setup, load_cfg, seed_all
 from slimdet.engine.trainer import SlimTrainer
 from slimdet.evaluation import KNNEvaluator, profile_widths
-from slimdet.evaluation.linear_probe_run import run_linear_probe
+from slimdet.engine.linear_probe_run import run_linear_probe
 from slimdet.modeling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

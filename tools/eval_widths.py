@@ -22,7 +22,8 @@ import logging
 import os
 import sys
 
-from slimdet.checkpoint import atomic_write, load_weights
+from slimdet.utils.file_io import atomic_write
+from slimdet.checkpoint import load_weights
 from slimdet.config import ConfigError
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all

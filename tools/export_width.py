@@ -27,7 +27,8 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import CheckpointError, atomic_write, load_weights
+from slimdet.utils.file_io import atomic_write
+from slimdet.checkpoint import CheckpointError, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
                                        export_width_state_dict, run_exported, write_onnx,
                                        write_torchscript)

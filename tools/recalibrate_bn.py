@@ -23,7 +23,8 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import atomic_write, load_weights
+from slimdet.utils.file_io import atomic_write
+from slimdet.checkpoint import load_weights
 from slimdet.checkpoint.recalibrate_bn import recalibrate_bn, train_images
 from slimdet.data import build_train_loader
 from slimdet.engine import load_cfg, run_cli

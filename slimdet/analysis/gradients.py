@@ -28,7 +28,7 @@ from torch import nn
 from ..layers import set_width
 from ..layers.slimmable import SlimConv2d, SlimLinear, SwitchableBatchNorm1d, \
     SwitchableBatchNorm2d, SwitchableLinear
-from ..modeling.slim.loop import unwrap
+from ..utils.ddp import unwrap
 
 # Slices of one parameter: a tuple of ``slice`` objects, one per leading dimension sliced.
 Slices = Tuple[slice, ...]

@@ -518,7 +518,7 @@ def load_state(module: nn.Module, ckpt: Checkpoint,
     own_parts = list(dict.fromkeys(_part(k) for k in own))
     file_parts = {_part(k) for k in ckpt.state}
     need = own_parts if required == ALL_PARTS else list(required)
-    backbone = getattr(module, "backbone", None)
+    backbone = backbone_of(module)
     if isinstance(backbone, SlimResNet) and "backbone" in file_parts:
         check_architecture(backbone.state_dict(), ckpt.backbone_state(), ckpt.path, purpose, fix)
     absent = [p for p in need if p in own_parts and p not in file_parts]

@@ -100,8 +100,9 @@ def user_errors() -> tuple:
     """Errors a user fixes by changing a path, a file or a config value: one line, no traceback."""
     from ..checkpoint import CheckpointError
     from ..layers import UncalibratedWidthError
+    from ..utils.file_io import OutputError
 
-    return (ConfigError, CheckpointError, UncalibratedWidthError, FileNotFoundError,
+    return (ConfigError, CheckpointError, UncalibratedWidthError, OutputError, FileNotFoundError,
             NotADirectoryError)
 
 

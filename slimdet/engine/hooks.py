@@ -12,7 +12,7 @@ from detectron2.utils import comm
 
 from ..evaluation.calibration import calibrate
 from ..layers import CalibrationAware
-from ..solver import EpochClock, half_cosine
+from ..solver import EpochClock
 
 logger = logging.getLogger("slimdet")
 
@@ -46,39 +46,6 @@ class WidthScheduleHook(HookBase):
             self._phase = slow
             logger.info("Iteration %d: training %s", self.trainer.iter, self.loop.describe())
         self.trainer.storage.put_scalar("num_widths", len(self.loop.widths), smoothing_hint=False)
-
-
-class MomentumScheduleHook(HookBase):
-    """MoCo v3: the key encoder's momentum follows a half-cosine from its base value to 1 over
-    the run (``clock.fraction``: the same curve for a run shortened by SOLVER.MAX_ITER)."""
-
-    def __init__(self, method, base_momentum: float, clock: EpochClock):
-        self.method, self.base, self.clock = method, base_momentum, clock
-
-    def before_step(self) -> None:
-        m = half_cosine(self.base, 1.0, self.clock.fraction(self.trainer.iter))
-        self.method.momentum = m
-        self.trainer.storage.put_scalar("momentum", m, smoothing_hint=False)
-
-
-class QueuePrefillHook(HookBase):
-    """Fills a MoCo queue with real keys before the first step (a random queue made small
-    slimmable models collapse). Skipped when the queue already holds real keys (a resume)."""
-
-    def __init__(self, method, data_loader):
-        self.method, self.data_loader = method, data_loader
-
-    def before_train(self) -> None:
-        if int(self.method.queue_filled) >= self.method.queue.shape[1]:
-            return
-        batches = iter(self.data_loader)  # a separate pass over the first batches
-        was_training = self.method.training
-        self.method.train()
-        n = 0
-        while not self.method.prefill_queue(next(batches)):
-            n += 1
-        self.method.train(was_training)
-        logger.info("Queue of %d keys filled from %d batches", self.method.queue.shape[1], n + 1)
 
 
 class EpochCounterHook(HookBase):

@@ -27,9 +27,8 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
-from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, MomentumScheduleHook,
-                    QueuePrefillHook, StaleStatisticsHook, WidthScheduleHook,
-                    drop_untrained_widths)
+from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, StaleStatisticsHook,
+                    WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -168,10 +167,7 @@ class SlimTrainer(WidthLoopTrainer):
             hooks.LRScheduler(self.optimizer, self.scheduler),
             self.width_schedule,
         ]
-        if hasattr(self.method, "base_momentum"):
-            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.clock))
-        if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
-            ret.append(QueuePrefillHook(self.method, self.data_loader))
+        ret += self.method.training_hooks(cfg, self.clock, self.data_loader)
         if cfg.MODEL.SLIM.MODE == "sandwich":
             ret.append(StaleStatisticsHook(self.method))
         if "backbone" in self.method.frozen_parts():

@@ -14,6 +14,8 @@ from detectron2.utils import comm
 from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
+from ..modeling import backbone_of
+from ..modeling.ssl import ClassificationMethod
 from .build import EVALUATOR_REGISTRY
 from .calibration import with_calibrated_widths
 from .knn import topk_accuracy
@@ -22,8 +24,7 @@ from .profiler import profile_widths
 
 def _classify(method, images: torch.Tensor) -> torch.Tensor:
     """Class logits at the active width: ``method.classify`` (probe, supervised) or the model."""
-    fn = getattr(method, "classify", None)
-    return fn(images) if fn is not None else method(images)
+    return method.classify(images) if isinstance(method, ClassificationMethod) else method(images)
 
 
 @torch.no_grad()
@@ -80,7 +81,7 @@ class ProfilerEvaluator:
     def evaluate(self, method) -> Dict[str, float]:
         if not comm.is_main_process():
             return {}
-        backbone = getattr(method, "backbone", method)
+        backbone = backbone_of(method)
         was_training = backbone.training
         try:
             rows = profile_widths(backbone, self.image_size, self.in_channels)

@@ -15,6 +15,7 @@ from detectron2.utils import comm
 from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
+from ..modeling import backbone_of
 from .build import EVALUATOR_REGISTRY
 from .calibration import with_calibrated_widths
 
@@ -63,7 +64,7 @@ class KNNEvaluator:
         self.k, self.t = cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE
 
     def evaluate(self, method) -> Dict[str, float]:
-        backbone = getattr(method, "backbone", method)
+        backbone = backbone_of(method)
         device = next(backbone.parameters()).device
         was_training = backbone.training
         backbone.eval()

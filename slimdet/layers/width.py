@@ -7,6 +7,7 @@ from typing import Iterator, List, Optional, Sequence
 from torch import nn
 
 from ..config import ConfigError
+from ..utils.ddp import unwrap
 from .slimmable import WidthAware, normalized_width
 
 
@@ -28,7 +29,7 @@ def check_widths(widths: Sequence[float], key: str) -> List[float]:
 
 def model_widths(model: nn.Module) -> Optional[List[float]]:
     """The width list of a slimmable model (from its ``widths`` attribute or switchable layers)."""
-    model = getattr(model, "module", model)  # DDP
+    model = unwrap(model)
     widths = getattr(model, "widths", None)
     if widths is not None:
         return list(widths)

@@ -1,6 +1,6 @@
 from .distill import distillation_loss, multi_distillation_loss
-from .loop import TaskOutput, WidthLoop, unwrap
+from .loop import TaskOutput, WidthLoop
 from .weights import loss_weights
 
-__all__ = ["distillation_loss", "multi_distillation_loss", "TaskOutput", "WidthLoop", "unwrap",
+__all__ = ["distillation_loss", "multi_distillation_loss", "TaskOutput", "WidthLoop",
            "loss_weights"]

@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ...layers import normalized_width, set_width
+from ...utils.ddp import unwrap
 from .distill import multi_distillation_loss
 from .weights import loss_weights
 
@@ -56,10 +57,6 @@ class WidthTerm:
     loss: torch.Tensor
     terms: Dict[str, torch.Tensor]
     metrics: Dict[str, Union[float, torch.Tensor]]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class WidthLoop:

@@ -1,4 +1,5 @@
-from .base import SSLMethod
+from .base import ClassificationMethod, SSLMethod, backbone_of
+from .momentum import MomentumEncoderMethod
 from .build import SSL_REGISTRY, build_model
 from .moco_v2 import MoCoV2
 from .moco_v3 import MoCoV3
@@ -6,4 +7,4 @@ from .simclr import SimCLR
 from .linear_probe import LinearProbe
 from .supervised import Supervised
 
-__all__ = ["SSLMethod", "SSL_REGISTRY", "build_model", "MoCoV2", "MoCoV3", "SimCLR", "LinearProbe", "Supervised"]
+__all__ = ["SSLMethod", "ClassificationMethod", "MomentumEncoderMethod", "backbone_of", "SSL_REGISTRY", "build_model", "MoCoV2", "MoCoV3", "SimCLR", "LinearProbe", "Supervised"]

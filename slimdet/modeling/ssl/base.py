@@ -21,6 +21,9 @@ class SSLMethod(nn.Module):
     - ``task_loss(outputs, ctx, is_full)``: :class:`TaskOutput` of that width.
     - ``on_step_end(ctx)``: after all widths (enqueue keys ...).
     - ``backbone``: the slimmable encoder that evaluation, export and transfer use.
+    - ``momentum_encoders()``: the frozen EMA copies ``prepare`` runs (MoCo's key encoder).
+    - ``training_hooks(cfg, clock, data_loader)``: the hooks the method needs around its steps
+      (MoCo v3's momentum schedule, MoCo v2's queue prefill); the trainer adds them.
     - ``eval_parts()`` / ``frozen_parts()``: which sub-modules must come, complete, from the
       checkpoint a job loads (``slimdet.checkpoint`` refuses a file that lacks any of them).
     """
@@ -30,6 +33,13 @@ class SSLMethod(nn.Module):
     @property
     def widths(self):
         return self.backbone.widths
+
+    def momentum_encoders(self) -> List[nn.Module]:
+        return []
+
+    def training_hooks(self, cfg, clock, data_loader) -> List:
+        """Detectron2 hooks this method needs (``clock``: the run's EpochClock)."""
+        return []
 
     def eval_parts(self) -> Tuple[str, ...]:
         """Sub-modules evaluation (``--eval-only``, export) reads: all must be loaded."""
@@ -51,6 +61,12 @@ class SSLMethod(nn.Module):
 
     def on_step_end(self, ctx: Dict[str, Any]) -> None:
         pass
+
+
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The slimmable encoder of a training method, or ``model`` itself when it is one (the
+    evaluators, calibration and export take either)."""
+    return model.backbone if isinstance(model, SSLMethod) else model
 
 
 def images_of(data: Dict[str, Any]) -> torch.Tensor:

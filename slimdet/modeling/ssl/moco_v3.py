@@ -11,14 +11,15 @@ from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
+from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
-from ...layers import use_width
 from ..backbone import build_backbone
 from ..heads import slim_mlp
 from ..slim import TaskOutput
-from .base import SSLMethod, concat_all_gather, ema_update, momentum_copy
+from .base import concat_all_gather
 from .build import SSL_REGISTRY
+from .momentum import MomentumEncoderMethod, MomentumScheduleHook
 
 
 def moco_v3_contrastive(q: torch.Tensor, k_all: torch.Tensor, temperature: float):
@@ -32,7 +33,7 @@ def moco_v3_contrastive(q: torch.Tensor, k_all: torch.Tensor, temperature: float
 
 
 @SSL_REGISTRY.register()
-class MoCoV3(SSLMethod):
+class MoCoV3(MomentumEncoderMethod):
     def __init__(self, cfg):
         super().__init__()
         m, widths = cfg.MODEL.MOCOV3, cfg.MODEL.WIDTHS
@@ -44,19 +45,15 @@ class MoCoV3(SSLMethod):
                                   bias=False)
         self.predictor = slim_mlp(m.DIM, m.HIDDEN_DIM, m.DIM, widths, num_layers=2, hidden_bn=True,
                                   last_bn=False, slim_input=False, bias=False)
-        self.backbone_k = momentum_copy(self.backbone)
-        self.projector_k = momentum_copy(self.projector)
+        self.init_key_encoder(m.MOMENTUM)  # then set every step by MomentumScheduleHook
         self.base_momentum = m.MOMENTUM
-        self.momentum = m.MOMENTUM  # set every step by MomentumScheduleHook
         self.temperature = m.TEMPERATURE
 
-    @torch.no_grad()
-    def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
-        ema_update(self.backbone_k, self.backbone, self.momentum)
-        ema_update(self.projector_k, self.projector, self.momentum)
-        with use_width(self, 1.0):
-            keys = [concat_all_gather(self.projector_k(self.backbone_k(v))) for v in data["views"][:2]]
-        return {"keys": keys}
+    def keys_of(self, data: Dict[str, Any]) -> Dict[str, Any]:
+        return {"keys": [concat_all_gather(self.key_features(v)) for v in data["views"][:2]]}
+
+    def training_hooks(self, cfg, clock, data_loader) -> List[HookBase]:
+        return [MomentumScheduleHook(self, self.base_momentum, clock)]
 
     def forward(self, data: Dict[str, Any]) -> List[torch.Tensor]:
         return [self.predictor(self.projector(self.backbone(v))) for v in data["views"][:2]]

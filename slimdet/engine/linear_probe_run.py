@@ -8,6 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Dict, Optional
 
+from iopath.common.file_io import g_pathmgr
+
+from .trainer import SlimTrainer
+
 logger = logging.getLogger("slimdet")
 
 
@@ -19,8 +23,6 @@ def run_linear_probe(probe_cfg, weights_path: Optional[str],
     ``None``/"" for a randomly initialised backbone (the baseline the pre-training must beat).
     Returns ``linear_top1/w{w}`` and ``linear_top5/w{w}`` for every width (percent).
     """
-    from ..engine.trainer import SlimTrainer
-
     cfg = probe_cfg.clone()
     cfg.defrost()
     cfg.MODEL.METHOD = "LinearProbe"
@@ -30,8 +32,6 @@ def run_linear_probe(probe_cfg, weights_path: Optional[str],
     if output_dir is not None:
         cfg.OUTPUT_DIR = output_dir
     cfg.freeze()
-    from iopath.common.file_io import g_pathmgr
-
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
     trainer = SlimTrainer(cfg)
     trainer.resume_or_load(resume=False)  # MODEL.WEIGHTS: the whole frozen backbone, or an error
