@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+from ..utils.results import width_key
 
 Series = Dict[str, List[Tuple[int, float]]]
 _WIDTH = re.compile(r"^(?P<metric>.+)/w(?P<width>[0-9.]+)$")
@@ -226,8 +227,8 @@ def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, f
     log-scaled x axes keep both on one chart.
     """
     metric = pick_accuracy_metric(results, metric)
-    pts = [(r["width"], r["macs"] / 1e9, r["params"] / 1e6, results[f"{metric}/w{r['width']:g}"])
-           for r in rows if f"{metric}/w{r['width']:g}" in results]
+    pts = [(r["width"], r["macs"] / 1e9, r["params"] / 1e6, results[width_key(metric, r["width"])])
+           for r in rows if width_key(metric, r["width"]) in results]
     if not pts:
         raise ValueError(f"no width of the model has {metric}/w... in the results")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

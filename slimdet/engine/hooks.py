@@ -13,6 +13,7 @@ from detectron2.utils import comm
 from ..evaluation.calibration import calibrate
 from ..layers import CalibrationAware
 from ..solver import EpochClock
+from ..utils.results import split_width_key, width_key
 
 logger = logging.getLogger("slimdet")
 
@@ -56,15 +57,6 @@ class EpochCounterHook(HookBase):
 
     def before_step(self) -> None:
         self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.ipe, smoothing_hint=False)
-
-
-def split_width_key(key: str) -> Tuple[str, Optional[float]]:
-    """``"top1/w0.5"`` -> ``("top1", 0.5)``; a key without a width -> ``(key, None)``."""
-    metric, sep, width = key.rpartition("/w")
-    try:
-        return (metric, float(width)) if sep and metric else (key, None)
-    except ValueError:
-        return key, None
 
 
 def drop_untrained_widths(results: Dict[str, float], trained: Sequence[float],
@@ -123,8 +115,8 @@ class EvaluationHook(EvalHook):
         comm.synchronize()
 
     def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
-        key = f"{self.best_metric}/w{self.full_width:g}"
-        best_key = f"{self.best_metric}_best/w{self.full_width:g}"
+        key = width_key(self.best_metric, self.full_width)
+        best_key = width_key(f"{self.best_metric}_best", self.full_width)
         if key not in results:
             if results:
                 logger.warning("TEST.BEST_METRIC %r: no %r among the results (%s), no best "
@@ -137,7 +129,7 @@ class EvaluationHook(EvalHook):
             for k, v in results.items():
                 metric, width = split_width_key(k)
                 if width is not None:
-                    self._best[f"{metric}_best/w{width:g}"] = v
+                    self._best[width_key(f"{metric}_best", width)] = v
         return self._best
 
     def state_dict(self) -> Dict:

@@ -27,6 +27,7 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
+from ..utils.results import per_width_table
 from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
 
@@ -246,7 +247,7 @@ class SlimTrainer(WidthLoopTrainer):
         if comm.is_main_process() and "best_iter" in results:
             logger.info("Last evaluation and the best one (iteration %d, highest full-width %s):"
                         "\n%s", results["best_iter"], self.cfg.TEST.BEST_METRIC,
-                        format_results(results))
+                        per_width_table(results))
         return results
 
     # ----------------------------------------------------------------------------- evaluation
@@ -261,21 +262,5 @@ class SlimTrainer(WidthLoopTrainer):
         if trained_widths is not None:
             results = drop_untrained_widths(results, trained_widths, cfg.MODEL.WIDTHS)
         if comm.is_main_process() and results:
-            logger.info("Evaluation results:\n%s", format_results(results))
+            logger.info("Evaluation results:\n%s", per_width_table(results))
         return results
-
-
-def format_results(results: Dict[str, float]) -> str:
-    """One row per width, one column per metric ("knn_top1/w0.5" -> row 0.5, column knn_top1)."""
-    from tabulate import tabulate
-
-    rows: Dict[str, Dict[str, float]] = {}
-    for key, value in results.items():
-        metric, _, width = key.rpartition("/w")
-        if not metric:
-            metric, width = key, "-"
-        rows.setdefault(width, {})[metric] = value
-    metrics = sorted({m for r in rows.values() for m in r})
-    table = [[w] + [f"{r[m]:.2f}" if m in r else "" for m in metrics]
-             for w, r in sorted(rows.items(), key=lambda kv: -float(kv[0]) if kv[0] != "-" else 0)]
-    return tabulate(table, headers=["width"] + metrics, tablefmt="pipe")

@@ -16,6 +16,7 @@ from ..data import build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
 from ..modeling.ssl import ClassificationMethod
+from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY
 from .calibration import with_calibrated_widths
 from .knn import topk_accuracy
@@ -45,8 +46,8 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
         scores, y = torch.cat(correct_logits), torch.cat(labels)
         ks = (1, min(5, scores.shape[1]))
         acc = topk_accuracy(scores, y, ks=ks)
-        results[f"top1/w{w:g}"] = acc[1]
-        results[f"top5/w{w:g}"] = acc[ks[1]]
+        results[width_key("top1", w)] = acc[1]
+        results[width_key("top5", w)] = acc[ks[1]]
     return results
 
 
@@ -89,6 +90,6 @@ class ProfilerEvaluator:
             backbone.train(was_training)
         out: Dict[str, float] = {}
         for row in rows:
-            out[f"params_M/w{row['width']:g}"] = row["params"] / 1e6
-            out[f"macs_M/w{row['width']:g}"] = row["macs"] / 1e6
+            out[width_key("params_M", row["width"])] = row["params"] / 1e6
+            out[width_key("macs_M", row["width"])] = row["macs"] / 1e6
         return out

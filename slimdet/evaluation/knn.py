@@ -16,6 +16,7 @@ from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
+from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY
 from .calibration import with_calibrated_widths
 
@@ -82,7 +83,7 @@ class KNNEvaluator:
                     num_classes = int(max(bank_y.max(), test_y.max())) + 1
                     scores = knn_predict(test, bank, bank_y, num_classes, self.k, self.t)
                     acc = topk_accuracy(scores, test_y, ks=(1, min(5, num_classes)))
-                    results[f"knn_top1/w{w:g}"] = acc[1]
+                    results[width_key("knn_top1", w)] = acc[1]
         finally:
             backbone.train(was_training)
         comm.synchronize()

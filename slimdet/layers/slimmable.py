@@ -114,7 +114,7 @@ class UncalibratedWidthError(RuntimeError):
     would be a number computed with made-up statistics."""
 
 
-def width_key(width_mult: float) -> str:
+def width_module_name(width_mult: float) -> str:
     """A width as a module name (``0.6`` -> ``"0_6"``; ModuleDict keys cannot hold dots)."""
     return f"{normalized_width(width_mult):g}".replace(".", "_")
 
@@ -231,7 +231,7 @@ class SwitchableBatchNorm(nn.Module, WidthAware):
         width_mult = normalized_width(width_mult)
         if width_mult in self.widths:
             return self.bn[self.widths.index(width_mult)]
-        return self.derived[width_key(width_mult)] if width_key(width_mult) in self.derived else None
+        return self.derived[width_module_name(width_mult)] if width_module_name(width_mult) in self.derived else None
 
     def add_width(self, width_mult: float) -> bool:
         """Give an untrained width statistics of its own (copied from the nearest trained width
@@ -249,7 +249,7 @@ class SwitchableBatchNorm(nn.Module, WidthAware):
             stats.running_mean.copy_(source.running_mean[:c])
             stats.running_var.copy_(source.running_var[:c])
         stats.train(self.training)
-        self.derived[width_key(width_mult)] = stats
+        self.derived[width_module_name(width_mult)] = stats
         self.uncalibrated.add(width_mult)
         return True
 
