@@ -32,7 +32,7 @@ def _tool(name):
 
 
 def _slice(module, param_name, w):
-    """Width w's slice of a slimmable layer's parameter, written out from SPEC §1."""
+    """Width w's slice of a slimmable layer's parameter, written out from docs/method.md §1."""
     if isinstance(module, SlimConv2d):
         cin = int(module.in_channels * w) if module.slim_in else module.in_channels
         cout = int(module.out_channels * w) if module.slim_out else module.out_channels

@@ -1,4 +1,4 @@
-"""Every loss against a hand computation on tiny tensors (SPEC §3)."""
+"""Every loss against a hand computation on tiny tensors (docs/method.md §3)."""
 import math
 
 import torch

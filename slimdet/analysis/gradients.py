@@ -1,4 +1,4 @@
-"""Per-width gradient diagnostics (SPEC §3 "Diagnostics the paper relies on").
+"""Per-width gradient diagnostics (docs/method.md §3 "Diagnostics the paper relies on").
 
 SlimCLR's argument is about the *shared* weights: every width trains the leading slice of the
 same tensors, and naive slimmable SSL fails because the sub-widths' gradients on that slice are

@@ -54,7 +54,7 @@ _C.MODEL.BACKBONE.OUT_FEATURES = []
 _C.MODEL.SLIM = CN()
 # Online distillation from the full width's (detached) logits to every sub-width.
 _C.MODEL.SLIM.DISTILL = True
-# Distillation temperature tau (SPEC: 5.0 on raw cosine logits for MoCo v2 / SimCLR, 1.0 for v3).
+# Distillation temperature tau (docs/method.md §3: 5.0 on raw cosine logits for MoCo v2 / SimCLR, 1.0 for v3).
 _C.MODEL.SLIM.DISTILL_TEMPERATURE = 5.0
 # Sub-width loss = (1 - a) * task loss + a * distillation, a = DISTILL_WEIGHT.
 _C.MODEL.SLIM.DISTILL_WEIGHT = 0.5
@@ -185,7 +185,7 @@ _C.SOLVER.BASE_LR_AFTER_SLOW_START = 0.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False
 _C.SOLVER.WEIGHT_DECAY = 1e-4
-# Weight decay of BN parameters and biases (the reference code decays them; SPEC says none
+# Weight decay of BN parameters and biases (the reference code decays them; docs/method.md §4 says none
 # for LARS). SGD recipes keep MoCo's behaviour by setting it equal to WEIGHT_DECAY.
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0

@@ -2,7 +2,7 @@
 
 For small in-memory data sets (the embedded Fashion-MNIST demo) per-image PIL augmentation in
 workers costs ~30 % of a CPU step and extra workers only steal cores from the model; augmenting
-a uint8 batch with a handful of batched tensor ops costs ~2 %. The recipes mirror SPEC §4 (and
+a uint8 batch with a handful of batched tensor ops costs ~2 %. The recipes mirror docs/method.md §4 (and
 ``slimdet/data/transforms.py``): every random parameter is drawn per sample from an explicit
 ``torch.Generator``, so a step's views depend only on (seed, iteration) — which makes resumed
 runs bit-identical.

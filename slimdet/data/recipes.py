@@ -1,4 +1,4 @@
-"""SPEC §4's augmentation recipes as data: one list of :class:`ViewSpec` per recipe name.
+"""docs/method.md §4's augmentation recipes as data: one list of :class:`ViewSpec` per recipe name.
 
 The three pipelines build their ops from this one table, so they cannot drift apart: per-image
 torchvision ops in loader workers (``transforms.py``), batched tensor ops on the device for
@@ -30,7 +30,7 @@ class ViewSpec:
     random_crop: bool = True
 
 
-# SPEC §4's recipes; crop size and crop scale come from the config (INPUT.CROP_SIZE,
+# docs/method.md §4's recipes; crop size and crop scale come from the config (INPUT.CROP_SIZE,
 # INPUT.MIN_SCALE / MAX_SCALE: 0.2 for MoCo v2 / BYOL, 0.08 for SimCLR and LinearEval).
 _BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 RECIPE_VIEWS: Dict[str, List[ViewSpec]] = {

@@ -1,4 +1,4 @@
-"""Per-image augmentation recipes of SPEC §4, for data sets whose items are PIL images.
+"""Per-image augmentation recipes of docs/method.md §4, for data sets whose items are PIL images.
 
 ``build_view_transform(cfg, is_train)`` returns a callable ``PIL.Image -> [view, ...]`` whose
 views are normalised float CHW tensors: two views for the self-supervised recipes, one for
@@ -10,7 +10,7 @@ views are normalised float CHW tensors: two views for the self-supervised recipe
     0.1) p0.8, grayscale p0.2, Gaussian blur sigma 0.1-2 p0.5, horizontal flip; both views alike.
   * ``BYOL`` (asymmetric, MoCo v3): jitter (0.4, 0.4, 0.2, 0.1) p0.8, grayscale p0.2; view 1
     blur p1.0, view 2 blur p0.1 + solarize p0.2.
-  * ``SimCLR``: jitter (0.8, 0.8, 0.8, 0.2) p0.8, grayscale p0.2, blur p0.5, flip. SPEC's crop
+  * ``SimCLR``: jitter (0.8, 0.8, 0.8, 0.2) p0.8, grayscale p0.2, blur p0.5, flip. docs/method.md §4's crop
     scale 0.08-1 is set through INPUT.MIN_SCALE in the SimCLR configs, like every recipe's.
   * ``LinearEval``: RandomResizedCrop + flip (train); eval is Resize(TEST_RESIZE) + CenterCrop.
 

@@ -53,10 +53,10 @@ class EpochCounterHook(HookBase):
     """Puts the (fractional) epoch, in passes over the training data, into the event storage."""
 
     def __init__(self, iters_per_epoch: int):
-        self.ipe = iters_per_epoch
+        self.iters_per_epoch = iters_per_epoch
 
     def before_step(self) -> None:
-        self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.ipe, smoothing_hint=False)
+        self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.iters_per_epoch, smoothing_hint=False)
 
 
 def drop_untrained_widths(results: Dict[str, float], trained: Sequence[float],

@@ -62,7 +62,7 @@ class KNNEvaluator:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.k, self.t = cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE
+        self.k, self.temperature = cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE
 
     def evaluate(self, method) -> Dict[str, float]:
         backbone = backbone_of(method)
@@ -81,7 +81,7 @@ class KNNEvaluator:
                         test, test_y = extract_features(
                             net, build_test_loader(self.cfg, self.cfg.DATASETS.TEST, device), device)
                     num_classes = int(max(bank_y.max(), test_y.max())) + 1
-                    scores = knn_predict(test, bank, bank_y, num_classes, self.k, self.t)
+                    scores = knn_predict(test, bank, bank_y, num_classes, self.k, self.temperature)
                     acc = topk_accuracy(scores, test_y, ks=(1, min(5, num_classes)))
                     results[width_key("knn_top1", w)] = acc[1]
         finally:

@@ -1,4 +1,4 @@
-"""Slimmable layers (SPEC §1).
+"""Slimmable layers (docs/method.md §1).
 
 A slimmable layer holds its parameters at full width; at width ``w`` it uses the leading
 ``int(c * w)`` channels of every sliced dimension. The active width is the attribute
@@ -288,7 +288,7 @@ class SwitchableBatchNorm1d(SwitchableBatchNorm):
 
 
 class SwitchableLinear(nn.Module, PerWidthChoice):
-    """One independent ``Linear(in_w, out)`` per width (the switchable linear probe, SPEC §5).
+    """One independent ``Linear(in_w, out)`` per width (the switchable linear probe, docs/method.md §5).
 
     Layout ``linears[i]`` for ``widths[i]``, as in the reference linear-probe checkpoints.
     """
@@ -307,7 +307,7 @@ class SwitchableLinear(nn.Module, PerWidthChoice):
 
 
 def init_weights(module: nn.Module, zero_init_residual_bn: Optional[Sequence[nn.Module]] = None) -> None:
-    """SPEC §1 init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, Linear N(0, 0.01)
+    """docs/method.md §1 init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, Linear N(0, 0.01)
     with zero bias; the BNs in ``zero_init_residual_bn`` (each block's last) get gamma 0."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):

@@ -1,4 +1,4 @@
-"""Per-image recipes of SPEC §4: output format, statistics of the random ops, determinism."""
+"""Per-image recipes of docs/method.md §4: output format, statistics of the random ops, determinism."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Slimmable ResNet (SPEC §2): torchvision "v1.5" layout (stride on the 3x3 conv), basic blocks
+"""Slimmable ResNet (docs/method.md §2): torchvision "v1.5" layout (stride on the 3x3 conv), basic blocks
 for depths 18/34 and bottlenecks for 50/101/152, every layer sliced to the active width.
 
 Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``fc``) so a width

@@ -1,4 +1,4 @@
-"""Loss weights per width (SPEC §3, "loss re-weighting by model size")."""
+"""Loss weights per width (docs/method.md §3, "loss re-weighting by model size")."""
 from __future__ import annotations
 
 from typing import List, Sequence

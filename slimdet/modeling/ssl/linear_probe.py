@@ -1,4 +1,4 @@
-"""The switchable linear probe (SPEC §5): frozen slimmable backbone, one linear classifier per width.
+"""The switchable linear probe (docs/method.md §5): frozen slimmable backbone, one linear classifier per width.
 
 A single slimmable classifier would share its leading block across widths and the widths' optima
 conflict there, so each width gets its own ``Linear(features_w, classes)`` (``SwitchableLinear``,

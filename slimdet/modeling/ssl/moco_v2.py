@@ -1,4 +1,4 @@
-"""MoCo v2 (SPEC §3): query encoder + EMA key encoder, 2-layer MLP head, a queue of keys,
+"""MoCo v2 (docs/method.md §3): query encoder + EMA key encoder, 2-layer MLP head, a queue of keys,
 InfoNCE at temperature 0.2, shuffle-BN for keys across processes.
 
 Slimmable: keys always come from the key encoder at full width and only they enter the queue;

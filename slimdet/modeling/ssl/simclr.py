@@ -1,4 +1,4 @@
-"""SimCLR (SPEC §3): head 2048-2048(BN,ReLU)-128(BN); NT-Xent over the 2N x 2N similarity matrix
+"""SimCLR (docs/method.md §3): head 2048-2048(BN,ReLU)-128(BN); NT-Xent over the 2N x 2N similarity matrix
 of all-gathered embeddings with the self-similarity removed, T=0.1.
 
 Slimmable: the full width is plain SimCLR (gradients through both sides of every pair). Each

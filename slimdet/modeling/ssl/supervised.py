@@ -1,4 +1,4 @@
-"""Supervised slimmable training (the paper's supervised baseline, SPEC §7).
+"""Supervised slimmable training (the paper's supervised baseline, docs/method.md §7).
 
 A slimmable backbone and a slimmable-input ``fc`` (every width shares the leading block of one
 ``Linear(2048, classes)``, as in slimmable networks; the output size is fixed). All widths run
