@@ -37,7 +37,7 @@ Slices = Tuple[slice, ...]
 
 @dataclass
 class SharedParam:
-    """A trainable tensor used by every width (``slicer(w)`` = the part width ``w`` uses)."""
+    """A trainable tensor used by every width (:meth:`slices`: the part the active width uses)."""
     name: str
     param: nn.Parameter
     module: nn.Module

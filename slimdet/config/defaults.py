@@ -15,7 +15,7 @@ _C.VERSION = 1
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
 # Registered name in SSL_REGISTRY (slimdet/modeling/ssl): MoCoV2, MoCoV3, SimCLR, Supervised,
-# LinearProbe, Classifier.
+# LinearProbe.
 _C.MODEL.METHOD = "MoCoV2"
 # "cpu", "cuda", or "" to pick cuda when available.
 _C.MODEL.DEVICE = ""
@@ -138,7 +138,7 @@ _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.ON_BAD_IMAGE = "skip"
 
 _C.INPUT = CN()
-# Registered augmentation recipe (slimdet/data/transforms.py): MoCoV2, BYOL, SimCLR, LinearEval.
+# Augmentation recipe (a name in slimdet/data/recipes.py): MoCoV2, BYOL, SimCLR, LinearEval.
 _C.INPUT.AUGMENTATION = "MoCoV2"
 _C.INPUT.CROP_SIZE = 224
 # RandomResizedCrop scale range.

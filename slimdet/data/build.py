@@ -109,7 +109,8 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
 
 def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,
                       batch_size: int = 0):
-    """Deterministic batches ``{"image", "label"}`` of a whole data set (this rank's shard)."""
+    """Deterministic batches ``{"image", "label"}`` of the whole data set, in order (not split
+    between processes: every process that calls it reads all of it)."""
     device = torch.device(device or "cpu")
     batch_size = batch_size or cfg.TEST.IMS_PER_BATCH
     dataset = get_dataset(dataset_name, cfg)
