@@ -558,7 +558,7 @@ def test_heads_start_as_the_reference_initialises_them(method):
 
 
 def test_recalibrate_bn_sets_each_width_statistics_to_data_averages():
-    from slimdet.checkpoint.recalibrate_bn import recalibrate_bn
+    from slimdet.layers import recalibrate_bn
 
     net = SlimResNet(depth=18, widths=[1.0, 0.5], base_channels=8, in_channels=1, cifar_stem=True)
     g = torch.Generator().manual_seed(0)

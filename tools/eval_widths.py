@@ -22,7 +22,6 @@ import logging
 import os
 import sys
 
-from slimdet.utils.file_io import atomic_write
 from slimdet.checkpoint import load_weights
 from slimdet.config import ConfigError
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
@@ -30,6 +29,7 @@ from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation import profile_widths
 from slimdet.modeling import build_model
+from slimdet.utils.file_io import atomic_write
 
 
 def main() -> None:

@@ -8,14 +8,14 @@
 """
 from .checkpointer import PeriodicCheckpointer, SlimCheckpointer
 from .format import (ALL_PARTS, TRUST_HINT, Checkpoint, CheckpointError, LoadReport,
-                     ResNetArchitecture, backbone_from_checkpoint, check_architecture, check_keys,
+                     ResNetArchitecture, backbone_from_checkpoint, check_architecture, check_keys, count_parts,
                      detect_layout, infer_architecture, load_state, load_weights,
                      read_checkpoint, read_file, safe_globals, single_width_name)
 
 __all__ = [
     "PeriodicCheckpointer", "SlimCheckpointer",
     "ALL_PARTS", "TRUST_HINT", "Checkpoint", "CheckpointError", "LoadReport",
-    "ResNetArchitecture", "backbone_from_checkpoint", "check_architecture", "check_keys",
+    "ResNetArchitecture", "backbone_from_checkpoint", "check_architecture", "check_keys", "count_parts",
     "detect_layout", "infer_architecture", "load_state", "load_weights",
     "read_checkpoint", "read_file", "safe_globals", "single_width_name",
 ]
