@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+
+from ..utils.d2compat import free_port, set_local_process_group
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -34,7 +35,7 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     if dist_url in (None, "auto"):
         if num_machines > 1:
             raise ValueError("--dist-url must be given (tcp://HOST:PORT) for multi-machine jobs")
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+        dist_url = f"tcp://127.0.0.1:{free_port()}"
     mp.spawn(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
              args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url,
                    tuple(args), timeout))
@@ -48,7 +49,7 @@ def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, per_machi
     for i in range(world_size // per_machine):
         group = dist.new_group(list(range(i * per_machine, (i + 1) * per_machine)))
         if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+            set_local_process_group(group)
     # The 2 cores of a small machine are shared by all workers.
     torch.set_num_threads(max(1, torch.get_num_threads() // per_machine))
     comm.synchronize()

@@ -27,6 +27,7 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
+from ..utils.d2compat import data_iterator
 from ..utils.results import per_width_table
 from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
@@ -85,7 +86,7 @@ class WidthLoopTrainer(SimpleTrainer):
     def run_step(self) -> None:
         assert self.model.training, "[WidthLoopTrainer] model was changed to eval mode!"
         start = time.perf_counter()
-        data = next(self._data_loader_iter)
+        data = next(data_iterator(self))
         data_time = time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)
         logs = self.width_loop.run(self.model, data, self._backward, self._autocast, self.iter)
