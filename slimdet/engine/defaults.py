@@ -15,7 +15,10 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from iopath.common.file_io import g_pathmgr
 
+from ..checkpoint import CheckpointError
 from ..config import CfgNode, ConfigError, get_cfg, validate_cfg
+from ..layers import UncalibratedWidthError
+from ..utils.file_io import OutputError
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -98,10 +101,6 @@ def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> No
 
 def user_errors() -> tuple:
     """Errors a user fixes by changing a path, a file or a config value: one line, no traceback."""
-    from ..checkpoint import CheckpointError
-    from ..layers import UncalibratedWidthError
-    from ..utils.file_io import OutputError
-
     return (ConfigError, CheckpointError, UncalibratedWidthError, OutputError, FileNotFoundError,
             NotADirectoryError)
 

@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
 
+from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
 from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer
 from ..config import ConfigError
 from ..data import build_train_loader
@@ -192,8 +193,6 @@ class SlimTrainer(WidthLoopTrainer):
 
     def extra_hooks(self) -> List:
         """Hooks added by other subsystems (gradient diagnostics, trajectories ...)."""
-        from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
-
         ret: List = []
         if self.cfg.ANALYSIS.GRAD_PERIOD > 0:
             ret.append(GradientDiagnosticsHook(self.cfg.ANALYSIS.GRAD_PERIOD))
