@@ -30,6 +30,20 @@ def _losses(out_dir: Path):
     return rows
 
 
+def _logged_iterations(out_dir: Path):
+    try:
+        text = (out_dir / "metrics.json").read_text()
+    except OSError:
+        return set()
+    rows = []
+    for line in text.splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written
+            pass
+    return {r["iteration"] for r in rows if "total_loss" in r}
+
+
 def test_kill_and_resume_reproduces_uninterrupted_losses(tmp_path):
     full = tmp_path / "full"
     subprocess.run(TRAIN + FAST + ["OUTPUT_DIR", str(full)], check=True, env=ENV,
@@ -41,7 +55,10 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(tmp_path):
     proc = subprocess.Popen(TRAIN + FAST + ["OUTPUT_DIR", str(killed)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not (killed / "model_0000005.pth").exists() and proc.poll() is None:
+    # Killed once checkpoint 5 is on disk and iteration 5 is logged: the checkpointer writes
+    # before the metrics writer in each step, so waiting for the file alone can lose the row.
+    while proc.poll() is None and not ((killed / "model_0000005.pth").exists() and
+                                       5 in _logged_iterations(killed)):
         assert time.time() < deadline
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

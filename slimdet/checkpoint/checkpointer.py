@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+import re
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from detectron2.engine import hooks
