@@ -63,3 +63,29 @@ def test_every_key_is_documented():
     import slimdet.config.defaults as d
     src = open(d.__file__).read()
     assert src.count("_C.") > 80
+
+
+def test_imagenet_recipes_evaluate_at_resize_256_crop_224():
+    from pathlib import Path
+
+    from slimdet.data.recipes import EvalSpec, eval_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = ["slimclr_mocov2_800ep", "slimclr_mocov3_300ep", "slim_simclr_100ep",
+             "mocov2_r50_200ep", "lincls/mocov2", "lincls/mocov3", "supervised/slim_r50"]
+    for name in names:
+        assert eval_spec(load_cfg(str(root / f"{name}.yaml"))) == EvalSpec(256, 224), name
+    # The default follows the crop: small images are not evaluated inside an upscale.
+    assert eval_spec(load_cfg("", ["INPUT.CROP_SIZE", "32"])) == EvalSpec(36, 32)
+
+
+@pytest.mark.parametrize("opts,match", [
+    (["MODEL.BACKBONE.IN_CHANNELS", "1"], r"INPUT\.PIXEL_MEAN has 3 values.*IN_CHANNELS is 1"),
+    (["INPUT.PIXEL_STD", "[0.2, 0.2]"], r"INPUT\.PIXEL_STD has 2 values"),
+    (["MODEL.BACKBONE.IN_CHANNELS", "4"], r"IN_CHANNELS must be 1.*or 3.*got 4"),
+    (["INPUT.TEST_RESIZE", "200"], r"INPUT\.TEST_RESIZE 200 is smaller than INPUT\.CROP_SIZE 224"),
+    (["INPUT.TEST_CROP_FRACTION", "1.5"], r"INPUT\.TEST_CROP_FRACTION.*1\.5"),
+])
+def test_input_keys_checked_against_each_other(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        load_cfg("", opts)

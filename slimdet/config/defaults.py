@@ -147,8 +147,13 @@ _C.INPUT.MAX_SCALE = 1.0
 # Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units).
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
 _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
-# Evaluation: resize the short side to this, then centre-crop CROP_SIZE (0 = no resize).
-_C.INPUT.TEST_RESIZE = 256
+# Evaluation view (every data source alike): resize the short side to TEST_RESIZE pixels, then
+# centre-crop CROP_SIZE. 0 = floor(CROP_SIZE / TEST_CROP_FRACTION): 256 for a 224 crop (the
+# ImageNet protocol), 36 for 32 px images. Else at least CROP_SIZE.
+_C.INPUT.TEST_RESIZE = 0
+# Share of the resized short side the evaluation crop keeps when TEST_RESIZE is 0, in (0, 1]
+# (0.875 = 224 / 256; 1.0 = resize to CROP_SIZE, crop only the long side).
+_C.INPUT.TEST_CROP_FRACTION = 0.875
 
 # ---------------------------------------------------------------------------------------------
 # Solver

@@ -115,12 +115,11 @@ def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = N
     dataset = get_dataset(dataset_name, cfg)
     if isinstance(dataset, InMemoryImageDataset):
         transform = eval_batch_transform(cfg)
-        g = torch.Generator().manual_seed(0)
 
         def batches():
             for s in range(0, len(dataset), batch_size):
                 images = dataset.images[s:s + batch_size].to(device)
-                yield {"image": transform(images, g)[0],
+                yield {"image": transform(images),
                        "label": dataset.labels[s:s + batch_size].to(device)}
         return batches()
     from .transforms import build_view_transform
