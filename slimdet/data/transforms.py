@@ -60,7 +60,7 @@ class RandomGaussianBlur(torch.nn.Module):
 
 
 class ToNormalizedTensor(torch.nn.Module):
-    """PIL RGB (or uint8 tensor) -> float32 CHW tensor, ``(x / 255 - mean) / std``.
+    """PIL RGB or grey (or uint8 tensor) -> float32 CHW tensor, ``(x / 255 - mean) / std``.
 
     PIL images take a fused path (uint8 CHW copy, then one multiply-add in place), ~2.7x faster
     than ToImage + ToDtype + Normalize and equal to them within float rounding; this runs twice
@@ -77,7 +77,10 @@ class ToNormalizedTensor(torch.nn.Module):
 
     def forward(self, img) -> torch.Tensor:
         if isinstance(img, Image.Image):
-            chw = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+            hwc = np.array(img, dtype=np.uint8, copy=True)
+            if hwc.ndim == 2:  # a grey ("L") image
+                hwc = hwc[:, :, None]
+            chw = torch.from_numpy(hwc).permute(2, 0, 1)
             return chw.contiguous().float().mul_(self.scale).add_(self.shift)
         return self.pipeline(img).as_subclass(torch.Tensor)
 
