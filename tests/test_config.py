@@ -89,3 +89,24 @@ def test_imagenet_recipes_evaluate_at_resize_256_crop_224():
 def test_input_keys_checked_against_each_other(opts, match):
     with pytest.raises(ConfigError, match=match):
         load_cfg("", opts)
+
+
+def test_width_that_empties_a_layer_is_refused_naming_the_layer():
+    from slimdet.modeling import build_model
+
+    cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml", ["MODEL.WIDTHS", "[1.0, 0.001]"])
+    with pytest.raises(ConfigError, match=r"MODEL\.WIDTHS: width 0\.001 leaves layer "
+                                          r"backbone\.conv1 \(16 channels.*1/16 = 0\.0625"):
+        build_model(cfg)
+    # The head counts too: a 32-unit hidden layer at width 1/32 keeps one unit, below it none.
+    cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml", [
+        "MODEL.BACKBONE.BASE_CHANNELS", "64", "MODEL.MOCO.HIDDEN_DIM", "32",
+        "MODEL.WIDTHS", "[1.0, 0.03125]"])
+    from slimdet.layers import set_width
+
+    model = build_model(cfg)
+    set_width(model, 0.03125)
+    assert model.projector[0].active_features() == (16, 1)
+    cfg.MODEL.WIDTHS = [1.0, 0.03]
+    with pytest.raises(ConfigError, match=r"layer projector\.0 \(32 channels"):
+        build_model(cfg)

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 from ..config import ConfigError
-from .slimmable import WidthAware, normalized_width
+from .slimmable import (SlimConv2d, SlimLinear, SwitchableLinear, WidthAware, normalized_width,
+                        scaled)
 
 
 def check_widths(widths: Sequence[float], key: str) -> List[float]:
@@ -72,3 +73,31 @@ def use_width(model: nn.Module, width_mult: float) -> Iterator[nn.Module]:
         yield model
     finally:
         set_width(model, previous)
+
+
+def sliced_sizes(model: nn.Module) -> Iterator[Tuple[str, int]]:
+    """``(layer name, full-width size)`` of every channel dimension that follows the width
+    (a conv's or linear layer's sliced input / output, a switchable linear's input)."""
+    for name, m in model.named_modules():
+        if isinstance(m, SlimConv2d):
+            sizes = [(m.in_channels, m.slim_in), (m.out_channels, m.slim_out)]
+        elif isinstance(m, SlimLinear):
+            sizes = [(m.in_features, m.slim_in), (m.out_features, m.slim_out)]
+        elif isinstance(m, SwitchableLinear):
+            sizes = [(m.in_features, True)]
+        else:
+            continue
+        for size, sliced in sizes:
+            if sliced:
+                yield name, size
+
+
+def narrowest_layer(model: nn.Module) -> Tuple[str, int]:
+    """The layer with the fewest channels at full width: ``(name, channels)``. At width ``w`` it
+    keeps ``int(channels * w)``, so the smallest width that leaves every layer a channel is
+    ``1 / channels``."""
+    return min(sliced_sizes(model), key=lambda item: item[1])
+
+
+def empty_at(channels: int, width_mult: float) -> bool:
+    return scaled(channels, width_mult) < 1
