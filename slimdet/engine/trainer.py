@@ -27,9 +27,9 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
-from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, MomentumScheduleHook,
-                    QueuePrefillHook, StaleStatisticsHook, WidthScheduleHook,
-                    drop_untrained_widths)
+from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, EvaluationHook,
+                    MomentumScheduleHook, QueuePrefillHook, StaleStatisticsHook,
+                    WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -189,7 +189,7 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(PeriodicCheckpointer(self.checkpointer, period,
                                             max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+            ret.append(DeferredPeriodicWriter(self.build_writers, period=cfg.LOG_PERIOD))
         return ret
 
     def extra_hooks(self) -> List:
@@ -229,16 +229,8 @@ class SlimTrainer(WidthLoopTrainer):
         self._weights_loaded = True
 
     def load_for_evaluation(self, resume: bool = False) -> None:
-        """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
-        weight evaluation reads (``eval_parts``); no weights at all is an error."""
-        if resume and self.checkpointer.has_checkpoint():
-            self.checkpointer.load(self.checkpointer.last_checkpoint(), checkpointables=[])
-        elif self.cfg.MODEL.WEIGHTS:
-            self.checkpointer.load_weights(self.cfg.MODEL.WEIGHTS, self.method.eval_parts(),
-                                           f"evaluating {self.cfg.MODEL.METHOD} (--eval-only)")
-        else:
-            raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
-                              "(or --resume in a run's OUTPUT_DIR)")
+        """``--eval-only``'s weights (:func:`load_for_evaluation`)."""
+        load_for_evaluation(self.checkpointer, self.cfg, resume)
         self._weights_loaded = True
 
     def train(self) -> Dict[str, float]:
@@ -267,6 +259,23 @@ class SlimTrainer(WidthLoopTrainer):
         if comm.is_main_process() and results:
             logger.info("Evaluation results:\n%s", format_results(results))
         return results
+
+
+def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = False) -> str:
+    """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
+    weight evaluation reads (``eval_parts``) into ``checkpointer.model``; no weights at all is
+    an error. Returns the file loaded."""
+    if resume and checkpointer.has_checkpoint():
+        path = checkpointer.last_checkpoint()
+        checkpointer.load(path, checkpointables=[])
+    elif cfg.MODEL.WEIGHTS:
+        path = cfg.MODEL.WEIGHTS
+        checkpointer.load_weights(path, checkpointer.model.eval_parts(),
+                                  f"evaluating {cfg.MODEL.METHOD} (--eval-only)")
+    else:
+        raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
+                          "(or --resume in a run's OUTPUT_DIR)")
+    return path
 
 
 def format_results(results: Dict[str, float]) -> str:
