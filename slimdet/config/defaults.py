@@ -115,6 +115,10 @@ _C.MODEL.SIMCLR.TEMPERATURE = 0.1
 _C.MODEL.PROBE = CN()
 # Keep the backbone in eval mode (each width uses its pre-training BN statistics).
 _C.MODEL.PROBE.FREEZE_BACKBONE = True
+# A BatchNorm without affine parameters on each width's features before its classifier (as in
+# MAE's linear probe): features of any scale (a random-init backbone's too) train at the probe's
+# LR. Exports fold it into the linear layer (LinearProbe.classifier_for).
+_C.MODEL.PROBE.FEATURE_BN = False
 
 # ---------------------------------------------------------------------------------------------
 # Data

@@ -92,10 +92,11 @@ def seed_all(seed: int) -> int:
 
 
 def verify_run(cfg: CfgNode, training: bool = True) -> None:
-    """Every data split the run will read exists and fits the config (channels, classes),
-    checked before anything starts: the training set when ``training``, and the sets of every
+    """Every data split the run will read exists and fits the config (channels, classes, the
+    batch size), checked before anything starts: the training set when ``training``, and the sets of every
     evaluator of ``TEST.EVALUATORS`` (a missing test split is not found after training)."""
     from ..data import verify_dataset
+    from ..data.build import check_batch_size
     from ..evaluation import build_evaluators
     from ..modeling.ssl import SSL_REGISTRY
     from ..modeling.ssl.base import ClassificationMethod
@@ -107,7 +108,9 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     for evaluator in build_evaluators(cfg):
         names += evaluator.required_datasets()
     for name in dict.fromkeys(names):  # each once, in order
-        verify_dataset(cfg, name, num_classes=num_classes)
+        dataset = verify_dataset(cfg, name, num_classes=num_classes)
+        if training and name == cfg.DATASETS.TRAIN:
+            check_batch_size(cfg, name, len(dataset))
 
 
 class _UserErrorsInOneLine(logging.Filter):
