@@ -5,7 +5,8 @@ OUT/test/<class>/*.png, 28x28 grey PNGs (the original images, not padded).
 A real small-image folder for trying the "your own data" path (README) without downloading
 anything:
 
-    python datasets/export_fashion_mnist.py /tmp/fmnist_png --train-per-class 1000 --test-per-class 200
+    python datasets/export_fashion_mnist.py /tmp/fmnist_png [--train-per-class 1000]
+        [--test-per-class 200]
 
 Class folders are named ``<label>_<name>`` so their sorted order is the label order.
 """

@@ -3,4 +3,5 @@ from .catalog import get_dataset, register_dataset, register_format, registered_
 from .in_memory import InMemoryImageDataset, stratified_subset
 
 __all__ = ["build_test_loader", "build_train_loader", "verify_dataset", "get_dataset",
-           "register_dataset", "register_format", "registered_datasets", "InMemoryImageDataset", "stratified_subset"]
+           "register_dataset", "register_format", "registered_datasets", "InMemoryImageDataset",
+           "stratified_subset"]
