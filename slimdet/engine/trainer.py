@@ -19,6 +19,7 @@ from detectron2.engine import SimpleTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
+from iopath.common.file_io import g_pathmgr
 
 from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer
 from ..config import ConfigError
@@ -204,7 +205,10 @@ class SlimTrainer(WidthLoopTrainer):
         return ret
 
     def build_writers(self) -> List:
+        """Made when training starts (``DeferredPeriodicWriter``): only then is OUTPUT_DIR written."""
         out = self.cfg.OUTPUT_DIR
+        if out:
+            g_pathmgr.mkdirs(out)
         return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "metrics.json")),
                 TensorboardXWriter(out)]
 
