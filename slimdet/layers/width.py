@@ -92,12 +92,22 @@ def sliced_sizes(model: nn.Module) -> Iterator[Tuple[str, int]]:
                 yield name, size
 
 
+def check_channels(model: nn.Module, widths: Sequence[float], key: str) -> None:
+    """Beside :func:`check_widths` (the list itself), what a width list means for ``model`` (a
+    full-width network): every sliced layer keeps at least one channel at ``min(widths)``, else
+    :class:`~slimdet.config.ConfigError` naming ``key``, the width, the layer and the smallest
+    width allowed."""
+    narrowest = min(float(w) for w in widths)
+    name, channels = narrowest_layer(model)
+    if scaled(channels, narrowest) < 1:
+        raise ConfigError(
+            f"{key}: width {narrowest:g} leaves layer {name} ({channels} channels at full "
+            f"width) with none; with this network every width must be at least "
+            f"1/{channels} = {1 / channels:.6g}")
+
+
 def narrowest_layer(model: nn.Module) -> Tuple[str, int]:
     """The layer with the fewest channels at full width: ``(name, channels)``. At width ``w`` it
     keeps ``int(channels * w)``, so the smallest width that leaves every layer a channel is
     ``1 / channels``."""
     return min(sliced_sizes(model), key=lambda item: item[1])
-
-
-def empty_at(channels: int, width_mult: float) -> bool:
-    return scaled(channels, width_mult) < 1
