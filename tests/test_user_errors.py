@@ -130,7 +130,7 @@ def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
     assert_one_line_error(refused, str(out), "--resume", "--overwrite", "OUTPUT_DIR")
     assert_one_line_error(resumed, "MODEL.WIDTHS")
     assert_one_line_error(overwritten, "SOLVER.IMS_PER_BATCH")
-    assert_one_line_error(no_weights, "--eval-only needs weights", "MODEL.WEIGHTS")
+    assert_one_line_error(no_weights, "--eval-only needs the checkpoint", "MODEL.WEIGHTS")
     assert digests(out) == before
 
     # --eval-only leaves checkpoints, config and metrics alone and writes its own results.
