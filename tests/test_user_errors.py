@@ -152,3 +152,26 @@ def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
                   for line in (out / "metrics.json").read_text().splitlines()]
     assert iterations == [0]
     assert yaml.safe_load((out / "config.yaml").read_text())["SOLVER"]["MAX_ITER"] == 1
+
+
+def test_eval_only_checks_only_the_splits_its_evaluators_read(colour_folder):
+    """--eval-only (verify_run(training=False)) needs no training split unless an evaluator reads
+    it: kNN's memory bank, or the calibration batches of a width without BN statistics."""
+    from slimdet.config import ConfigError
+    from slimdet.engine import load_cfg, verify_run
+
+    keys = ["DATASETS.TRAIN", f"folder:{colour_folder}/missing", "DATASETS.TEST",
+            f"folder:{colour_folder}/val", "MODEL.BACKBONE.IN_CHANNELS", 3,
+            "INPUT.PIXEL_MEAN", [0.5] * 3, "INPUT.PIXEL_STD", [0.25] * 3, "MODEL.NUM_CLASSES", 2,
+            "DATASETS.TRAIN_SUBSET", 0, "DATASETS.TEST_SUBSET", 0]
+    probe = str(ROOT / "configs/demo/lincls_demo.yaml")
+    verify_run(load_cfg(probe, keys), training=False)  # ClassificationEvaluator: val/ only
+    with pytest.raises(FileNotFoundError, match=r"DATASETS\.TRAIN 'folder:.*missing'"):
+        verify_run(load_cfg(probe, keys), training=True)
+    with pytest.raises(FileNotFoundError, match=r"DATASETS\.TRAIN 'folder:.*missing'"):
+        verify_run(load_cfg(probe, keys + ["TEST.EVALUATORS", ["KNNEvaluator"]]), training=False)
+    with pytest.raises(FileNotFoundError, match=r"DATASETS\.TRAIN 'folder:.*missing'"):
+        verify_run(load_cfg(probe, keys + ["TEST.WIDTHS", [1.0, 0.6], "TEST.CALIBRATE_BATCHES", 2]),
+                   training=False)
+    with pytest.raises(ConfigError, match=r"MODEL\.NUM_CLASSES is 1 but DATASETS\.TEST"):
+        verify_run(load_cfg(probe, keys + ["MODEL.NUM_CLASSES", 1]), training=False)
