@@ -63,3 +63,50 @@ def test_every_key_is_documented():
     import slimdet.config.defaults as d
     src = open(d.__file__).read()
     assert src.count("_C.") > 80
+
+
+def test_imagenet_recipes_evaluate_at_resize_256_crop_224():
+    from pathlib import Path
+
+    from slimdet.data.recipes import EvalSpec, eval_spec
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    names = ["slimclr_mocov2_800ep", "slimclr_mocov3_300ep", "slim_simclr_100ep",
+             "mocov2_r50_200ep", "lincls/mocov2", "lincls/mocov3", "supervised/slim_r50"]
+    for name in names:
+        assert eval_spec(load_cfg(str(root / f"{name}.yaml"))) == EvalSpec(256, 224), name
+    # The default follows the crop: small images are not evaluated inside an upscale.
+    assert eval_spec(load_cfg("", ["INPUT.CROP_SIZE", "32"])) == EvalSpec(36, 32)
+
+
+@pytest.mark.parametrize("opts,match", [
+    (["MODEL.BACKBONE.IN_CHANNELS", "1"], r"INPUT\.PIXEL_MEAN has 3 values.*IN_CHANNELS is 1"),
+    (["INPUT.PIXEL_STD", "[0.2, 0.2]"], r"INPUT\.PIXEL_STD has 2 values"),
+    (["MODEL.BACKBONE.IN_CHANNELS", "4"], r"IN_CHANNELS must be 1.*or 3.*got 4"),
+    (["INPUT.TEST_RESIZE", "200"], r"INPUT\.TEST_RESIZE 200 is smaller than INPUT\.CROP_SIZE 224"),
+    (["INPUT.TEST_CROP_FRACTION", "1.5"], r"INPUT\.TEST_CROP_FRACTION.*1\.5"),
+])
+def test_input_keys_checked_against_each_other(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        load_cfg("", opts)
+
+
+def test_width_that_empties_a_layer_is_refused_naming_the_layer():
+    from slimdet.modeling import build_model
+
+    cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml", ["MODEL.WIDTHS", "[1.0, 0.001]"])
+    with pytest.raises(ConfigError, match=r"MODEL\.WIDTHS: width 0\.001 leaves layer "
+                                          r"backbone\.conv1 \(16 channels.*1/16 = 0\.0625"):
+        build_model(cfg)
+    # The head counts too: a 32-unit hidden layer at width 1/32 keeps one unit, below it none.
+    cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml", [
+        "MODEL.BACKBONE.BASE_CHANNELS", "64", "MODEL.MOCO.HIDDEN_DIM", "32",
+        "MODEL.WIDTHS", "[1.0, 0.03125]"])
+    from slimdet.layers import set_width
+
+    model = build_model(cfg)
+    set_width(model, 0.03125)
+    assert model.projector[0].active_features() == (16, 1)
+    cfg.MODEL.WIDTHS = [1.0, 0.03]
+    with pytest.raises(ConfigError, match=r"layer projector\.0 \(32 channels"):
+        build_model(cfg)

@@ -30,6 +30,7 @@ from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation import profile_widths
 from slimdet.modeling import build_model
 from slimdet.utils.file_io import atomic_write
+from slimdet.utils.results import split_width_key
 
 
 def main() -> None:
@@ -79,8 +80,8 @@ def main() -> None:
     rows = []
     for r in profile:
         row = {"width": r["width"], "macs": r["macs"], "params": r["params"]}
-        row.update({k.rpartition("/w")[0]: v for k, v in results.items()
-                    if k.endswith(f"/w{r['width']:g}")})
+        row.update({metric: v for metric, width, v in
+                    ((*split_width_key(k), v) for k, v in results.items()) if width == r["width"]})
         rows.append(row)
     s = cfg.MODEL.SLIM
     trained = list(cfg.MODEL.WIDTHS) if s.MODE == "fixed" else [max(cfg.MODEL.WIDTHS), min(cfg.MODEL.WIDTHS)]

@@ -92,6 +92,31 @@ def validate_cfg(cfg: CfgNode) -> None:
     from .widths import validate_widths
 
     validate_widths(cfg)
+    _validate_input(cfg)
+
+
+def _validate_input(cfg: CfgNode) -> None:
+    i, channels = cfg.INPUT, cfg.MODEL.BACKBONE.IN_CHANNELS
+    if channels not in (1, 3):
+        raise ConfigError("MODEL.BACKBONE.IN_CHANNELS must be 1 (grey images) or 3 (colour), "
+                          f"got {channels}")
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        if len(i[key]) != channels:
+            raise ConfigError(f"INPUT.{key} has {len(i[key])} values {list(i[key])} but "
+                              f"MODEL.BACKBONE.IN_CHANNELS is {channels}: give one per channel")
+    if any(s <= 0 for s in i.PIXEL_STD):
+        raise ConfigError(f"INPUT.PIXEL_STD must be positive, got {list(i.PIXEL_STD)}")
+    if i.CROP_SIZE <= 0:
+        raise ConfigError(f"INPUT.CROP_SIZE must be positive, got {i.CROP_SIZE}")
+    if i.TEST_RESIZE and i.TEST_RESIZE < i.CROP_SIZE:
+        raise ConfigError(f"INPUT.TEST_RESIZE {i.TEST_RESIZE} is smaller than INPUT.CROP_SIZE "
+                          f"{i.CROP_SIZE}: the centre crop would not fit (0 = from "
+                          "INPUT.TEST_CROP_FRACTION)")
+    if not 0.0 < i.TEST_CROP_FRACTION <= 1.0:
+        raise ConfigError(f"INPUT.TEST_CROP_FRACTION must be in (0, 1], got {i.TEST_CROP_FRACTION}")
+    if not 0.0 < i.MIN_SCALE <= i.MAX_SCALE <= 1.0:
+        raise ConfigError("INPUT.MIN_SCALE / MAX_SCALE must satisfy 0 < MIN_SCALE <= MAX_SCALE "
+                          f"<= 1, got {i.MIN_SCALE} / {i.MAX_SCALE}")
 
 
 def get_cfg() -> CfgNode:

@@ -41,7 +41,9 @@ _C.MODEL.BACKBONE.NAME = "SlimResNet"
 _C.MODEL.BACKBONE.DEPTH = 50
 # Channels of the stem at full width (64 for the standard ResNet; stage widths scale with it).
 _C.MODEL.BACKBONE.BASE_CHANNELS = 64
-# Input channels (3 for RGB; 1 for grey images such as Fashion-MNIST). Never sliced.
+# Input channels: 3 (images decoded as RGB; grey images repeated) or 1 (decoded grey; a data
+# set holding colour images is refused). INPUT.PIXEL_MEAN / PIXEL_STD give one value per
+# channel. Never sliced.
 _C.MODEL.BACKBONE.IN_CHANNELS = 3
 # CIFAR stem for small images: 3x3 stride-1 conv and no max-pool instead of 7x7/2 + max-pool.
 _C.MODEL.BACKBONE.CIFAR_STEM = False
@@ -113,20 +115,29 @@ _C.MODEL.SIMCLR.TEMPERATURE = 0.1
 _C.MODEL.PROBE = CN()
 # Keep the backbone in eval mode (each width uses its pre-training BN statistics).
 _C.MODEL.PROBE.FREEZE_BACKBONE = True
+# A BatchNorm without affine parameters on each width's features before its classifier (as in
+# MAE's linear probe): features of any scale (a random-init backbone's too) train at the probe's
+# LR. Exports fold it into the linear layer (LinearProbe.classifier_for).
+_C.MODEL.PROBE.FEATURE_BN = False
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
 _C.DATASETS = CN()
-# Registered dataset names (slimdet/data/catalog.py), e.g. imagenet_train, fashion_mnist_train.
+# The training set (pre-training, supervised, probe; the kNN memory bank) and the test set. Either
+# a registered name (slimdet/data/catalog.py: fashion_mnist_train/_test, imagenet_train/_val) or
+# FORMAT:PATH for any data on disk: "folder:/data/mine/train" (PATH/<class>/<image>, classes in
+# sorted order), "lmdb:/data/mine/train.lmdb" (datasets/prepare_lmdb.py) or
+# "recordio:/data/mine/train.rec" (with train.idx beside it). Every split the run needs is
+# checked when it starts.
 _C.DATASETS.TRAIN = "imagenet_train"
 _C.DATASETS.TEST = "imagenet_val"
-# Root folder of folder-style data sets (ImageNet: ROOT/train/<class>/*.JPEG, ROOT/val/...).
+# Root of imagenet_train / imagenet_val (ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG).
 _C.DATASETS.ROOT = "datasets/imagenet"
 # Storage format of imagenet_train / imagenet_val under ROOT: "folder" (ROOT/train/<class>/*),
-# "lmdb" (ROOT/train.lmdb, from datasets/prepare_lmdb.py) or "recordio" (ROOT/train.rec + .idx).
+# "lmdb" (ROOT/train.lmdb) or "recordio" (ROOT/train.rec + .idx). FORMAT:PATH names carry their own.
 _C.DATASETS.FORMAT = "folder"
-# Use only the first N images (stratified by class) of the training set; 0 = all.
+# Use only the first N // classes images of every class of the training / test set; 0 = all.
 _C.DATASETS.TRAIN_SUBSET = 0
 _C.DATASETS.TEST_SUBSET = 0
 
@@ -144,11 +155,17 @@ _C.INPUT.CROP_SIZE = 224
 # RandomResizedCrop scale range.
 _C.INPUT.MIN_SCALE = 0.2
 _C.INPUT.MAX_SCALE = 1.0
-# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units).
+# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units); one value
+# per MODEL.BACKBONE.IN_CHANNELS.
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
 _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
-# Evaluation: resize the short side to this, then centre-crop CROP_SIZE (0 = no resize).
-_C.INPUT.TEST_RESIZE = 256
+# Evaluation view (every data source alike): resize the short side to TEST_RESIZE pixels, then
+# centre-crop CROP_SIZE. 0 = floor(CROP_SIZE / TEST_CROP_FRACTION): 256 for a 224 crop (the
+# ImageNet protocol), 36 for 32 px images. Else at least CROP_SIZE.
+_C.INPUT.TEST_RESIZE = 0
+# Share of the resized short side the evaluation crop keeps when TEST_RESIZE is 0, in (0, 1]
+# (0.875 = 224 / 256; 1.0 = resize to CROP_SIZE, crop only the long side).
+_C.INPUT.TEST_CROP_FRACTION = 0.875
 
 # ---------------------------------------------------------------------------------------------
 # Solver

@@ -6,6 +6,7 @@ import logging
 import math
 from typing import Callable, Dict, List, Sequence
 
+from detectron2.engine import hooks as d2_hooks
 from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
@@ -166,3 +167,16 @@ class CalibrationHook(HookBase):
 
     def before_train(self) -> None:
         calibrate(self.cfg, self.method, self.method.loop_widths(), self.device)
+
+
+class DeferredPeriodicWriter(d2_hooks.PeriodicWriter):
+    """Detectron2's PeriodicWriter whose writers (metrics.json, TensorBoard events) are made
+    when training starts: building a trainer writes nothing into OUTPUT_DIR, so a start that
+    fails its checks leaves a previous run's files alone."""
+
+    def __init__(self, make_writers, period: int = 20):
+        super().__init__([], period)
+        self._make_writers = make_writers
+
+    def before_train(self) -> None:
+        self._writers = self._make_writers()

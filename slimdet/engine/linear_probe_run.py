@@ -16,12 +16,14 @@ logger = logging.getLogger("slimdet")
 
 
 def run_linear_probe(probe_cfg, weights_path: Optional[str],
-                     output_dir: Optional[str] = None) -> Dict[str, float]:
+                     output_dir: Optional[str] = None, resume: bool = False) -> Dict[str, float]:
     """Train ``probe_cfg``'s LinearProbe on the backbone of ``weights_path`` and evaluate it.
 
     ``weights_path``: a slimdet pre-training checkpoint, a reference-implementation file, or
     ``None``/"" for a randomly initialised backbone (the baseline the pre-training must beat).
-    Returns ``linear_top1/w{w}`` and ``linear_top5/w{w}`` for every width (percent).
+    ``resume``: continue the probe run in ``output_dir`` from its last checkpoint (a finished
+    one is only evaluated). Returns ``linear_top1/w{w}`` and ``linear_top5/w{w}`` for every
+    width (percent).
     """
     cfg = probe_cfg.clone()
     cfg.defrost()
@@ -34,7 +36,8 @@ def run_linear_probe(probe_cfg, weights_path: Optional[str],
     cfg.freeze()
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
     trainer = SlimTrainer(cfg)
-    trainer.resume_or_load(resume=False)  # MODEL.WEIGHTS: the whole frozen backbone, or an error
+    # MODEL.WEIGHTS: the whole frozen backbone, or an error; or the probe's own last checkpoint
+    trainer.resume_or_load(resume=resume)
     results = trainer.train() or SlimTrainer.test(cfg, trainer.method)
     out = {}
     for key, value in results.items():

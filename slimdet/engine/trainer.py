@@ -19,6 +19,7 @@ from detectron2.engine import SimpleTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
+from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
 from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer
@@ -30,7 +31,8 @@ from ..modeling.slim import WidthLoop
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
 from ..utils.d2compat import data_iterator
 from ..utils.results import per_width_table
-from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, StaleStatisticsHook,
+from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, EvaluationHook,
+                    StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
@@ -188,7 +190,7 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(PeriodicCheckpointer(self.checkpointer, period,
                                             max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+            ret.append(DeferredPeriodicWriter(self.build_writers, period=cfg.LOG_PERIOD))
         return ret
 
     def extra_hooks(self) -> List:
@@ -201,7 +203,10 @@ class SlimTrainer(WidthLoopTrainer):
         return ret
 
     def build_writers(self) -> List:
+        """Made when training starts (``DeferredPeriodicWriter``): only then is OUTPUT_DIR written."""
         out = self.cfg.OUTPUT_DIR
+        if out:
+            g_pathmgr.mkdirs(out)
         return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "metrics.json")),
                 TensorboardXWriter(out)]
 
@@ -226,16 +231,8 @@ class SlimTrainer(WidthLoopTrainer):
         self._weights_loaded = True
 
     def load_for_evaluation(self, resume: bool = False) -> None:
-        """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
-        weight evaluation reads (``eval_parts``); no weights at all is an error."""
-        if resume and self.checkpointer.has_checkpoint():
-            self.checkpointer.load(self.checkpointer.last_checkpoint(), checkpointables=[])
-        elif self.cfg.MODEL.WEIGHTS:
-            self.checkpointer.load_weights(self.cfg.MODEL.WEIGHTS, self.method.eval_parts(),
-                                           f"evaluating {self.cfg.MODEL.METHOD} (--eval-only)")
-        else:
-            raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
-                              "(or --resume in a run's OUTPUT_DIR)")
+        """``--eval-only``'s weights (:func:`load_for_evaluation`)."""
+        load_for_evaluation(self.checkpointer, self.cfg, resume)
         self._weights_loaded = True
 
     def train(self) -> Dict[str, float]:
@@ -264,3 +261,21 @@ class SlimTrainer(WidthLoopTrainer):
         if comm.is_main_process() and results:
             logger.info("Evaluation results:\n%s", per_width_table(results))
         return results
+
+
+def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = False) -> str:
+    """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
+    weight evaluation reads (``eval_parts``) into ``checkpointer.model``; no weights at all is
+    an error. Returns the file loaded."""
+    if resume and checkpointer.has_checkpoint():
+        path = checkpointer.last_checkpoint()
+        checkpointer.load(path, checkpointables=[])
+    elif cfg.MODEL.WEIGHTS:
+        path = cfg.MODEL.WEIGHTS
+        checkpointer.load_weights(path, checkpointer.model.eval_parts(),
+                                  f"evaluating {cfg.MODEL.METHOD} (--eval-only)")
+    else:
+        raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
+                          "(or --resume in a run's OUTPUT_DIR)")
+    return path
+

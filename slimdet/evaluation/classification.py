@@ -6,18 +6,18 @@ TensorBoard) and under ``tools/train_net.py --eval-only``.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from detectron2.utils import comm
 
-from ..config import evaluation_widths
+from ..config import evaluation_widths, untrained_widths
 from ..data import build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
 from ..modeling.ssl import ClassificationMethod
 from ..utils.results import width_key
-from .build import EVALUATOR_REGISTRY
+from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
 from .knn import topk_accuracy
 from .profiler import profile_widths
@@ -52,11 +52,13 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
 
 
 @EVALUATOR_REGISTRY.register()
-class ClassificationEvaluator:
+class ClassificationEvaluator(Evaluator):
     """Top-1 / top-5 of every width on ``DATASETS.TEST`` (main process computes, others wait)."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def required_datasets(self) -> List[str]:
+        # Widths without BN statistics are calibrated on training batches first.
+        calibration = [self.cfg.DATASETS.TRAIN] if untrained_widths(self.cfg) else []
+        return calibration + [self.cfg.DATASETS.TEST]
 
     def evaluate(self, method) -> Dict[str, float]:
         was_training = method.training
@@ -71,11 +73,12 @@ class ClassificationEvaluator:
 
 
 @EVALUATOR_REGISTRY.register()
-class ProfilerEvaluator:
+class ProfilerEvaluator(Evaluator):
     """``params_M/w{w}`` and ``macs_M/w{w}`` (millions) of the backbone cut out at each width,
     counted by fvcore on the plain sub-network (millions keep demo-sized nets readable)."""
 
     def __init__(self, cfg):
+        super().__init__(cfg)
         self.image_size = cfg.INPUT.CROP_SIZE
         self.in_channels = cfg.MODEL.BACKBONE.IN_CHANNELS
 

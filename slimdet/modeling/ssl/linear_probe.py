@@ -2,7 +2,9 @@
 
 A single slimmable classifier would share its leading block across widths and the widths' optima
 conflict there, so each width gets its own ``Linear(features_w, classes)`` (``SwitchableLinear``,
-``classifier.linears.{i}`` as in the reference probe files). The backbone stays in eval mode so
+``classifier.linears.{i}`` as in the reference probe files), optionally after a BN without affine
+parameters (``MODEL.PROBE.FEATURE_BN``, ``feature_norm.bn.{i}``; :meth:`LinearProbe.classifier_for`
+folds it into the linear layer). The backbone stays in eval mode so
 each width classifies with the BN statistics it had at the end of pre-training.
 
 The probe is run by the ordinary width loop: CE of the full width plus, for every sub-width,
@@ -12,13 +14,11 @@ The probe is run by the ordinary width loop: CE of the full width plus, for ever
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ...config import ConfigError, evaluation_widths
-from ...layers import SwitchableLinear, add_widths, normalized_width
+from ...layers import SwitchableBatchNorm1d, SwitchableLinear, add_widths, normalized_width
 from ..backbone import build_backbone
 from .base import ClassificationMethod
 from .build import SSL_REGISTRY
@@ -51,6 +51,11 @@ class LinearProbe(ClassificationMethod):
         for linear in self.classifier.linears:  # MoCo's probe init
             nn.init.normal_(linear.weight, 0.0, 0.01)
             nn.init.zeros_(linear.bias)
+        # MODEL.PROBE.FEATURE_BN: each width's features standardised by a BN without affine
+        # parameters (MAE's probe), so features of any scale train at one learning rate.
+        self.feature_norm = SwitchableBatchNorm1d(
+            self.backbone.num_features, widths, affine=False, eps=1e-6
+        ) if cfg.MODEL.PROBE.FEATURE_BN else nn.Identity()
         self.freeze_backbone = cfg.MODEL.PROBE.FREEZE_BACKBONE
         if self.freeze_backbone:
             for p in self.backbone.parameters():
@@ -58,7 +63,9 @@ class LinearProbe(ClassificationMethod):
         self.train()
 
     def eval_parts(self):
-        return ("backbone", "classifier")
+        # A feature BN's running statistics are part of the classifier.
+        with_norm = isinstance(self.feature_norm, SwitchableBatchNorm1d)
+        return ("backbone", "classifier") + (("feature_norm",) if with_norm else ())
 
     def frozen_parts(self):
         return ("backbone",) if self.freeze_backbone else ()
@@ -69,13 +76,6 @@ class LinearProbe(ClassificationMethod):
 
     def classifier_widths(self):
         return list(self.classifier.widths)
-
-    def classifier_for(self, width: float) -> nn.Linear:
-        if normalized_width(width) not in self.classifier.widths:
-            raise ValueError(f"the probe has classifiers for widths {self.classifier.widths} only, "
-                             f"not {width:g}")
-        linear = self.classifier.linears[self.classifier.widths.index(normalized_width(width))]
-        return copy.deepcopy(linear)
 
     def train(self, mode: bool = True) -> "LinearProbe":
         """Train the classifier; a frozen backbone stays in eval mode (BN statistics unchanged)."""
@@ -92,4 +92,25 @@ class LinearProbe(ClassificationMethod):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits at the active width (what ClassificationEvaluator calls)."""
-        return self.classifier(self.features(images))
+        return self.classifier(self.feature_norm(self.features(images)))
+
+    @torch.no_grad()
+    def classifier_for(self, width: float) -> nn.Linear:
+        """The classifier of ``width`` as one plain ``Linear`` on the backbone's pooled features,
+        equal to the probe in eval mode: with ``MODEL.PROBE.FEATURE_BN`` the BN's running
+        statistics are folded in (``W' = W / sigma``, ``b' = b - W' mu``), so an exported width
+        is its backbone plus this layer."""
+        widths, width = self.classifier.widths, normalized_width(width)
+        if width not in widths:
+            raise ValueError(f"the probe has classifiers for widths {widths} only, not {width:g}")
+        i = widths.index(width)
+        linear = self.classifier.linears[i]
+        weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
+        if isinstance(self.feature_norm, SwitchableBatchNorm1d):
+            bn = self.feature_norm.bn[i]
+            weight = weight * torch.rsqrt(bn.running_var + bn.eps)
+            bias = bias - weight @ bn.running_mean
+        plain = nn.Linear(linear.in_features, linear.out_features).to(weight.device)
+        plain.weight.copy_(weight)
+        plain.bias.copy_(bias)
+        return plain
