@@ -61,7 +61,7 @@ def test_use_width_restores_and_rejects_unknown():
 
 def test_check_widths_names_the_key_and_value():
     from slimdet.config import ConfigError
-    from slimdet.layers import check_widths
+    from slimdet.config import check_widths
 
     assert check_widths([1, 0.5, 0.25], "MODEL.WIDTHS") == [1.0, 0.5, 0.25]
     for bad, words in (([0.5, 1.0], "start with 1.0"), ([1.0, 0.5, 0.5], "strictly decreasing"),

@@ -73,24 +73,16 @@ def _describe(e: BaseException) -> str:
 
 def validate_cfg(cfg: CfgNode) -> None:
     """Checks that span several keys; each error names the key and the value."""
-    widths = list(cfg.MODEL.WIDTHS)
-    if not widths or any(not (0.0 < w <= 1.0) for w in widths):
-        raise ConfigError(f"MODEL.WIDTHS must be multipliers in (0, 1], got {widths}")
-    if widths[0] != 1.0 or sorted(widths, reverse=True) != widths or len(set(widths)) != len(widths):
-        raise ConfigError(
-            f"MODEL.WIDTHS must start with 1.0 and be strictly decreasing, got {widths}")
-    if cfg.MODEL.BACKBONE.DEPTH not in (18, 34, 50, 101, 152):
-        raise ConfigError(
-            f"MODEL.BACKBONE.DEPTH must be one of 18, 34, 50, 101, 152, got {cfg.MODEL.BACKBONE.DEPTH}")
-    if cfg.MODEL.SLIM.LOSS_WEIGHTING not in ("size", "uniform", "proportional"):
-        raise ConfigError("MODEL.SLIM.LOSS_WEIGHTING must be size, uniform or proportional, "
-                          f"got {cfg.MODEL.SLIM.LOSS_WEIGHTING!r}")
+    from .widths import check_widths, validate_widths
+
+    check_widths(cfg.MODEL.WIDTHS, "MODEL.WIDTHS")
+    # MODEL.BACKBONE.DEPTH and MODEL.SLIM.LOSS_WEIGHTING are checked where their choices are
+    # defined (SlimResNet.from_config, slimdet.modeling.slim.weights), when the trainer builds
+    # the model and its width loop: before a start writes anything.
     if cfg.DATALOADER.BACKEND not in ("torch", "dali"):
         raise ConfigError(f"DATALOADER.BACKEND must be torch or dali, got {cfg.DATALOADER.BACKEND!r}")
     if cfg.SOLVER.IMS_PER_BATCH <= 0:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
-    from .widths import validate_widths
-
     validate_widths(cfg)
     _validate_input(cfg)
 

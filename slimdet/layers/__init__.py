@@ -1,7 +1,7 @@
 from .slimmable import (PerWidthChoice, SlimConv2d, SlimLinear, SwitchableBatchNorm,
                         SwitchableBatchNorm1d, SwitchableBatchNorm2d, SwitchableLinear,
                         UncalibratedWidthError, WidthAware, init_weights, normalized_width, scaled)
-from .width import (check_channels, check_widths, get_width, model_widths, narrowest_layer, set_width,
+from .width import (check_channels, get_width, model_widths, narrowest_layer, set_width,
                     sliced_sizes, use_width)
 from .any_width import (CalibrationAware, add_widths, available_widths, mark_uncalibrated,
                         recalibrate_bn, uncalibrated_widths)
@@ -9,7 +9,7 @@ from .any_width import (CalibrationAware, add_widths, available_widths, mark_unc
 __all__ = ["PerWidthChoice", "SlimConv2d", "SlimLinear", "SwitchableBatchNorm",
            "SwitchableBatchNorm1d", "SwitchableBatchNorm2d", "SwitchableLinear",
            "UncalibratedWidthError", "WidthAware", "init_weights", "normalized_width", "scaled",
-           "check_channels", "check_widths", "get_width", "model_widths", "narrowest_layer", "set_width",
+           "check_channels", "get_width", "model_widths", "narrowest_layer", "set_width",
            "sliced_sizes", "use_width", "add_widths",
            "available_widths", "CalibrationAware", "mark_uncalibrated", "recalibrate_bn",
            "uncalibrated_widths"]

@@ -12,22 +12,6 @@ from .slimmable import (SlimConv2d, SlimLinear, SwitchableLinear, WidthAware, no
                         scaled)
 
 
-def check_widths(widths: Sequence[float], key: str) -> List[float]:
-    """``widths`` as floats if it is a valid width list: multipliers in (0, 1], full width 1.0
-    first, strictly decreasing (the order every per-width list and BN index follows,
-    docs/method.md §1). Otherwise :class:`~slimdet.config.ConfigError` naming ``key`` (the config
-    key or flag the list came from) and the value."""
-    try:
-        values = [float(w) for w in widths]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of width multipliers, got {widths!r}") from None
-    if not values or any(not (0.0 < w <= 1.0) for w in values):
-        raise ConfigError(f"{key} must be multipliers in (0, 1], got {values}")
-    if values[0] != 1.0 or any(a <= b for a, b in zip(values, values[1:])):
-        raise ConfigError(f"{key} must start with 1.0 and be strictly decreasing, got {values}")
-    return values
-
-
 def model_widths(model: nn.Module) -> Optional[List[float]]:
     """The width list of a slimmable model (from its ``widths`` attribute or switchable layers)."""
     model = unwrap(model)
@@ -94,7 +78,7 @@ def sliced_sizes(model: nn.Module) -> Iterator[Tuple[str, int]]:
 
 
 def check_channels(model: nn.Module, widths: Sequence[float], key: str) -> None:
-    """Beside :func:`check_widths` (the list itself), what a width list means for ``model`` (a
+    """Beside :func:`slimdet.config.check_widths` (the list itself), what a width list means for ``model`` (a
     full-width network): every sliced layer keeps at least one channel at ``min(widths)``, else
     :class:`~slimdet.config.ConfigError` naming ``key``, the width, the layer and the smallest
     width allowed."""

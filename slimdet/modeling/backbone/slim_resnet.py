@@ -11,8 +11,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ...config import ConfigError, check_widths
 from ...layers import (CalibrationAware, SlimConv2d, SlimLinear, SwitchableBatchNorm,
-                       SwitchableBatchNorm2d, UncalibratedWidthError, check_widths, init_weights,
+                       SwitchableBatchNorm2d, UncalibratedWidthError, init_weights,
                        mark_uncalibrated, normalized_width, scaled)
 from ...layers.any_width import uncalibrated_widths
 from .build import BACKBONE_REGISTRY
@@ -104,6 +105,9 @@ class SlimResNet(nn.Module, CalibrationAware):
     def from_config(cls, cfg, num_classes: int = 0) -> "SlimResNet":
         """The backbone of ``cfg.MODEL.BACKBONE`` at ``cfg.MODEL.WIDTHS`` (BACKBONE_REGISTRY)."""
         b = cfg.MODEL.BACKBONE
+        if b.DEPTH not in STAGE_BLOCKS:
+            raise ConfigError(f"MODEL.BACKBONE.DEPTH must be one of {sorted(STAGE_BLOCKS)}, "
+                              f"got {b.DEPTH}")
         return cls(depth=b.DEPTH, widths=cfg.MODEL.WIDTHS, base_channels=b.BASE_CHANNELS,
                    in_channels=b.IN_CHANNELS, cifar_stem=b.CIFAR_STEM, num_classes=num_classes,
                    out_features=b.OUT_FEATURES or None, zero_init_residual=b.ZERO_INIT_RESIDUAL,
