@@ -63,7 +63,7 @@ def make_cfg(widths, depth: int, queue: int):
     cfg.MODEL.METHOD = "MoCoV2"
     cfg.MODEL.WIDTHS = list(widths)
     cfg.MODEL.BACKBONE.DEPTH = depth
-    cfg.MODEL.MOCO.QUEUE_SIZE = queue
+    cfg.MODEL.MOCOV2.QUEUE_SIZE = queue
     return cfg
 
 

@@ -167,8 +167,8 @@ def test_knn_evaluates_untrained_and_stale_widths_on_a_calibrated_copy():
     from slimdet.evaluation import KNNEvaluator
 
     cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml", [
-        "MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCO.HIDDEN_DIM", "32", "MODEL.MOCO.DIM", "16",
-        "MODEL.MOCO.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
+        "MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCOV2.HIDDEN_DIM", "32", "MODEL.MOCOV2.DIM", "16",
+        "MODEL.MOCOV2.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
         "DATASETS.TRAIN_SUBSET", "300", "DATASETS.TEST_SUBSET", "100", "SOLVER.IMS_PER_BATCH", "50",
         "TEST.IMS_PER_BATCH", "100", "TEST.WIDTHS", "[1.0, 0.6, 0.25]",
         "TEST.CALIBRATE_BATCHES", "2"])

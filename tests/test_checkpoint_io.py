@@ -29,8 +29,8 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 # A bottleneck ResNet-50 (the reference's network, features.0..15) at base width 8 on the demo's
 # 1-channel 32 px images, small heads: real layouts, quick to build.
 SMALL_R50 = ["MODEL.BACKBONE.DEPTH", "50", "MODEL.BACKBONE.BASE_CHANNELS", "8",
-             "MODEL.WIDTHS", "[1.0, 0.5, 0.25]", "MODEL.MOCO.HIDDEN_DIM", "64",
-             "MODEL.MOCO.DIM", "16", "MODEL.MOCO.QUEUE_SIZE", "32", "MODEL.MOCOV3.HIDDEN_DIM", "64",
+             "MODEL.WIDTHS", "[1.0, 0.5, 0.25]", "MODEL.MOCOV2.HIDDEN_DIM", "64",
+             "MODEL.MOCOV2.DIM", "16", "MODEL.MOCOV2.QUEUE_SIZE", "32", "MODEL.MOCOV3.HIDDEN_DIM", "64",
              "MODEL.MOCOV3.DIM", "16", "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
              "DATASETS.TRAIN_SUBSET", "512", "DATASETS.TEST_SUBSET", "100",
              "SOLVER.IMS_PER_BATCH", "64", "TEST.EVALUATORS", "[]"]
@@ -535,7 +535,7 @@ def test_export_width_one_loads_strictly_into_torchvision_resnet50(tmp_path):
 
 def test_export_self_supervised_model_with_fresh_fc():
     cfg = load_cfg("", ["MODEL.METHOD", "MoCoV2", "MODEL.WIDTHS", [1.0, 0.5],
-                        "MODEL.MOCO.QUEUE_SIZE", 16, "MODEL.DEVICE", "cpu"])
+                        "MODEL.MOCOV2.QUEUE_SIZE", 16, "MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     assert "fc.weight" not in export_width_state_dict(model, 1.0)
     state = export_width_state_dict(model, 1.0, init_fc_classes=1000)
@@ -546,7 +546,7 @@ def test_export_self_supervised_model_with_fresh_fc():
 def test_heads_start_as_the_reference_initialises_them(method):
     """Every head Linear: weight N(0, 0.01), zero bias (docs/method.md §1)."""
     model = build_model(load_cfg("", ["MODEL.METHOD", method, "MODEL.BACKBONE.DEPTH", 18,
-                                      "MODEL.MOCO.QUEUE_SIZE", 16]))
+                                      "MODEL.MOCOV2.QUEUE_SIZE", 16]))
     linears = [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)
                and name.startswith(("projector.", "predictor."))]
     assert linears

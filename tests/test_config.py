@@ -100,7 +100,7 @@ def test_width_that_empties_a_layer_is_refused_naming_the_layer():
         build_model(cfg)
     # The head counts too: a 32-unit hidden layer at width 1/32 keeps one unit, below it none.
     cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml", [
-        "MODEL.BACKBONE.BASE_CHANNELS", "64", "MODEL.MOCO.HIDDEN_DIM", "32",
+        "MODEL.BACKBONE.BASE_CHANNELS", "64", "MODEL.MOCOV2.HIDDEN_DIM", "32",
         "MODEL.WIDTHS", "[1.0, 0.03125]"])
     from slimdet.layers import set_width
 
@@ -110,3 +110,15 @@ def test_width_that_empties_a_layer_is_refused_naming_the_layer():
     cfg.MODEL.WIDTHS = [1.0, 0.03]
     with pytest.raises(ConfigError, match=r"layer projector\.0 \(32 channels"):
         build_model(cfg)
+
+
+def test_a_renamed_key_names_its_new_name(tmp_path):
+    """MODEL.MOCO became MODEL.MOCOV2: old configs and overrides fail with the new key."""
+    with pytest.raises(ConfigError, match=r"MODEL.MOCO was renamed MODEL.MOCOV2: use "
+                                          r"MODEL.MOCOV2.QUEUE_SIZE"):
+        load_cfg("", ["MODEL.MOCO.QUEUE_SIZE", "64"])
+    old = tmp_path / "old.yaml"
+    old.write_text("MODEL:\n  MOCO:\n    QUEUE_SIZE: 64\n")
+    with pytest.raises(ConfigError, match=r"old.yaml: unknown config key MODEL.MOCO; .*MODEL.MOCOV2"):
+        load_cfg(str(old))
+    assert load_cfg("", ["MODEL.MOCOV2.QUEUE_SIZE", "64"]).MODEL.MOCOV2.QUEUE_SIZE == 64

@@ -17,8 +17,8 @@ def _train(tmp_path: Path, grad_period: int):
         "DATASETS.TRAIN_SUBSET", "64", "SOLVER.IMS_PER_BATCH", "16", "SOLVER.MAX_ITER", "2",
         "DATALOADER.NUM_WORKERS", "0", "MODEL.BACKBONE.BASE_CHANNELS", "8",
         "MODEL.WIDTHS", "[1.0, 0.5]",
-        "TEST.EVALUATORS", "[]", "MODEL.MOCO.PREFILL_QUEUE", "False", "SOLVER.AMP.ENABLED", "False",
-        "MODEL.MOCO.HIDDEN_DIM", "32", "MODEL.MOCO.DIM", "16", "MODEL.MOCO.QUEUE_SIZE", "64",
+        "TEST.EVALUATORS", "[]", "MODEL.MOCOV2.PREFILL_QUEUE", "False", "SOLVER.AMP.ENABLED", "False",
+        "MODEL.MOCOV2.HIDDEN_DIM", "32", "MODEL.MOCOV2.DIM", "16", "MODEL.MOCOV2.QUEUE_SIZE", "64",
         "ANALYSIS.GRAD_PERIOD", str(grad_period), "OUTPUT_DIR", str(tmp_path / str(grad_period))])
     (tmp_path / str(grad_period)).mkdir()
     seed_all(cfg.SEED)

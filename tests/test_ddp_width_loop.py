@@ -25,7 +25,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     cfg = tiny_cfg("MoCoV2")
-    cfg.MODEL.MOCO.SHUFFLE_BN = False
+    cfg.MODEL.MOCOV2.SHUFFLE_BN = False
     torch.manual_seed(0)
     method = build_model(cfg).train()
     local = copy.deepcopy(method)

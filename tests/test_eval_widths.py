@@ -12,8 +12,8 @@ from slimdet.modeling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "configs/demo/slimclr_mocov2_demo.yaml"
-SMALL = ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCO.HIDDEN_DIM", "32", "MODEL.MOCO.DIM",
-         "16", "MODEL.MOCO.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "DATASETS.TRAIN_SUBSET", "200",
+SMALL = ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCOV2.HIDDEN_DIM", "32", "MODEL.MOCOV2.DIM",
+         "16", "MODEL.MOCOV2.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "DATASETS.TRAIN_SUBSET", "200",
          "DATASETS.TEST_SUBSET", "100", "SOLVER.IMS_PER_BATCH", "50", "TEST.IMS_PER_BATCH", "100"]
 
 

@@ -70,8 +70,8 @@ def _run(*args):
                           capture_output=True, text=True, env=ENV)
 
 
-SMALL = ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCO.HIDDEN_DIM", "32", "MODEL.MOCO.DIM",
-         "16", "MODEL.MOCO.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "DATASETS.TRAIN_SUBSET", "200",
+SMALL = ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCOV2.HIDDEN_DIM", "32", "MODEL.MOCOV2.DIM",
+         "16", "MODEL.MOCOV2.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "DATASETS.TRAIN_SUBSET", "200",
          "SOLVER.IMS_PER_BATCH", "50"]
 
 

@@ -21,7 +21,7 @@ def pretrained(tmp_path_factory) -> str:
     """A short SlimCLR-MoCo v2 pre-training of the demo network (the probe's input)."""
     out = tmp_path_factory.mktemp("pretrain")
     cfg = load_cfg(os.path.join(ROOT, "configs/demo/slimclr_mocov2_demo.yaml"), SMALL_DATA + [
-        "SOLVER.IMS_PER_BATCH", 100, "SOLVER.MAX_ITER", 20, "MODEL.MOCO.QUEUE_SIZE", 200,
+        "SOLVER.IMS_PER_BATCH", 100, "SOLVER.MAX_ITER", 20, "MODEL.MOCOV2.QUEUE_SIZE", 200,
         "TEST.EVALUATORS", [], "OUTPUT_DIR", str(out)])
     trainer = SlimTrainer(cfg)
     trainer.resume_or_load(resume=False)

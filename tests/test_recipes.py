@@ -38,8 +38,8 @@ def test_recipe_hyper_parameters(name):
         assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.WARMUP_EPOCHS) == ("SGD", 0.2, 1e-4, 10.0)
         # Weight decay on every parameter, as the reference.
         assert s.WEIGHT_DECAY_NORM == s.WEIGHT_DECAY_BIAS == 1e-4
-        assert cfg.MODEL.MOCO.QUEUE_SIZE == 65536 and cfg.MODEL.MOCO.TEMPERATURE == 0.2
-        assert cfg.MODEL.MOCO.MOMENTUM == 0.999 and cfg.INPUT.AUGMENTATION == "MoCoV2"
+        assert cfg.MODEL.MOCOV2.QUEUE_SIZE == 65536 and cfg.MODEL.MOCOV2.TEMPERATURE == 0.2
+        assert cfg.MODEL.MOCOV2.MOMENTUM == 0.999 and cfg.INPUT.AUGMENTATION == "MoCoV2"
         assert cfg.MODEL.SLIM.DISTILL_TEMPERATURE == 5.0
     elif cfg.MODEL.METHOD == "MoCoV3":
         assert (s.OPTIMIZER, s.BASE_LR, s.WEIGHT_DECAY, s.EPOCHS) == ("LARS", 1.2, 1e-6, 300)
@@ -146,7 +146,7 @@ def test_mocov2_800ep_recipe_trains_from_an_image_folder(tmp_path):
            str(ROOT / "configs/slimclr_mocov2_800ep.yaml"),
            "DATASETS.ROOT", str(tmp_path / "imagenet"), "MODEL.BACKBONE.DEPTH", "18",
            "SOLVER.IMS_PER_BATCH", "8", "INPUT.CROP_SIZE", "32", "SOLVER.MAX_ITER", "2",
-           "DATALOADER.NUM_WORKERS", "1", "MODEL.MOCO.QUEUE_SIZE", "64", "TEST.EVALUATORS", "[]",
+           "DATALOADER.NUM_WORKERS", "1", "MODEL.MOCOV2.QUEUE_SIZE", "64", "TEST.EVALUATORS", "[]",
            "MODEL.SLIM.SLOW_START_EPOCH", "0", "OUTPUT_DIR", str(tmp_path / "out")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert res.returncode == 0, res.stderr[-3000:]
@@ -274,7 +274,7 @@ def test_max_iter_runs_the_recipe_shortened(tmp_path):
     results, records = _train("demo/slimclr_mocov2_demo.yaml", tmp_path, [
         "SOLVER.EPOCHS", 800, "SOLVER.MAX_ITER", 8, "SOLVER.WARMUP_EPOCHS", 200.0,
         "MODEL.SLIM.SLOW_START_EPOCH", 400, "SOLVER.BASE_LR_AFTER_SLOW_START", 1e-4,
-        "MODEL.MOCO.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
+        "MODEL.MOCOV2.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
     lr, widths = _per_iteration(records, "lr"), _per_iteration(records, "num_widths")
     assert sorted(lr) == list(range(8))
     expected = _documented_lr(np.arange(8), N=8, W=2, b=0.03, S=4, b_after=1e-4)
@@ -288,7 +288,7 @@ def test_widths_that_have_not_trained_are_not_reported(tmp_path, caplog):
     # Periodic evaluations before the slow start (iteration 4 of 8) report the full width only.
     _, records = _train("demo/slimclr_mocov2_demo.yaml", tmp_path / "periodic", [
         "SOLVER.EPOCHS", 2, "MODEL.SLIM.SLOW_START_EPOCH", 1, "TEST.EVAL_PERIOD", 2,
-        "MODEL.MOCO.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
+        "MODEL.MOCOV2.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
     # metrics.json records the last evaluation under iteration max_iter (Detectron2's after_train).
     assert sorted(_per_iteration(records, "knn_top1/w1")) == [1, 3, 5, 8]
     assert sorted(_per_iteration(records, "knn_top1/w0.5")) == [5, 8]
@@ -299,7 +299,7 @@ def test_widths_that_have_not_trained_are_not_reported(tmp_path, caplog):
     caplog.clear()
     results, _ = _train("demo/slimclr_mocov2_demo.yaml", tmp_path / "never", [
         "SOLVER.EPOCHS", 2, "SOLVER.MAX_ITER", 2, "MODEL.SLIM.SLOW_START_EPOCH", 2,
-        "MODEL.MOCO.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
+        "MODEL.MOCOV2.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
     assert set(results) == {"knn_top1/w1"}
     assert "only width 1 trains in this run" in caplog.text
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from slimdet.config import ConfigError, get_cfg
 from slimdet.engine.hooks import WidthScheduleHook
-from slimdet.modeling.ssl.momentum import MomentumScheduleHook
+from slimdet.modeling.methods.momentum import MomentumScheduleHook
 from slimdet.modeling.slim import WidthLoop
 from slimdet.solver import (LARS, EpochClock, build_lr_schedule, build_lr_scheduler,
                             build_optimizer, param_groups)

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from slimdet.modeling import build_model
 from slimdet.modeling.slim import distillation_loss, loss_weights
-from slimdet.modeling.ssl.moco_v3 import moco_v3_contrastive
-from slimdet.modeling.ssl.simclr import nt_xent_logits
+from slimdet.modeling.methods.moco_v3 import moco_v3_contrastive
+from slimdet.modeling.methods.simclr import nt_xent_logits
 from tests.helpers import tiny_cfg
 
 

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",
          str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")]
 TINY = ["DATASETS.TRAIN_SUBSET", "256", "DATASETS.TEST_SUBSET", "100", "TEST.EVALUATORS", "[]",
-        "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "64", "MODEL.MOCO.QUEUE_SIZE", "128",
+        "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "64", "MODEL.MOCOV2.QUEUE_SIZE", "128",
         "LOG_PERIOD", "1"]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -71,7 +71,7 @@ def folder_keys(root: Path, channels=3):
             "DATASETS.TRAIN_SUBSET", "0", "DATASETS.TEST_SUBSET", "0",
             "MODEL.BACKBONE.IN_CHANNELS", str(channels), "INPUT.PIXEL_MEAN", mean,
             "INPUT.PIXEL_STD", std, "INPUT.CROP_SIZE", "16", "SOLVER.IMS_PER_BATCH", "8",
-            "MODEL.MOCO.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "2", "TEST.EVALUATORS", "[]"]
+            "MODEL.MOCOV2.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "2", "TEST.EVALUATORS", "[]"]
 
 
 def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_folder):

@@ -36,7 +36,7 @@ from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
-from slimdet.modeling.ssl.base import ClassificationMethod
+from slimdet.modeling.methods.base import ClassificationMethod
 from slimdet.utils.file_io import atomic_write
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from ..layers import use_width
 from ..modeling.backbone import SlimResNet, extract_subnet
 from ..modeling.backbone.slim_resnet import Bottleneck
-from ..modeling.ssl.base import ClassificationMethod, backbone_of
+from ..modeling.methods.base import ClassificationMethod, backbone_of
 from ..utils.file_io import atomic_write
 from .format import CheckpointError, single_width_name
 

@@ -43,7 +43,7 @@ from iopath.common.file_io import g_pathmgr
 from torch import nn
 
 from ..modeling.backbone import STAGE_BLOCKS, SlimResNet
-from ..modeling.ssl.base import backbone_of
+from ..modeling.methods.base import backbone_of
 
 logger = logging.getLogger("slimdet")
 

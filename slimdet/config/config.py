@@ -55,7 +55,8 @@ class CfgNode(_FvCfgNode):
                 node = node.get(part) if isinstance(node, _FvCfgNode) else None
             default = node.get(leaf[-1]) if isinstance(node, _FvCfgNode) else None
             if default is None:
-                raise ConfigError(f"command line: unknown config key {key!r} (value {value!r})")
+                raise ConfigError(f"command line: unknown config key {key!r} (value {value!r})"
+                                  f"{_renamed_hint(key)}")
             value = _coerce_numbers(self._decode_cfg_value(value), default)
             fixed += [key, value]
         try:
@@ -67,8 +68,20 @@ class CfgNode(_FvCfgNode):
 def _describe(e: BaseException) -> str:
     msg = e.args[0] if e.args else str(e)
     if isinstance(msg, str) and msg.startswith("Non-existent config key"):
-        return "unknown config key " + msg.split(":", 1)[1].strip()
+        key = msg.split(":", 1)[1].strip()
+        return f"unknown config key {key}{_renamed_hint(key)}"
     return str(msg)
+
+
+def _renamed_hint(key: str) -> str:
+    """``"; MODEL.MOCO was renamed MODEL.MOCOV2: use MODEL.MOCOV2.DIM"`` for a key under a
+    renamed one (``defaults.RENAMED_KEYS``), else ``""``."""
+    from .defaults import RENAMED_KEYS
+
+    for old, new in RENAMED_KEYS.items():
+        if key == old or key.startswith(old + "."):
+            return f"; {old} was renamed {new}: use {new + key[len(old):]}"
+    return ""
 
 
 def validate_cfg(cfg: CfgNode) -> None:

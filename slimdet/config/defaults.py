@@ -14,7 +14,7 @@ _C.VERSION = 1
 # Model
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
-# Registered name in SSL_REGISTRY (slimdet/modeling/ssl): MoCoV2, MoCoV3, SimCLR, Supervised,
+# Registered name in METHOD_REGISTRY (slimdet/modeling/methods): MoCoV2, MoCoV3, SimCLR, Supervised,
 # LinearProbe.
 _C.MODEL.METHOD = "MoCoV2"
 # "cpu", "cuda", or "" to pick cuda when available.
@@ -84,20 +84,23 @@ _C.MODEL.SLIM.WIDTH_RANGE = []
 # the two differ (bn1.weight vs bn1.bn.0.weight): a job loading one needs the same value.
 _C.MODEL.SLIM.BN = "switchable"
 
-# MoCo v2 (slimdet/modeling/ssl/moco_v2.py)
-_C.MODEL.MOCO = CN()
-_C.MODEL.MOCO.DIM = 128
-_C.MODEL.MOCO.HIDDEN_DIM = 2048
-_C.MODEL.MOCO.QUEUE_SIZE = 65536
-_C.MODEL.MOCO.MOMENTUM = 0.999
-_C.MODEL.MOCO.TEMPERATURE = 0.2
+# MoCo v2 (slimdet/modeling/methods/moco_v2.py)
+# Keys renamed since earlier releases: a config that still uses one fails with one line naming
+# the new key (slimdet.config.config), never "unknown key" alone.
+RENAMED_KEYS = {"MODEL.MOCO": "MODEL.MOCOV2"}
+_C.MODEL.MOCOV2 = CN()
+_C.MODEL.MOCOV2.DIM = 128
+_C.MODEL.MOCOV2.HIDDEN_DIM = 2048
+_C.MODEL.MOCOV2.QUEUE_SIZE = 65536
+_C.MODEL.MOCOV2.MOMENTUM = 0.999
+_C.MODEL.MOCOV2.TEMPERATURE = 0.2
 # Shuffle-BN for the key encoder across processes (needs >1 process to have an effect).
-_C.MODEL.MOCO.SHUFFLE_BN = True
+_C.MODEL.MOCOV2.SHUFFLE_BN = True
 # Fill the queue with real keys from the first batches before training (small-data demos: a
 # random queue made slimmable models collapse).
-_C.MODEL.MOCO.PREFILL_QUEUE = False
+_C.MODEL.MOCOV2.PREFILL_QUEUE = False
 
-# MoCo v3 (slimdet/modeling/ssl/moco_v3.py)
+# MoCo v3 (slimdet/modeling/methods/moco_v3.py)
 _C.MODEL.MOCOV3 = CN()
 _C.MODEL.MOCOV3.DIM = 256
 _C.MODEL.MOCOV3.HIDDEN_DIM = 4096
@@ -105,13 +108,13 @@ _C.MODEL.MOCOV3.TEMPERATURE = 1.0
 # Momentum at step 0; it follows a half-cosine to 1.0 at the end of training.
 _C.MODEL.MOCOV3.MOMENTUM = 0.99
 
-# SimCLR (slimdet/modeling/ssl/simclr.py)
+# SimCLR (slimdet/modeling/methods/simclr.py)
 _C.MODEL.SIMCLR = CN()
 _C.MODEL.SIMCLR.DIM = 128
 _C.MODEL.SIMCLR.HIDDEN_DIM = 2048
 _C.MODEL.SIMCLR.TEMPERATURE = 0.1
 
-# Linear probe (slimdet/modeling/ssl/linear_probe.py)
+# Linear probe (slimdet/modeling/methods/linear_probe.py)
 _C.MODEL.PROBE = CN()
 # Keep the backbone in eval mode (each width uses its pre-training BN statistics).
 _C.MODEL.PROBE.FREEZE_BACKBONE = True

@@ -102,11 +102,11 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     from ..data import verify_dataset
     from ..data.build import check_batch_size
     from ..evaluation import build_evaluators
-    from ..modeling.ssl import SSL_REGISTRY
-    from ..modeling.ssl.base import ClassificationMethod
+    from ..modeling.methods import METHOD_REGISTRY
+    from ..modeling.methods.base import ClassificationMethod
     from ..utils.registry import lookup
 
-    method = lookup(SSL_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD")
+    method = lookup(METHOD_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD")
     num_classes = cfg.MODEL.NUM_CLASSES if issubclass(method, ClassificationMethod) else 0
     names: List[str] = [cfg.DATASETS.TRAIN] if training else []
     for evaluator in build_evaluators(cfg):

@@ -15,7 +15,7 @@ from ..config import evaluation_widths, untrained_widths
 from ..data import build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
-from ..modeling.ssl import ClassificationMethod
+from ..modeling.methods import ClassificationMethod
 from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths

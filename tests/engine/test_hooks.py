@@ -9,7 +9,7 @@ from detectron2.engine.train_loop import TrainerBase
 from slimdet.engine import load_cfg
 from slimdet.engine.hooks import EpochCounterHook, EvaluationHook, drop_untrained_widths
 from slimdet.modeling import build_model
-from slimdet.modeling.ssl.moco_v2 import QueuePrefillHook
+from slimdet.modeling.methods.moco_v2 import QueuePrefillHook
 
 
 class LoggingTrainer(TrainerBase):
@@ -114,8 +114,8 @@ def test_untrained_widths_are_left_out_of_the_results(caplog):
 
 def _small_moco(queue_size=64):
     cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml",
-                   ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCO.HIDDEN_DIM", "32",
-                    "MODEL.MOCO.DIM", "16", "MODEL.MOCO.QUEUE_SIZE", str(queue_size),
+                   ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCOV2.HIDDEN_DIM", "32",
+                    "MODEL.MOCOV2.DIM", "16", "MODEL.MOCOV2.QUEUE_SIZE", str(queue_size),
                     "MODEL.DEVICE", "cpu"])
     return build_model(cfg)
 

@@ -7,7 +7,7 @@ its weighted loss is back-propagated at once. Gradients accumulate over widths, 
 the gradient of the summed loss while the peak memory is that of a single width's graph. Under
 DDP every backward but the last runs in ``no_sync()``: one all-reduce per step.
 
-Methods (``slimdet/modeling/ssl``) only turn one width's outputs into a task loss and the logits
+Methods (``slimdet/modeling/methods``) only turn one width's outputs into a task loss and the logits
 to distil (:class:`TaskOutput`); pre-training, supervised slimmable training and the linear probe
 all use this loop.
 

@@ -16,10 +16,10 @@ import torch
 from ...layers import SlimLinear
 from ..backbone import build_backbone
 from .base import ClassificationMethod
-from .build import SSL_REGISTRY
+from .build import METHOD_REGISTRY
 
 
-@SSL_REGISTRY.register()
+@METHOD_REGISTRY.register()
 class Supervised(ClassificationMethod):
     """``backbone`` + ``fc`` trained with cross-entropy at every width."""
 

@@ -21,10 +21,10 @@ from ...config import ConfigError, evaluation_widths
 from ...layers import SwitchableBatchNorm1d, SwitchableLinear, add_widths, normalized_width
 from ..backbone import build_backbone
 from .base import ClassificationMethod
-from .build import SSL_REGISTRY
+from .build import METHOD_REGISTRY
 
 
-@SSL_REGISTRY.register()
+@METHOD_REGISTRY.register()
 class LinearProbe(ClassificationMethod):
     """Frozen ``backbone`` + ``classifier`` (one linear layer per width).
 

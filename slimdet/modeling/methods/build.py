@@ -5,17 +5,17 @@ from torch import nn
 from ...layers import check_channels
 from ...utils.registry import lookup
 
-SSL_REGISTRY = Registry("SSL")
-SSL_REGISTRY.__doc__ = """
+METHOD_REGISTRY = Registry("METHOD")
+METHOD_REGISTRY.__doc__ = """
 Registry for training methods (self-supervised, supervised, linear probe). A registered class is
-built as ``cls(cfg)`` and implements :class:`slimdet.modeling.ssl.base.SSLMethod`.
+built as ``cls(cfg)`` and implements :class:`slimdet.modeling.methods.base.TrainingMethod`.
 """
 
 
 def build_model(cfg) -> nn.Module:
     """The method named by ``cfg.MODEL.METHOD`` (on the CPU; the trainer moves it), after
     :func:`check_layer_channels` of its architecture."""
-    cls = lookup(SSL_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD")
+    cls = lookup(METHOD_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD")
     check_layer_channels(cfg, cls)
     return cls(cfg)
 

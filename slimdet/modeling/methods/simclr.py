@@ -17,8 +17,8 @@ from detectron2.utils import comm
 from ..backbone import build_backbone
 from ..heads import slim_mlp
 from ..slim import TaskOutput
-from .base import SSLMethod, all_gather_with_grad
-from .build import SSL_REGISTRY
+from .base import TrainingMethod, all_gather_with_grad
+from .build import METHOD_REGISTRY
 
 
 def nt_xent_logits(z: torch.Tensor, keys: torch.Tensor, rank: int = 0):
@@ -40,8 +40,8 @@ def nt_xent_logits(z: torch.Tensor, keys: torch.Tensor, rank: int = 0):
     return cos, pos
 
 
-@SSL_REGISTRY.register()
-class SimCLR(SSLMethod):
+@METHOD_REGISTRY.register()
+class SimCLR(TrainingMethod):
     def __init__(self, cfg):
         super().__init__()
         m = cfg.MODEL.SIMCLR

@@ -18,7 +18,7 @@ from ..backbone import build_backbone
 from ..heads import slim_mlp
 from ..slim import TaskOutput
 from .base import concat_all_gather
-from .build import SSL_REGISTRY
+from .build import METHOD_REGISTRY
 from .momentum import MomentumEncoderMethod, MomentumScheduleHook
 
 
@@ -32,7 +32,7 @@ def moco_v3_contrastive(q: torch.Tensor, k_all: torch.Tensor, temperature: float
     return F.cross_entropy(logits, labels) * (2 * temperature), logits
 
 
-@SSL_REGISTRY.register()
+@METHOD_REGISTRY.register()
 class MoCoV3(MomentumEncoderMethod):
     def __init__(self, cfg):
         super().__init__()

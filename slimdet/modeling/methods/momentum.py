@@ -13,10 +13,10 @@ from torch import nn
 
 from ...layers import use_width
 from ...solver import EpochClock, half_cosine
-from .base import SSLMethod, ema_update, momentum_copy
+from .base import TrainingMethod, ema_update, momentum_copy
 
 
-class MomentumEncoderMethod(SSLMethod):
+class MomentumEncoderMethod(TrainingMethod):
     """A method whose targets come from an EMA copy of ``backbone`` and ``projector``.
 
     A subclass builds ``backbone`` and ``projector``, then calls :meth:`init_key_encoder`, and

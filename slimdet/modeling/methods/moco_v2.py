@@ -21,17 +21,17 @@ from ..backbone import build_backbone
 from ..heads import slim_mlp
 from ..slim import TaskOutput
 from .base import concat_all_gather
-from .build import SSL_REGISTRY
+from .build import METHOD_REGISTRY
 from .momentum import MomentumEncoderMethod
 
 logger = logging.getLogger("slimdet")
 
 
-@SSL_REGISTRY.register()
+@METHOD_REGISTRY.register()
 class MoCoV2(MomentumEncoderMethod):
     def __init__(self, cfg):
         super().__init__()
-        m = cfg.MODEL.MOCO
+        m = cfg.MODEL.MOCOV2
         self.backbone = build_backbone(cfg)
         self.projector = slim_mlp(self.backbone.num_features, m.HIDDEN_DIM, m.DIM, cfg.MODEL.WIDTHS,
                                   num_layers=2, hidden_bn=False)
@@ -63,7 +63,7 @@ class MoCoV2(MomentumEncoderMethod):
         return {"k": self._keys(data["views"][1])}
 
     def training_hooks(self, cfg, clock, data_loader) -> List[HookBase]:
-        return [QueuePrefillHook(self, data_loader)] if cfg.MODEL.MOCO.PREFILL_QUEUE else []
+        return [QueuePrefillHook(self, data_loader)] if cfg.MODEL.MOCOV2.PREFILL_QUEUE else []
 
     def queue_is_full(self) -> bool:
         """Whether every queue slot holds a real key (not the random initial ones)."""

@@ -13,7 +13,7 @@ from torch import nn
 from ..slim import TaskOutput
 
 
-class SSLMethod(nn.Module):
+class TrainingMethod(nn.Module):
     """A method turns a batch into one width's outputs and loss.
 
     - ``prepare(data)``: once per step, under ``no_grad`` at full width (targets, momentum keys).
@@ -66,7 +66,7 @@ class SSLMethod(nn.Module):
 def backbone_of(model: nn.Module) -> nn.Module:
     """The slimmable encoder of a training method, or ``model`` itself when it is one (the
     evaluators, calibration and export take either)."""
-    return model.backbone if isinstance(model, SSLMethod) else model
+    return model.backbone if isinstance(model, TrainingMethod) else model
 
 
 def images_of(data: Dict[str, Any]) -> torch.Tensor:
@@ -82,7 +82,7 @@ def classification_output(logits: torch.Tensor, labels: torch.Tensor) -> TaskOut
     return TaskOutput(loss, [logits.float()], {"train_top1": acc})
 
 
-class ClassificationMethod(SSLMethod):
+class ClassificationMethod(TrainingMethod):
     """A method whose task is classification of ``views[0]`` (linear probe, supervised): its
     subclass provides ``classify(images)`` (class logits at the active width)."""
 
