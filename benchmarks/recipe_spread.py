@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Spread of the short training recipe of tests/test_supervised.py over seeds and thread counts.
+"""Spread of the short training recipe of tests/modeling/test_supervised.py over seeds and thread counts.
 
 A test that trains must pass on any machine of this kind, where the last bits of the arithmetic
 (and so the run's path) differ; seeds and thread counts are the stand-in for that here. Prints
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# tests/test_supervised.py::test_supervised_demo_trains_and_reports_every_width
+# tests/modeling/test_supervised.py::test_supervised_demo_trains_and_reports_every_width
 TEST_RECIPE = ["DATASETS.TRAIN_SUBSET", "1000", "DATASETS.TEST_SUBSET", "500", "MODEL.DEVICE",
                "cpu", "SOLVER.MAX_ITER", "40", "SOLVER.EPOCHS", "4", "SOLVER.IMS_PER_BATCH", "100",
                "SOLVER.BASE_LR", "0.2", "SOLVER.WARMUP_EPOCHS", "1.0", "TEST.EVALUATORS",

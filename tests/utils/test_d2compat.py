@@ -9,7 +9,7 @@ from slimdet.engine import load_cfg, seed_all
 from slimdet.engine.trainer import SlimTrainer
 from slimdet.utils.d2compat import data_iterator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _train(tmp_path: Path, grad_period: int):

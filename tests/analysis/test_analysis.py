@@ -18,7 +18,7 @@ from slimdet.modeling import build_model
 from slimdet.modeling.slim import WidthLoop
 from tests.helpers import random_batch, tiny_cfg
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _tool(name):

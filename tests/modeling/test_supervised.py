@@ -8,7 +8,7 @@ from slimdet.engine import load_cfg
 from slimdet.engine.trainer import SlimTrainer
 from slimdet.layers import set_width
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_supervised_demo_trains_and_reports_every_width(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from slimdet.modeling.backbone import SlimResNet
 from slimdet.evaluation import profile_widths
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # docs/method.md §2: slimmable ResNet-50, 1000-way head, 224x224: params (M) / conv+fc MACs (G).
 REFERENCE = {1.0: (25.56, 4.09), 0.75: (14.77, 2.32), 0.5: (6.92, 1.05), 0.25: (1.99, 0.28)}
 

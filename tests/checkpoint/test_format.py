@@ -23,7 +23,7 @@ from slimdet.layers import use_width
 from slimdet.modeling import build_model
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 # A bottleneck ResNet-50 (the reference's network, features.0..15) at base width 8 on the demo's

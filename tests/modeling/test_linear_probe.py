@@ -11,7 +11,7 @@ from slimdet.evaluation import build_evaluators
 from slimdet.engine.linear_probe_run import run_linear_probe
 from slimdet.modeling import build_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_DATA = ["DATASETS.TRAIN_SUBSET", 1000, "DATASETS.TEST_SUBSET", 500, "MODEL.DEVICE", "cpu",
               "TEST.IMS_PER_BATCH", 500, "LOG_PERIOD", 1000, "SEED", 0]
 

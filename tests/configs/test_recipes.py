@@ -15,7 +15,7 @@ from PIL import Image
 from slimdet.engine import load_cfg
 from slimdet.solver import EpochClock, base_lr, build_lr_schedule
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SLIM = ["slimclr_mocov2_200ep", "slimclr_mocov2_800ep", "slimclr_mocov3_300ep", "slim_simclr_100ep"]
 CONT = [f"{n}_cont" for n in SLIM]
 PLAIN = ["mocov2_r50_200ep", "mocov3_r50_300ep", "simclr_r50_100ep"]

@@ -70,7 +70,7 @@ def test_imagenet_recipes_evaluate_at_resize_256_crop_224():
 
     from slimdet.data.recipes import EvalSpec, eval_spec
 
-    root = Path(__file__).resolve().parents[1] / "configs"
+    root = Path(__file__).resolve().parents[2] / "configs"
     names = ["slimclr_mocov2_800ep", "slimclr_mocov3_300ep", "slim_simclr_100ep",
              "mocov2_r50_200ep", "lincls/mocov2", "lincls/mocov3", "supervised/slim_r50"]
     for name in names:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",
          str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")]
 TINY = ["DATASETS.TRAIN_SUBSET", "256", "DATASETS.TEST_SUBSET", "100", "TEST.EVALUATORS", "[]",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",
          str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")]
 # Small and quick: 1,280 images -> 10 iterations per epoch at batch 128.
