@@ -8,8 +8,10 @@ export SLIMDET_VENV := $(abspath $(VENV))
 setup:
 	bash scripts/setup_env.sh
 
+# `make demo DEMO_ARGS=--overwrite` runs it again into the same folder (--resume continues it).
+DEMO_ARGS ?=
 demo: setup
-	$(PY) tools/demo.py
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest -q -x tests

@@ -72,7 +72,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from slimdet.config import get_cfg
+from slimdet.config import CfgNode, get_cfg
 from slimdet.evaluation.profiler import count_macs
 from slimdet.layers import use_width
 from slimdet.layers.sliced import slice_grads_into_param_grad
@@ -144,12 +144,12 @@ def _reset_vm_hwm() -> bool:
         return False
 
 
-def make_cfg(widths: Sequence[float], args) -> "CfgNode":  # noqa: F821
+def make_cfg(widths: Sequence[float], args) -> CfgNode:
     cfg = get_cfg()
     cfg.MODEL.METHOD = "MoCoV2"
     cfg.MODEL.WIDTHS = list(widths)
     cfg.MODEL.BACKBONE.DEPTH = args.depth
-    cfg.MODEL.MOCO.QUEUE_SIZE = args.queue
+    cfg.MODEL.MOCOV2.QUEUE_SIZE = args.queue
     cfg.MODEL.COMPILE = args.compile
     return cfg
 

@@ -13,9 +13,9 @@ def tiny_cfg(method: str = "MoCoV2", widths=(1.0, 0.5, 0.25)):
     cfg.MODEL.WIDTHS = list(widths)
     b = cfg.MODEL.BACKBONE
     b.DEPTH, b.BASE_CHANNELS, b.IN_CHANNELS, b.CIFAR_STEM = 18, 8, 1, True
-    cfg.MODEL.MOCO.HIDDEN_DIM = 32
-    cfg.MODEL.MOCO.DIM = 16
-    cfg.MODEL.MOCO.QUEUE_SIZE = 64
+    cfg.MODEL.MOCOV2.HIDDEN_DIM = 32
+    cfg.MODEL.MOCOV2.DIM = 16
+    cfg.MODEL.MOCOV2.QUEUE_SIZE = 64
     cfg.MODEL.MOCOV3.HIDDEN_DIM = 32
     cfg.MODEL.MOCOV3.DIM = 16
     cfg.MODEL.SIMCLR.HIDDEN_DIM = 32

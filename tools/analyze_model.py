@@ -10,7 +10,7 @@ convolutions, TorchScript-traced: what tools/export_width.py --format torchscrip
 
 With ``--results RESULTS.json --plot out.png`` it also draws accuracy vs FLOPs and params of
 every width (RESULTS: a JSON dict such as {"top1/w1": 70.1, ...} or a run's metrics.json);
-``--reference`` overlays the paper's ImageNet numbers (SPEC §7).
+``--reference`` overlays the paper's ImageNet numbers (docs/method.md §7).
 """
 import argparse
 

@@ -22,12 +22,12 @@ from typing import Dict, List, Optional
 
 import torch
 
-from slimdet.checkpoint import (atomic_write, backbone_from_checkpoint, infer_architecture,
-                                read_checkpoint)
+from slimdet.checkpoint import backbone_from_checkpoint, infer_architecture, read_checkpoint
 from slimdet.d2.checkpoint import stock_d2_overrides, to_slim_d2_state, to_stock_d2_state
 from slimdet.engine import run_cli
-from slimdet.layers import check_widths
+from slimdet.config import check_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
+from slimdet.utils.file_io import atomic_write
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

@@ -1,10 +1,15 @@
 #!/usr/bin/env python
 """The README demo: SlimCLR-MoCo v2 pre-training on the embedded Fashion-MNIST set, then kNN and
-linear-probe top-1 of every width, next to the same evaluations of a randomly initialised network.
+linear-probe top-1 of every width, next to the same evaluations of a randomly initialised
+network and kNN on raw pixels.
 
-    python tools/demo.py [--skip-probe] [--resume] [KEY VALUE ...]   (overrides go to pre-training)
+    python tools/demo.py [--resume | --overwrite] [--skip-probe] [KEY VALUE ...]
 
-Writes OUTPUT_DIR/demo_results.json and prints one table with a row per width.
+Overrides go to pre-training; those that describe the data and the network (DATASETS.*,
+DATALOADER.*, INPUT.CROP_SIZE / PIXEL_MEAN / PIXEL_STD / TEST_*, MODEL.BACKBONE.*, MODEL.WIDTHS,
+MODEL.NUM_CLASSES, MODEL.DEVICE, SEED, TEST.IMS_PER_BATCH, TEST.KNN.*) go to the probes too, so
+one command points the whole demo at other data. Writes OUTPUT_DIR/demo_results.json and prints
+one table with a row per width.
 """
 import argparse
 import json
@@ -14,13 +19,24 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from slimdet.engine import default_setup, load_cfg, seed_all
+from slimdet.config import ConfigError
+from slimdet.engine import default_setup, load_cfg, run_cli, seed_all, start_run_files, verify_run
+from slimdet.engine.run_folder import check_output_dir, clear_previous_run
+from slimdet.engine.linear_probe_run import run_linear_probe
 from slimdet.engine.trainer import SlimTrainer
-from slimdet.evaluation import KNNEvaluator, profile_widths
-from slimdet.evaluation.linear_probe_run import run_linear_probe
+from slimdet.evaluation import KNNEvaluator, knn_top1, profile_widths
 from slimdet.modeling import build_model
+from slimdet.utils.file_io import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ("DATASETS.", "DATALOADER.", "INPUT.CROP_SIZE", "INPUT.PIXEL_", "INPUT.TEST_",
+          "MODEL.BACKBONE.", "MODEL.WIDTHS", "MODEL.NUM_CLASSES", "MODEL.DEVICE", "SEED",
+          "TEST.IMS_PER_BATCH", "TEST.KNN.")
+
+
+def shared_overrides(opts):
+    pairs = list(zip(opts[0::2], opts[1::2]))
+    return [x for key, value in pairs if key.startswith(SHARED) for x in (key, value)]
 
 
 def main() -> None:
@@ -28,34 +44,49 @@ def main() -> None:
     p.add_argument("--config-file", default=str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"))
     p.add_argument("--probe-config", default=str(ROOT / "configs/demo/lincls_demo.yaml"))
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo run")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous demo run")
     p.add_argument("--skip-probe", action="store_true", help="kNN only (faster)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides of pre-training")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (see above)")
     args = p.parse_args()
 
     cfg = load_cfg(args.config_file, args.opts)
     cfg.freeze()
+    probe_cfg = load_cfg(args.probe_config, ["SEED", str(cfg.SEED)] + shared_overrides(args.opts))
+    probe_dirs = {k: os.path.join(cfg.OUTPUT_DIR, k) for k in ("probe", "probe_random")}
+    for out in [cfg.OUTPUT_DIR, *probe_dirs.values()]:
+        check_output_dir(out, args.resume, args.overwrite)
     default_setup(cfg)
+    verify_run(cfg)
+    if not args.skip_probe:
+        try:
+            verify_run(probe_cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{args.probe_config} (the linear probe): {e}") from e
     timings = {}
 
     t0 = time.perf_counter()
     trainer = SlimTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    start_run_files(cfg, overwrite=args.overwrite)
     pretrained = trainer.train() or SlimTrainer.test(cfg, trainer.method)
     timings["pre-training + kNN (s)"] = time.perf_counter() - t0
-    weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
 
     t0 = time.perf_counter()
     seed_all(cfg.SEED)
     random_model = build_model(cfg).to(trainer.device)
     random_knn = KNNEvaluator(cfg).evaluate(random_model)
-    timings["random-init kNN (s)"] = time.perf_counter() - t0
+    pixel_knn = knn_top1(cfg, lambda images: images, trainer.device)
+    timings["random-init and pixel kNN (s)"] = time.perf_counter() - t0
 
     probe = {}
     if not args.skip_probe:
         t0 = time.perf_counter()
-        probe_cfg = load_cfg(args.probe_config, ["SEED", str(cfg.SEED)])
-        probe["slimclr"] = run_linear_probe(probe_cfg, weights, os.path.join(cfg.OUTPUT_DIR, "probe"))
-        probe["random"] = run_linear_probe(probe_cfg, None, os.path.join(cfg.OUTPUT_DIR, "probe_random"))
+        if args.overwrite:
+            for out in probe_dirs.values():
+                clear_previous_run(out)
+        weights = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+        probe["slimclr"] = run_linear_probe(probe_cfg, weights, probe_dirs["probe"], args.resume)
+        probe["random"] = run_linear_probe(probe_cfg, None, probe_dirs["probe_random"], args.resume)
         timings["linear probes (s)"] = time.perf_counter() - t0
 
     sizes = {r["width"]: r for r in profile_widths(random_model.backbone.cpu(), cfg.INPUT.CROP_SIZE,
@@ -64,21 +95,24 @@ def main() -> None:
     for w in cfg.MODEL.WIDTHS:
         key = f"w{w:g}"
         row = {"width": w, "params (M)": sizes[w]["params"] / 1e6, "MMACs": sizes[w]["macs"] / 1e6,
-               "kNN random": random_knn[f"knn_top1/{key}"], "kNN SlimCLR": pretrained[f"knn_top1/{key}"]}
+               "kNN pixels": pixel_knn, "kNN random": random_knn[f"knn_top1/{key}"],
+               "kNN SlimCLR": pretrained[f"knn_top1/{key}"]}
         if probe:
             row["linear random"] = probe["random"][f"linear_top1/{key}"]
             row["linear SlimCLR"] = probe["slimclr"][f"linear_top1/{key}"]
         rows.append(row)
         record[key] = row
     print()
-    print(f"SlimCLR-MoCo v2 on Fashion-MNIST ({cfg.DATASETS.TRAIN_SUBSET or 'all'} training images, "
-          f"{cfg.SOLVER.EPOCHS} epochs), top-1 % on {cfg.DATASETS.TEST_SUBSET or 'all'} test images:")
+    print(f"SlimCLR-MoCo v2 on {cfg.DATASETS.TRAIN} ({cfg.DATASETS.TRAIN_SUBSET or 'all'} training "
+          f"images, {cfg.SOLVER.EPOCHS} epochs), top-1 % on {cfg.DATASETS.TEST_SUBSET or 'all'} "
+          f"test images of {cfg.DATASETS.TEST}:")
     print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="pipe",
                    floatfmt=".2f"))
     print("  ".join(f"{k}: {v:.0f}" for k, v in timings.items()))
-    with open(os.path.join(cfg.OUTPUT_DIR, "demo_results.json"), "w") as f:
-        json.dump({"per_width": record, "timings": timings}, f, indent=2)
+    results = {"per_width": record, "timings": timings}
+    atomic_write(os.path.join(cfg.OUTPUT_DIR, "demo_results.json"),
+                 lambda f: f.write(json.dumps(results, indent=2).encode()))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

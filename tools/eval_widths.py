@@ -22,13 +22,15 @@ import logging
 import os
 import sys
 
-from slimdet.checkpoint import atomic_write, load_weights
+from slimdet.checkpoint import load_weights
 from slimdet.config import ConfigError
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation import profile_widths
 from slimdet.modeling import build_model
+from slimdet.utils.file_io import atomic_write
+from slimdet.utils.results import split_width_key
 
 
 def main() -> None:
@@ -78,8 +80,8 @@ def main() -> None:
     rows = []
     for r in profile:
         row = {"width": r["width"], "macs": r["macs"], "params": r["params"]}
-        row.update({k.rpartition("/w")[0]: v for k, v in results.items()
-                    if k.endswith(f"/w{r['width']:g}")})
+        row.update({metric: v for metric, width, v in
+                    ((*split_width_key(k), v) for k, v in results.items()) if width == r["width"]})
         rows.append(row)
     s = cfg.MODEL.SLIM
     trained = list(cfg.MODEL.WIDTHS) if s.MODE == "fixed" else [max(cfg.MODEL.WIDTHS), min(cfg.MODEL.WIDTHS)]

@@ -27,7 +27,7 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import CheckpointError, atomic_write, load_weights
+from slimdet.checkpoint import CheckpointError, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
                                        export_width_state_dict, run_exported, write_onnx,
                                        write_torchscript)
@@ -36,7 +36,8 @@ from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
-from slimdet.modeling.ssl.base import ClassificationMethod
+from slimdet.modeling.methods.base import ClassificationMethod
+from slimdet.utils.file_io import atomic_write
 
 
 def main() -> None:

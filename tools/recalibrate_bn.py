@@ -23,13 +23,14 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import atomic_write, load_weights
-from slimdet.checkpoint.recalibrate_bn import recalibrate_bn, train_images
-from slimdet.data import build_train_loader
+from slimdet.checkpoint import load_weights
 from slimdet.engine import load_cfg, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
+from slimdet.evaluation.calibration import CalibrationImages
+from slimdet.layers import recalibrate_bn
 from slimdet.modeling import build_model
+from slimdet.utils.file_io import atomic_write
 
 
 def main() -> None:
@@ -52,7 +53,7 @@ def main() -> None:
     method.to(device)
     if args.eval:
         SlimTrainer.test(cfg, method)
-    recalibrate_bn(method.backbone, train_images(build_train_loader(cfg, device)), args.num_batches)
+    recalibrate_bn(method.backbone, CalibrationImages(cfg, device), args.num_batches)
     if args.eval:
         SlimTrainer.test(cfg, method)
     # Only what came from the input: a part it lacked must stay missing, not become random.

@@ -1,4 +1,4 @@
-"""Per-width gradient diagnostics (SPEC §3 "Diagnostics the paper relies on").
+"""Per-width gradient diagnostics (docs/method.md §3 "Diagnostics the paper relies on").
 
 SlimCLR's argument is about the *shared* weights: every width trains the leading slice of the
 same tensors, and naive slimmable SSL fails because the sub-widths' gradients on that slice are
@@ -28,7 +28,8 @@ from torch import nn
 from ..layers import set_width
 from ..layers.slimmable import SlimConv2d, SlimLinear, SwitchableBatchNorm1d, \
     SwitchableBatchNorm2d, SwitchableLinear
-from ..modeling.slim.loop import unwrap
+from ..utils.ddp import unwrap
+from ..utils.results import width_key
 
 # Slices of one parameter: a tuple of ``slice`` objects, one per leading dimension sliced.
 Slices = Tuple[slice, ...]
@@ -36,7 +37,7 @@ Slices = Tuple[slice, ...]
 
 @dataclass
 class SharedParam:
-    """A trainable tensor used by every width (``slicer(w)`` = the part width ``w`` uses)."""
+    """A trainable tensor used by every width (:meth:`slices`: the part the active width uses)."""
     name: str
     param: nn.Parameter
     module: nn.Module
@@ -125,12 +126,12 @@ def per_width_gradients(params: Sequence[SharedParam],
                 sq_full += float(fs.pow(2).sum())
                 if g is not None:
                     dot += float((fs * gs).sum())
-        results[f"grad_norm/w{width:g}"] = math.sqrt(sq)
+        results[width_key("grad_norm", width)] = math.sqrt(sq)
         if i == 0:
             full = [None if g is None else g.detach() for g in grads]
         else:
             denom = math.sqrt(sq) * math.sqrt(sq_full)
-            results[f"grad_cos/w{width:g}"] = dot / denom if denom > 0 else 0.0
+            results[width_key("grad_cos", width)] = dot / denom if denom > 0 else 0.0
     return results
 
 

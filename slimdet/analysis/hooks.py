@@ -10,8 +10,8 @@ import torch
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
-from ..checkpoint import atomic_write
-from ..modeling.slim.loop import unwrap
+from ..utils.file_io import atomic_write
+from ..utils.ddp import unwrap
 from ..utils.d2compat import data_iterator, set_data_iterator
 from .gradients import width_loop_gradients
 

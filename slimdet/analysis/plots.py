@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+from ..utils.results import width_key
 
 Series = Dict[str, List[Tuple[int, float]]]
 _WIDTH = re.compile(r"^(?P<metric>.+)/w(?P<width>[0-9.]+)$")
@@ -174,7 +175,7 @@ def plot_run(metrics_path: str, out_dir: Optional[str] = None) -> List[str]:
 
 
 # ------------------------------------------------------------------ accuracy vs FLOPs / params
-# SPEC §7 (ImageNet linear top-1) with SPEC §2's sizes of ResNet-50 at 224 px; the ResNet-18/34
+# docs/method.md §7 (ImageNet linear top-1) with docs/method.md §2's sizes of ResNet-50 at 224 px; the ResNet-18/34
 # sizes are torchvision's (11.69 M / 1.82 G, 21.80 M / 3.67 G MACs).
 PAPER_REFERENCE: Dict[str, List[Tuple[float, float, float]]] = {
     # name: [(params M, MACs G, top-1), ...]; the FLOPs panel reads index 1, params index 0
@@ -221,13 +222,13 @@ def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, f
                           title: str = "") -> str:
     """Accuracy of every width against its FLOPs (MACs) and parameters, widths labelled.
 
-    ``rows`` come from :func:`slimdet.evaluation.profile_widths`. ``reference`` overlays SPEC §7
+    ``rows`` come from :func:`slimdet.evaluation.profile_widths`. ``reference`` overlays docs/method.md §7
     (ImageNet, 224 px): a different data set and resolution, so only the shape is comparable;
     log-scaled x axes keep both on one chart.
     """
     metric = pick_accuracy_metric(results, metric)
-    pts = [(r["width"], r["macs"] / 1e9, r["params"] / 1e6, results[f"{metric}/w{r['width']:g}"])
-           for r in rows if f"{metric}/w{r['width']:g}" in results]
+    pts = [(r["width"], r["macs"] / 1e9, r["params"] / 1e6, results[width_key(metric, r["width"])])
+           for r in rows if width_key(metric, r["width"]) in results]
     if not pts:
         raise ValueError(f"no width of the model has {metric}/w... in the results")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))

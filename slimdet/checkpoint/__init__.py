@@ -6,16 +6,16 @@
 - :mod:`.checkpointer`: atomic writes, the trainer's checkpointer, periodic checkpoints.
 - :mod:`.export`, :mod:`.recalibrate_bn`: one width as a torchvision ResNet; BN statistics.
 """
-from .checkpointer import PeriodicCheckpointer, SlimCheckpointer, atomic_write, remove_stale_temp_files
+from .checkpointer import PeriodicCheckpointer, SlimCheckpointer
 from .format import (ALL_PARTS, TRUST_HINT, Checkpoint, CheckpointError, LoadReport,
-                     ResNetArchitecture, backbone_from_checkpoint, check_architecture, check_keys,
+                     ResNetArchitecture, backbone_from_checkpoint, check_architecture, check_keys, count_parts,
                      detect_layout, infer_architecture, load_state, load_weights,
                      read_checkpoint, read_file, safe_globals, single_width_name)
 
 __all__ = [
-    "PeriodicCheckpointer", "SlimCheckpointer", "atomic_write", "remove_stale_temp_files",
+    "PeriodicCheckpointer", "SlimCheckpointer",
     "ALL_PARTS", "TRUST_HINT", "Checkpoint", "CheckpointError", "LoadReport",
-    "ResNetArchitecture", "backbone_from_checkpoint", "check_architecture", "check_keys",
+    "ResNetArchitecture", "backbone_from_checkpoint", "check_architecture", "check_keys", "count_parts",
     "detect_layout", "infer_architecture", "load_state", "load_weights",
     "read_checkpoint", "read_file", "safe_globals", "single_width_name",
 ]

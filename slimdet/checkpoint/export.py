@@ -27,8 +27,8 @@ from torch import nn
 from ..layers import use_width
 from ..modeling.backbone import SlimResNet, extract_subnet
 from ..modeling.backbone.slim_resnet import Bottleneck
-from ..modeling.ssl.base import ClassificationMethod
-from .checkpointer import atomic_write
+from ..modeling.methods.base import ClassificationMethod, backbone_of
+from ..utils.file_io import atomic_write
 from .format import CheckpointError, single_width_name
 
 FORMATS = ("torchvision", "torchscript", "onnx")
@@ -40,7 +40,7 @@ class ExportError(CheckpointError):
 
 
 def _backbone(method: nn.Module) -> SlimResNet:
-    backbone = getattr(method, "backbone", method)
+    backbone = backbone_of(method)
     if not isinstance(backbone, SlimResNet):
         raise TypeError(f"export needs a SlimResNet backbone, got {type(backbone).__name__}")
     return backbone

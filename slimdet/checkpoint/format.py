@@ -35,7 +35,7 @@ import re
 import zipfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from iopath.common.file_io import g_pathmgr
 from torch import nn
 
 from ..modeling.backbone import STAGE_BLOCKS, SlimResNet
+from ..modeling.methods.base import backbone_of
 
 logger = logging.getLogger("slimdet")
 
@@ -474,12 +475,12 @@ class LoadReport:
 
     def summary(self) -> str:
         """One line: what came from the file, what did not, what the file had in excess."""
-        line = (f"loaded {len(self.loaded)} tensors ({_parts(self.loaded)}) from {self.layout} "
+        line = (f"loaded {len(self.loaded)} tensors ({count_parts(self.loaded)}) from {self.layout} "
                 f"checkpoint {self.path}")
         if self.left_out:
-            line += f"; not in the file, left at initialisation: {_parts(self.left_out)}"
+            line += f"; not in the file, left at initialisation: {count_parts(self.left_out)}"
         if self.unused:
-            line += f"; in the file, not used: {_parts(self.unused)}"
+            line += f"; in the file, not used: {count_parts(self.unused)}"
         return line
 
 
@@ -487,10 +488,12 @@ def _part(key: str) -> str:
     return key.split(".", 1)[0]
 
 
-def _parts(keys: Sequence[str]) -> str:
+def count_parts(keys: Sequence[str], part_of: Callable[[str], str] = _part) -> str:
+    """``"backbone (320), projector (4)"``: how many of ``keys`` each part holds, for messages
+    (``part_of``: a key's part; by default its first component)."""
     counts: Dict[str, int] = {}
     for k in keys:
-        counts[_part(k)] = counts.get(_part(k), 0) + 1
+        counts[part_of(k)] = counts.get(part_of(k), 0) + 1
     return ", ".join(p if n == 1 else f"{p} ({n})" for p, n in counts.items())
 
 
@@ -518,7 +521,7 @@ def load_state(module: nn.Module, ckpt: Checkpoint,
     own_parts = list(dict.fromkeys(_part(k) for k in own))
     file_parts = {_part(k) for k in ckpt.state}
     need = own_parts if required == ALL_PARTS else list(required)
-    backbone = getattr(module, "backbone", None)
+    backbone = backbone_of(module)
     if isinstance(backbone, SlimResNet) and "backbone" in file_parts:
         check_architecture(backbone.state_dict(), ckpt.backbone_state(), ckpt.path, purpose, fix)
     absent = [p for p in need if p in own_parts and p not in file_parts]

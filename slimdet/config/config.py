@@ -55,7 +55,8 @@ class CfgNode(_FvCfgNode):
                 node = node.get(part) if isinstance(node, _FvCfgNode) else None
             default = node.get(leaf[-1]) if isinstance(node, _FvCfgNode) else None
             if default is None:
-                raise ConfigError(f"command line: unknown config key {key!r} (value {value!r})")
+                raise ConfigError(f"command line: unknown config key {key!r} (value {value!r})"
+                                  f"{_renamed_hint(key)}")
             value = _coerce_numbers(self._decode_cfg_value(value), default)
             fixed += [key, value]
         try:
@@ -67,24 +68,30 @@ class CfgNode(_FvCfgNode):
 def _describe(e: BaseException) -> str:
     msg = e.args[0] if e.args else str(e)
     if isinstance(msg, str) and msg.startswith("Non-existent config key"):
-        return "unknown config key " + msg.split(":", 1)[1].strip()
+        key = msg.split(":", 1)[1].strip()
+        return f"unknown config key {key}{_renamed_hint(key)}"
     return str(msg)
+
+
+def _renamed_hint(key: str) -> str:
+    """``"; MODEL.MOCO was renamed MODEL.MOCOV2: use MODEL.MOCOV2.DIM"`` for a key under a
+    renamed one (``defaults.RENAMED_KEYS``), else ``""``."""
+    from .defaults import RENAMED_KEYS
+
+    for old, new in RENAMED_KEYS.items():
+        if key == old or key.startswith(old + "."):
+            return f"; {old} was renamed {new}: use {new + key[len(old):]}"
+    return ""
 
 
 def validate_cfg(cfg: CfgNode) -> None:
     """Checks that span several keys; each error names the key and the value."""
-    widths = list(cfg.MODEL.WIDTHS)
-    if not widths or any(not (0.0 < w <= 1.0) for w in widths):
-        raise ConfigError(f"MODEL.WIDTHS must be multipliers in (0, 1], got {widths}")
-    if widths[0] != 1.0 or sorted(widths, reverse=True) != widths or len(set(widths)) != len(widths):
-        raise ConfigError(
-            f"MODEL.WIDTHS must start with 1.0 and be strictly decreasing, got {widths}")
-    if cfg.MODEL.BACKBONE.DEPTH not in (18, 34, 50, 101, 152):
-        raise ConfigError(
-            f"MODEL.BACKBONE.DEPTH must be one of 18, 34, 50, 101, 152, got {cfg.MODEL.BACKBONE.DEPTH}")
-    if cfg.MODEL.SLIM.LOSS_WEIGHTING not in ("size", "uniform", "proportional"):
-        raise ConfigError("MODEL.SLIM.LOSS_WEIGHTING must be size, uniform or proportional, "
-                          f"got {cfg.MODEL.SLIM.LOSS_WEIGHTING!r}")
+    from .widths import check_widths, validate_widths
+
+    check_widths(cfg.MODEL.WIDTHS, "MODEL.WIDTHS")
+    # MODEL.BACKBONE.DEPTH and MODEL.SLIM.LOSS_WEIGHTING are checked where their choices are
+    # defined (SlimResNet.from_config, slimdet.modeling.slim.weights), when the trainer builds
+    # the model and its width loop: before a start writes anything.
     if cfg.DATALOADER.BACKEND not in ("torch", "dali"):
         raise ConfigError(f"DATALOADER.BACKEND must be torch or dali, got {cfg.DATALOADER.BACKEND!r}")
     compile_modes = ("", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -97,9 +104,32 @@ def validate_cfg(cfg: CfgNode) -> None:
                           f"{cfg.MODEL.COMPILE!r} with MODEL.SLIM.MODE 'sandwich')")
     if cfg.SOLVER.IMS_PER_BATCH <= 0:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
-    from .widths import validate_widths
-
     validate_widths(cfg)
+    _validate_input(cfg)
+
+
+def _validate_input(cfg: CfgNode) -> None:
+    i, channels = cfg.INPUT, cfg.MODEL.BACKBONE.IN_CHANNELS
+    if channels not in (1, 3):
+        raise ConfigError("MODEL.BACKBONE.IN_CHANNELS must be 1 (grey images) or 3 (colour), "
+                          f"got {channels}")
+    for key in ("PIXEL_MEAN", "PIXEL_STD"):
+        if len(i[key]) != channels:
+            raise ConfigError(f"INPUT.{key} has {len(i[key])} values {list(i[key])} but "
+                              f"MODEL.BACKBONE.IN_CHANNELS is {channels}: give one per channel")
+    if any(s <= 0 for s in i.PIXEL_STD):
+        raise ConfigError(f"INPUT.PIXEL_STD must be positive, got {list(i.PIXEL_STD)}")
+    if i.CROP_SIZE <= 0:
+        raise ConfigError(f"INPUT.CROP_SIZE must be positive, got {i.CROP_SIZE}")
+    if i.TEST_RESIZE and i.TEST_RESIZE < i.CROP_SIZE:
+        raise ConfigError(f"INPUT.TEST_RESIZE {i.TEST_RESIZE} is smaller than INPUT.CROP_SIZE "
+                          f"{i.CROP_SIZE}: the centre crop would not fit (0 = from "
+                          "INPUT.TEST_CROP_FRACTION)")
+    if not 0.0 < i.TEST_CROP_FRACTION <= 1.0:
+        raise ConfigError(f"INPUT.TEST_CROP_FRACTION must be in (0, 1], got {i.TEST_CROP_FRACTION}")
+    if not 0.0 < i.MIN_SCALE <= i.MAX_SCALE <= 1.0:
+        raise ConfigError("INPUT.MIN_SCALE / MAX_SCALE must satisfy 0 < MIN_SCALE <= MAX_SCALE "
+                          f"<= 1, got {i.MIN_SCALE} / {i.MAX_SCALE}")
 
 
 def get_cfg() -> CfgNode:

@@ -14,8 +14,8 @@ _C.VERSION = 1
 # Model
 # ---------------------------------------------------------------------------------------------
 _C.MODEL = CN()
-# Registered name in SSL_REGISTRY (slimdet/modeling/ssl): MoCoV2, MoCoV3, SimCLR, Supervised,
-# LinearProbe, Classifier.
+# Registered name in METHOD_REGISTRY (slimdet/modeling/methods): MoCoV2, MoCoV3, SimCLR, Supervised,
+# LinearProbe.
 _C.MODEL.METHOD = "MoCoV2"
 # "cpu", "cuda", or "" to pick cuda when available.
 _C.MODEL.DEVICE = ""
@@ -47,7 +47,9 @@ _C.MODEL.BACKBONE.NAME = "SlimResNet"
 _C.MODEL.BACKBONE.DEPTH = 50
 # Channels of the stem at full width (64 for the standard ResNet; stage widths scale with it).
 _C.MODEL.BACKBONE.BASE_CHANNELS = 64
-# Input channels (3 for RGB; 1 for grey images such as Fashion-MNIST). Never sliced.
+# Input channels: 3 (images decoded as RGB; grey images repeated) or 1 (decoded grey; a data
+# set holding colour images is refused). INPUT.PIXEL_MEAN / PIXEL_STD give one value per
+# channel. Never sliced.
 _C.MODEL.BACKBONE.IN_CHANNELS = 3
 # CIFAR stem for small images: 3x3 stride-1 conv and no max-pool instead of 7x7/2 + max-pool.
 _C.MODEL.BACKBONE.CIFAR_STEM = False
@@ -60,7 +62,7 @@ _C.MODEL.BACKBONE.OUT_FEATURES = []
 _C.MODEL.SLIM = CN()
 # Online distillation from the full width's (detached) logits to every sub-width.
 _C.MODEL.SLIM.DISTILL = True
-# Distillation temperature tau (SPEC: 5.0 on raw cosine logits for MoCo v2 / SimCLR, 1.0 for v3).
+# Distillation temperature tau (docs/method.md §3: 5.0 on raw cosine logits for MoCo v2 / SimCLR, 1.0 for v3).
 _C.MODEL.SLIM.DISTILL_TEMPERATURE = 5.0
 # Sub-width loss = (1 - a) * task loss + a * distillation, a = DISTILL_WEIGHT.
 _C.MODEL.SLIM.DISTILL_WEIGHT = 0.5
@@ -88,20 +90,23 @@ _C.MODEL.SLIM.WIDTH_RANGE = []
 # the two differ (bn1.weight vs bn1.bn.0.weight): a job loading one needs the same value.
 _C.MODEL.SLIM.BN = "switchable"
 
-# MoCo v2 (slimdet/modeling/ssl/moco_v2.py)
-_C.MODEL.MOCO = CN()
-_C.MODEL.MOCO.DIM = 128
-_C.MODEL.MOCO.HIDDEN_DIM = 2048
-_C.MODEL.MOCO.QUEUE_SIZE = 65536
-_C.MODEL.MOCO.MOMENTUM = 0.999
-_C.MODEL.MOCO.TEMPERATURE = 0.2
+# MoCo v2 (slimdet/modeling/methods/moco_v2.py)
+# Keys renamed since earlier releases: a config that still uses one fails with one line naming
+# the new key (slimdet.config.config), never "unknown key" alone.
+RENAMED_KEYS = {"MODEL.MOCO": "MODEL.MOCOV2"}
+_C.MODEL.MOCOV2 = CN()
+_C.MODEL.MOCOV2.DIM = 128
+_C.MODEL.MOCOV2.HIDDEN_DIM = 2048
+_C.MODEL.MOCOV2.QUEUE_SIZE = 65536
+_C.MODEL.MOCOV2.MOMENTUM = 0.999
+_C.MODEL.MOCOV2.TEMPERATURE = 0.2
 # Shuffle-BN for the key encoder across processes (needs >1 process to have an effect).
-_C.MODEL.MOCO.SHUFFLE_BN = True
+_C.MODEL.MOCOV2.SHUFFLE_BN = True
 # Fill the queue with real keys from the first batches before training (small-data demos: a
 # random queue made slimmable models collapse).
-_C.MODEL.MOCO.PREFILL_QUEUE = False
+_C.MODEL.MOCOV2.PREFILL_QUEUE = False
 
-# MoCo v3 (slimdet/modeling/ssl/moco_v3.py)
+# MoCo v3 (slimdet/modeling/methods/moco_v3.py)
 _C.MODEL.MOCOV3 = CN()
 _C.MODEL.MOCOV3.DIM = 256
 _C.MODEL.MOCOV3.HIDDEN_DIM = 4096
@@ -109,30 +114,39 @@ _C.MODEL.MOCOV3.TEMPERATURE = 1.0
 # Momentum at step 0; it follows a half-cosine to 1.0 at the end of training.
 _C.MODEL.MOCOV3.MOMENTUM = 0.99
 
-# SimCLR (slimdet/modeling/ssl/simclr.py)
+# SimCLR (slimdet/modeling/methods/simclr.py)
 _C.MODEL.SIMCLR = CN()
 _C.MODEL.SIMCLR.DIM = 128
 _C.MODEL.SIMCLR.HIDDEN_DIM = 2048
 _C.MODEL.SIMCLR.TEMPERATURE = 0.1
 
-# Linear probe (slimdet/modeling/ssl/linear_probe.py)
+# Linear probe (slimdet/modeling/methods/linear_probe.py)
 _C.MODEL.PROBE = CN()
 # Keep the backbone in eval mode (each width uses its pre-training BN statistics).
 _C.MODEL.PROBE.FREEZE_BACKBONE = True
+# A BatchNorm without affine parameters on each width's features before its classifier (as in
+# MAE's linear probe): features of any scale (a random-init backbone's too) train at the probe's
+# LR. Exports fold it into the linear layer (LinearProbe.classifier_for).
+_C.MODEL.PROBE.FEATURE_BN = False
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
 _C.DATASETS = CN()
-# Registered dataset names (slimdet/data/catalog.py), e.g. imagenet_train, fashion_mnist_train.
+# The training set (pre-training, supervised, probe; the kNN memory bank) and the test set. Either
+# a registered name (slimdet/data/catalog.py: fashion_mnist_train/_test, imagenet_train/_val) or
+# FORMAT:PATH for any data on disk: "folder:/data/mine/train" (PATH/<class>/<image>, classes in
+# sorted order), "lmdb:/data/mine/train.lmdb" (datasets/prepare_lmdb.py) or
+# "recordio:/data/mine/train.rec" (with train.idx beside it). Every split the run needs is
+# checked when it starts.
 _C.DATASETS.TRAIN = "imagenet_train"
 _C.DATASETS.TEST = "imagenet_val"
-# Root folder of folder-style data sets (ImageNet: ROOT/train/<class>/*.JPEG, ROOT/val/...).
+# Root of imagenet_train / imagenet_val (ROOT/train/<class>/*.JPEG, ROOT/val/<class>/*.JPEG).
 _C.DATASETS.ROOT = "datasets/imagenet"
 # Storage format of imagenet_train / imagenet_val under ROOT: "folder" (ROOT/train/<class>/*),
-# "lmdb" (ROOT/train.lmdb, from datasets/prepare_lmdb.py) or "recordio" (ROOT/train.rec + .idx).
+# "lmdb" (ROOT/train.lmdb) or "recordio" (ROOT/train.rec + .idx). FORMAT:PATH names carry their own.
 _C.DATASETS.FORMAT = "folder"
-# Use only the first N images (stratified by class) of the training set; 0 = all.
+# Use only the first N // classes images of every class of the training / test set; 0 = all.
 _C.DATASETS.TRAIN_SUBSET = 0
 _C.DATASETS.TEST_SUBSET = 0
 
@@ -144,17 +158,23 @@ _C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.ON_BAD_IMAGE = "skip"
 
 _C.INPUT = CN()
-# Registered augmentation recipe (slimdet/data/transforms.py): MoCoV2, BYOL, SimCLR, LinearEval.
+# Augmentation recipe (a name in slimdet/data/recipes.py): MoCoV2, BYOL, SimCLR, LinearEval.
 _C.INPUT.AUGMENTATION = "MoCoV2"
 _C.INPUT.CROP_SIZE = 224
 # RandomResizedCrop scale range.
 _C.INPUT.MIN_SCALE = 0.2
 _C.INPUT.MAX_SCALE = 1.0
-# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units).
+# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units); one value
+# per MODEL.BACKBONE.IN_CHANNELS.
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
 _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
-# Evaluation: resize the short side to this, then centre-crop CROP_SIZE (0 = no resize).
-_C.INPUT.TEST_RESIZE = 256
+# Evaluation view (every data source alike): resize the short side to TEST_RESIZE pixels, then
+# centre-crop CROP_SIZE. 0 = floor(CROP_SIZE / TEST_CROP_FRACTION): 256 for a 224 crop (the
+# ImageNet protocol), 36 for 32 px images. Else at least CROP_SIZE.
+_C.INPUT.TEST_RESIZE = 0
+# Share of the resized short side the evaluation crop keeps when TEST_RESIZE is 0, in (0, 1]
+# (0.875 = 224 / 256; 1.0 = resize to CROP_SIZE, crop only the long side).
+_C.INPUT.TEST_CROP_FRACTION = 0.875
 
 # ---------------------------------------------------------------------------------------------
 # Solver
@@ -191,7 +211,7 @@ _C.SOLVER.BASE_LR_AFTER_SLOW_START = 0.0
 _C.SOLVER.MOMENTUM = 0.9
 _C.SOLVER.NESTEROV = False
 _C.SOLVER.WEIGHT_DECAY = 1e-4
-# Weight decay of BN parameters and biases (the reference code decays them; SPEC says none
+# Weight decay of BN parameters and biases (the reference code decays them; docs/method.md §4 says none
 # for LARS). SGD recipes keep MoCo's behaviour by setting it equal to WEIGHT_DECAY.
 _C.SOLVER.WEIGHT_DECAY_NORM = 0.0
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0

@@ -1,9 +1,25 @@
 """The width keys read together: evaluation widths, sandwich range, calibration."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Sequence
 
 from .config import ConfigError
+
+
+def check_widths(widths: Sequence[float], key: str) -> List[float]:
+    """``widths`` as floats if it is a valid width list: multipliers in (0, 1], full width 1.0
+    first, strictly decreasing (the order every per-width list and BN index follows,
+    docs/method.md §1). Otherwise :class:`ConfigError` naming ``key`` (the config
+    key or flag the list came from) and the value."""
+    try:
+        values = [float(w) for w in widths]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a list of width multipliers, got {widths!r}") from None
+    if not values or any(not (0.0 < w <= 1.0) for w in values):
+        raise ConfigError(f"{key} must be multipliers in (0, 1], got {values}")
+    if values[0] != 1.0 or any(a <= b for a, b in zip(values, values[1:])):
+        raise ConfigError(f"{key} must start with 1.0 and be strictly decreasing, got {values}")
+    return values
 
 
 def _width(w: float) -> float:

@@ -13,7 +13,7 @@ from .config import (add_slim_det_config, eval_widths, get_slim_det_cfg, is_slim
                      load_det_cfg, validate_det_cfg, validate_slim_det_cfg)
 from .datasets import TINY_COCO_TRAIN, TINY_COCO_VAL, register_tiny_coco, tiny_coco_source
 from .defaults import detection_trainer_class, setup_detection
-from .evaluation import evaluate_widths, format_width_table, width_key, width_table_rows
+from .evaluation import evaluate_widths, format_width_table
 from .meta_arch import SlimGeneralizedRCNN
 from .trainer import DetectionTrainer, SlimDetTrainer
 
@@ -27,7 +27,7 @@ __all__ = [
     "add_slim_det_config", "eval_widths", "get_slim_det_cfg", "is_slimmable", "load_det_cfg",
     "validate_det_cfg", "validate_slim_det_cfg",
     "TINY_COCO_TRAIN", "TINY_COCO_VAL", "register_tiny_coco", "tiny_coco_source",
-    "evaluate_widths", "format_width_table", "width_key", "width_table_rows",
+    "evaluate_widths", "format_width_table",
     "SlimGeneralizedRCNN", "DetectionTrainer", "SlimDetTrainer", "detection_trainer_class",
     "setup_detection",
 ]

@@ -65,7 +65,7 @@ def pad_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return F.pad(x, (0, 0, 0, 0, 0, missing)) if missing else x
 
 
-def build_slim_resnet(cfg, input_shape: ShapeSpec) -> SlimResNetBackbone:
+def _slim_resnet_bottom_up(cfg, input_shape: ShapeSpec) -> SlimResNetBackbone:
     """The slimmable ResNet of a Detectron2 config (``MODEL.RESNETS.*`` at full width).
 
     Only what a slimmable ResNet can express is accepted: a torchvision-style network
@@ -111,14 +111,14 @@ def build_slim_resnet(cfg, input_shape: ShapeSpec) -> SlimResNetBackbone:
 @BACKBONE_REGISTRY.register()
 def build_slim_resnet_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """Slimmable ResNet without FPN (``MODEL.BACKBONE.NAME: build_slim_resnet_backbone``)."""
-    return build_slim_resnet(cfg, input_shape)
+    return _slim_resnet_bottom_up(cfg, input_shape)
 
 
 @BACKBONE_REGISTRY.register()
 def build_slim_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """Slimmable ResNet + Detectron2's own FPN, shared by every width."""
     return FPN(
-        bottom_up=build_slim_resnet(cfg, input_shape),
+        bottom_up=_slim_resnet_bottom_up(cfg, input_shape),
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,

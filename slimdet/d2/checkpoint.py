@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..checkpoint import (CheckpointError, check_architecture, check_keys, read_file,
+from ..checkpoint import (CheckpointError, check_architecture, check_keys, count_parts, read_file,
                           single_width_name)
 from ..config import ConfigError
 from ..modeling.backbone.slim_resnet import SlimResNet, extract_subnet
@@ -116,10 +116,7 @@ def detector_part(key: str) -> str:
 
 
 def _parts(keys: Sequence[str]) -> str:
-    counts: Dict[str, int] = {}
-    for k in keys:
-        counts[detector_part(k)] = counts.get(detector_part(k), 0) + 1
-    return ", ".join(p if n == 1 else f"{p} ({n})" for p, n in counts.items())
+    return count_parts(keys, detector_part)
 
 
 def _optional(key: str) -> bool:

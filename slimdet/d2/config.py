@@ -17,8 +17,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import ConfigError
-from ..layers import check_widths
+from ..config import ConfigError, check_widths
 from ..modeling.slim import loss_weights
 from .datasets import PREPARE_COMMAND, TINY_COCO_SPLITS, datasets_root
 

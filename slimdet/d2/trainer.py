@@ -135,7 +135,7 @@ class SlimDetTrainer(DetectionTrainer):
     def test(cls, cfg, model, evaluators: Optional[list] = None) -> Dict:
         """Evaluate every width of ``TEST.SLIM_WIDTHS`` (default: all) on ``DATASETS.TEST``.
 
-        Returns ``{dataset: {"width_<w>": {"bbox": ..., "segm": ...}}}`` (a single dataset's
+        Returns ``{dataset: {"bbox": {"AP/w<w>": ...}, "segm": ...}}`` (a single dataset's
         dict directly, like ``DefaultTrainer.test``) and logs one table of all widths.
         """
         if evaluators is not None:

@@ -2,7 +2,7 @@
 
 For small in-memory data sets (the embedded Fashion-MNIST demo) per-image PIL augmentation in
 workers costs ~30 % of a CPU step and extra workers only steal cores from the model; augmenting
-a uint8 batch with a handful of batched tensor ops costs ~2 %. The recipes mirror SPEC §4 (and
+a uint8 batch with a handful of batched tensor ops costs ~2 %. The recipes mirror docs/method.md §4 (and
 ``slimdet/data/transforms.py``): every random parameter is drawn per sample from an explicit
 ``torch.Generator``, so a step's views depend only on (seed, iteration) — which makes resumed
 runs bit-identical.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from .recipes import ViewSpec, recipe_views
+from .recipes import EvalSpec, ViewSpec, eval_spec, recipe_views
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
@@ -90,6 +90,13 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return y.view(b, c, h, w)
 
 
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of a [B, C, H, W] batch in [0, 1] units (the config
+    check makes ``len(mean) == len(std) == C``)."""
+    c = x.shape[1]
+    return (x - x.new_tensor(mean).view(1, c, 1, 1)) / x.new_tensor(std).view(1, c, 1, 1)
+
+
 class BatchViewAugment:
     """Turns a uint8 batch [B, C, H, W] into normalised float views, one per ``ViewSpec``."""
 
@@ -98,22 +105,16 @@ class BatchViewAugment:
         self.mean, self.std = list(mean), list(std)
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        mean = x.new_tensor(self.mean[:c]).view(1, c, 1, 1)
-        std = x.new_tensor(self.std[:c]).view(1, c, 1, 1)
-        return (x - mean) / std
+        return normalize(x, self.mean, self.std)
 
     def view(self, images: torch.Tensor, spec: ViewSpec, g: torch.Generator) -> torch.Tensor:
         x = images.float().div_(255)
         b, _, h, w = x.shape
         dev = x.device
-        if spec.random_crop:
-            boxes = random_resized_boxes(b, h, w, spec.scale, spec.ratio, g)
-            rois = torch.cat([torch.arange(b, dtype=torch.float).view(-1, 1), boxes], 1).to(dev)
-            x = roi_align(x, rois, output_size=spec.crop_size, spatial_scale=1.0,
-                          sampling_ratio=2, aligned=True)
-        elif (h, w) != (spec.crop_size, spec.crop_size):
-            x = F.interpolate(x, size=spec.crop_size, mode="bilinear", align_corners=False)
+        boxes = random_resized_boxes(b, h, w, spec.scale, spec.ratio, g)
+        rois = torch.cat([torch.arange(b, dtype=torch.float).view(-1, 1), boxes], 1).to(dev)
+        x = roi_align(x, rois, output_size=spec.crop_size, spatial_scale=1.0,
+                      sampling_ratio=2, aligned=True)
         flip = _bernoulli(b, spec.flip_p, g).to(dev)
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
         if spec.jitter_p > 0:
@@ -150,8 +151,27 @@ def build_batch_augment(cfg) -> BatchViewAugment:
     return BatchViewAugment(recipe_views(cfg), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
 
 
-def eval_batch_transform(cfg) -> BatchViewAugment:
-    """Evaluation: no randomness, resize to CROP_SIZE if needed, normalise."""
-    spec = ViewSpec(cfg.INPUT.CROP_SIZE, flip_p=0.0, jitter_p=0.0, gray_p=0.0, blur_p=0.0,
-                    random_crop=False)
-    return BatchViewAugment([spec], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+class BatchEvalTransform:
+    """The evaluation view of a uint8 batch: the per-image path's Resize(short side) +
+    CenterCrop (torchvision's output sizes and crop offsets; bilinear with antialiasing as
+    torchvision's tensor resize), then normalisation."""
+
+    def __init__(self, spec: EvalSpec, mean: Sequence[float], std: Sequence[float]):
+        self.spec, self.mean, self.std = spec, list(mean), list(std)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().div_(255)
+        h, w = x.shape[-2:]
+        short, long = (h, w) if h <= w else (w, h)
+        size_long = int(self.spec.resize * long / short)
+        size = (self.spec.resize, size_long) if h <= w else (size_long, self.spec.resize)
+        if size != (h, w):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        crop = self.spec.crop_size
+        top, left = int(round((size[0] - crop) / 2.0)), int(round((size[1] - crop) / 2.0))
+        return normalize(x[..., top:top + crop, left:left + crop], self.mean, self.std)
+
+
+def eval_batch_transform(cfg) -> BatchEvalTransform:
+    """Evaluation of in-memory batches, the same view as the per-image ``eval_view``."""
+    return BatchEvalTransform(eval_spec(cfg), cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)

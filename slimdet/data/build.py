@@ -14,8 +14,10 @@ from typing import Dict, Iterator, Optional
 import torch
 from detectron2.utils import comm
 
+from ..config import ConfigError
 from .batch_transforms import build_batch_augment, eval_batch_transform
-from .catalog import get_dataset
+from .catalog import dataset_key, get_dataset, subset_size
+from .datasets.base import EncodedImageDataset
 from .in_memory import InMemoryImageDataset
 from .samplers import IterationIndices, IterationSampler
 from . import datasets, fashion_mnist  # noqa: F401  (register imagenet_* and fashion_mnist_*)
@@ -93,6 +95,45 @@ class PerImageTrainLoader:
             yield batch
 
 
+def verify_dataset(cfg, name: str, num_classes: int = 0):
+    """``get_dataset(name, cfg)`` after the checks a run needs before it starts, each a
+    one-line ``ConfigError`` naming the key: the images have ``MODEL.BACKBONE.IN_CHANNELS``
+    channels (an on-disk set read as grey must not hold colour images), and at most
+    ``num_classes`` classes when that is given (a classifier's ``MODEL.NUM_CLASSES``)."""
+    dataset = get_dataset(name, cfg)
+    key, channels = dataset_key(name, cfg), cfg.MODEL.BACKBONE.IN_CHANNELS
+    if isinstance(dataset, InMemoryImageDataset) and dataset.channels != channels:
+        raise ConfigError(f"MODEL.BACKBONE.IN_CHANNELS is {channels} but the images of {key} "
+                          f"{name!r} have {dataset.channels} channels")
+    if isinstance(dataset, EncodedImageDataset) and channels == 1:
+        colour = dataset.colour_sample()
+        dataset.close()  # loader workers open their own handles
+        if colour is not None:
+            raise ConfigError(
+                f"MODEL.BACKBONE.IN_CHANNELS is 1 but {key} {name!r} holds colour images (e.g. "
+                f"{colour}); set MODEL.BACKBONE.IN_CHANNELS 3 and three-value INPUT.PIXEL_MEAN "
+                "/ INPUT.PIXEL_STD")
+    found = dataset.num_classes if isinstance(dataset, (InMemoryImageDataset,
+                                                        EncodedImageDataset)) else None
+    if num_classes and found is not None and found > num_classes:
+        raise ConfigError(f"MODEL.NUM_CLASSES is {num_classes} but {key} {name!r} has {found} "
+                          "classes")
+    return dataset
+
+
+def check_batch_size(cfg, name: str, size: int) -> None:
+    """``SOLVER.IMS_PER_BATCH`` splits over the processes and fits in the training set."""
+    batch, world = cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()
+    if batch % world:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is not divisible by the {world} "
+                          "processes (--num-gpus x --num-machines)")
+    if size < batch:
+        subset = subset_size(name, cfg)
+        note = f" (DATASETS.TRAIN_SUBSET {subset})" if subset else ""
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is larger than DATASETS.TRAIN {name!r}"
+                          f"{note}, which has {size} images: lower the batch or add images")
+
+
 def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: int = 0):
     """The training loader of ``cfg.DATASETS.TRAIN``; has ``iters_per_epoch`` and ``start_iter``."""
     device = torch.device(device or "cpu")
@@ -100,7 +141,8 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
         from .dali import build_dali_train_loader
 
         return build_dali_train_loader(cfg, start_iter=start_iter)
-    dataset = get_dataset(cfg.DATASETS.TRAIN, cfg)
+    dataset = verify_dataset(cfg, cfg.DATASETS.TRAIN)
+    check_batch_size(cfg, cfg.DATASETS.TRAIN, len(dataset))
     if isinstance(dataset, InMemoryImageDataset):
         return InMemoryTrainLoader(dataset, build_batch_augment(cfg), cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
                                    device, start_iter)
@@ -109,18 +151,18 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
 
 def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,
                       batch_size: int = 0):
-    """Deterministic batches ``{"image", "label"}`` of a whole data set (this rank's shard)."""
+    """Deterministic batches ``{"image", "label"}`` of the whole data set, in order (not split
+    between processes: every process that calls it reads all of it)."""
     device = torch.device(device or "cpu")
     batch_size = batch_size or cfg.TEST.IMS_PER_BATCH
     dataset = get_dataset(dataset_name, cfg)
     if isinstance(dataset, InMemoryImageDataset):
         transform = eval_batch_transform(cfg)
-        g = torch.Generator().manual_seed(0)
 
         def batches():
             for s in range(0, len(dataset), batch_size):
                 images = dataset.images[s:s + batch_size].to(device)
-                yield {"image": transform(images, g)[0],
+                yield {"image": transform(images),
                        "label": dataset.labels[s:s + batch_size].to(device)}
         return batches()
     from .transforms import build_view_transform

@@ -206,15 +206,19 @@ def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = No
     except ImportError as e:
         raise ConfigError("DATALOADER.BACKEND: 'dali' needs NVIDIA DALI: pip install -e .[dali] "
                           "(nvidia-dali-cuda110)") from e
-    from .catalog import get_dataset
-    from . import datasets  # noqa: F401  (registers the on-disk data sets)
+    from .build import check_batch_size, verify_dataset
+
+    if cfg.MODEL.BACKBONE.IN_CHANNELS != 3:
+        raise ConfigError("DATALOADER.BACKEND: 'dali' decodes colour images only "
+                          "(MODEL.BACKBONE.IN_CHANNELS 3); grey images need the torch backend")
 
     views = recipe_views(cfg)  # the same recipe table as the batched torch path
-    dataset = get_dataset(cfg.DATASETS.TRAIN, cfg)
+    dataset = verify_dataset(cfg, cfg.DATASETS.TRAIN)
     if not isinstance(dataset, EncodedImageDataset):
         raise ConfigError(f"DATALOADER.BACKEND: 'dali' needs an on-disk image data set (folder, "
                           f"LMDB, RecordIO); DATASETS.TRAIN={cfg.DATASETS.TRAIN!r} is a "
                           f"{type(dataset).__name__}")
+    check_batch_size(cfg, cfg.DATASETS.TRAIN, len(dataset))
     if device is None:
         device = "gpu" if torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu" else "cpu"
     return DaliTrainLoader(

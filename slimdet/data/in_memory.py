@@ -22,6 +22,14 @@ class InMemoryImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes is not None else int(self.labels.max()) + 1
+
     def __getitem__(self, i: int):
         return self.images[i], int(self.labels[i])
 

@@ -1,4 +1,4 @@
-"""Per-image augmentation recipes of SPEC §4, for data sets whose items are PIL images.
+"""Per-image augmentation recipes of docs/method.md §4, for data sets whose items are PIL images.
 
 ``build_view_transform(cfg, is_train)`` returns a callable ``PIL.Image -> [view, ...]`` whose
 views are normalised float CHW tensors: two views for the self-supervised recipes, one for
@@ -10,9 +10,10 @@ views are normalised float CHW tensors: two views for the self-supervised recipe
     0.1) p0.8, grayscale p0.2, Gaussian blur sigma 0.1-2 p0.5, horizontal flip; both views alike.
   * ``BYOL`` (asymmetric, MoCo v3): jitter (0.4, 0.4, 0.2, 0.1) p0.8, grayscale p0.2; view 1
     blur p1.0, view 2 blur p0.1 + solarize p0.2.
-  * ``SimCLR``: jitter (0.8, 0.8, 0.8, 0.2) p0.8, grayscale p0.2, blur p0.5, flip. SPEC's crop
+  * ``SimCLR``: jitter (0.8, 0.8, 0.8, 0.2) p0.8, grayscale p0.2, blur p0.5, flip. docs/method.md §4's crop
     scale 0.08-1 is set through INPUT.MIN_SCALE in the SimCLR configs, like every recipe's.
-  * ``LinearEval``: RandomResizedCrop + flip (train); eval is Resize(TEST_RESIZE) + CenterCrop.
+  * ``LinearEval``: RandomResizedCrop + flip (train).
+  * evaluation (every recipe): Resize(short side) + CenterCrop(CROP_SIZE), ``recipes.eval_spec``.
 
 Geometry and colour run on the PIL image (cheaper than on float tensors), then one conversion
 to a normalised tensor. The blur is PIL's Gaussian filter with a per-draw sigma, as in the MoCo
@@ -30,7 +31,7 @@ from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from .recipes import ViewSpec, recipe_views
+from .recipes import ViewSpec, eval_spec, recipe_views
 
 
 class RandomGaussianBlur(torch.nn.Module):
@@ -59,7 +60,7 @@ class RandomGaussianBlur(torch.nn.Module):
 
 
 class ToNormalizedTensor(torch.nn.Module):
-    """PIL RGB (or uint8 tensor) -> float32 CHW tensor, ``(x / 255 - mean) / std``.
+    """PIL RGB or grey (or uint8 tensor) -> float32 CHW tensor, ``(x / 255 - mean) / std``.
 
     PIL images take a fused path (uint8 CHW copy, then one multiply-add in place), ~2.7x faster
     than ToImage + ToDtype + Normalize and equal to them within float rounding; this runs twice
@@ -76,7 +77,10 @@ class ToNormalizedTensor(torch.nn.Module):
 
     def forward(self, img) -> torch.Tensor:
         if isinstance(img, Image.Image):
-            chw = torch.from_numpy(np.array(img, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+            hwc = np.array(img, dtype=np.uint8, copy=True)
+            if hwc.ndim == 2:  # a grey ("L") image
+                hwc = hwc[:, :, None]
+            chw = torch.from_numpy(hwc).permute(2, 0, 1)
             return chw.contiguous().float().mul_(self.scale).add_(self.shift)
         return self.pipeline(img).as_subclass(torch.Tensor)
 
@@ -125,14 +129,11 @@ def view_transform(spec: ViewSpec, mean: Sequence[float], std: Sequence[float]) 
 
 
 def eval_view(cfg) -> v2.Compose:
-    """Deterministic evaluation view: Resize(TEST_RESIZE) (skipped when 0) + CenterCrop."""
-    ops = []
-    if cfg.INPUT.TEST_RESIZE > 0:
-        ops.append(v2.Resize(cfg.INPUT.TEST_RESIZE, interpolation=v2.InterpolationMode.BILINEAR,
-                             antialias=True))
-    ops += [v2.CenterCrop(cfg.INPUT.CROP_SIZE),
-            ToNormalizedTensor(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)]
-    return v2.Compose(ops)
+    """Deterministic evaluation view: Resize(short side) + CenterCrop (``recipes.eval_spec``)."""
+    spec = eval_spec(cfg)
+    return v2.Compose([
+        v2.Resize(spec.resize, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
+        v2.CenterCrop(spec.crop_size), ToNormalizedTensor(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)])
 
 
 def build_view_transform(cfg, is_train: bool) -> MultiViewTransform:

@@ -1,4 +1,5 @@
-"""The plumbing every tool shares: argument parser, config set-up, logging, seeding."""
+"""The plumbing every tool shares: argument parser, config set-up, start-up checks, logging,
+seeding, and the one-line report of a user's mistake."""
 from __future__ import annotations
 
 import argparse
@@ -6,16 +7,27 @@ import logging
 import os
 import random
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 import torch
 from detectron2.engine import default_argument_parser as _d2_parser
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
-from iopath.common.file_io import g_pathmgr
 
+from ..checkpoint import CheckpointError
 from ..config import CfgNode, ConfigError, get_cfg, validate_cfg
+from ..data.datasets import DatasetError
+from ..layers import UncalibratedWidthError
+from ..utils.file_io import OutputError
+from .run_folder import OutputDirError, RunLog, check_output_dir, console_logging
+
+logger = logging.getLogger("slimdet")
+
+EXIT_USER_ERROR = 2
+EXIT_STATUS_HELP = (
+    "Exit status: 0 on success; 2 for a mistake in the command, the config, the data or the "
+    "output folder (one line on stderr, starting with 'error:', naming the file, key or value); "
+    "1 for anything else (a bug: a traceback).")
 
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -54,6 +66,16 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
     return args
 
 
+def train_argument_parser() -> argparse.ArgumentParser:
+    """:func:`default_argument_parser` plus ``--overwrite``, with the exit statuses in --help."""
+    p = default_argument_parser(EXIT_STATUS_HELP)
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUTPUT_DIR that holds a previous run, removing its "
+                        "config.yaml, metrics.json, events and checkpoints (without this flag "
+                        "such a start is refused; --resume continues the run instead)")
+    return p
+
+
 def load_cfg(config_file: str = "", opts=()) -> CfgNode:
     """Defaults <- config file (with its _BASE_ chain) <- KEY VALUE overrides, validated."""
     cfg = get_cfg()
@@ -73,36 +95,114 @@ def seed_all(seed: int) -> int:
     return seed
 
 
-def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> None:
-    """Output folder, loggers, the config saved beside the outputs, seeds."""
-    out = cfg.OUTPUT_DIR
-    if comm.is_main_process() and out:
-        g_pathmgr.mkdirs(out)
+def verify_run(cfg: CfgNode, training: bool = True) -> None:
+    """Every data split the run will read exists and fits the config (channels, classes, the
+    batch size), checked before anything starts: the training set when ``training``, and the sets of every
+    evaluator of ``TEST.EVALUATORS`` (a missing test split is not found after training)."""
+    from ..data import verify_dataset
+    from ..data.build import check_batch_size
+    from ..evaluation import build_evaluators
+    from ..modeling.methods import METHOD_REGISTRY
+    from ..modeling.methods.base import ClassificationMethod
+    from ..utils.registry import lookup
+
+    method = lookup(METHOD_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD")
+    num_classes = cfg.MODEL.NUM_CLASSES if issubclass(method, ClassificationMethod) else 0
+    names: List[str] = [cfg.DATASETS.TRAIN] if training else []
+    for evaluator in build_evaluators(cfg):
+        names += evaluator.required_datasets()
+    for name in dict.fromkeys(names):  # each once, in order
+        dataset = verify_dataset(cfg, name, num_classes=num_classes)
+        if training and name == cfg.DATASETS.TRAIN:
+            check_batch_size(cfg, name, len(dataset))
+
+
+class _UserErrorsInOneLine(logging.Filter):
+    """Detectron2's trainer logs any exception that stops training with its traceback before
+    re-raising it; for a user error (a corrupt image under ON_BAD_IMAGE error ...) the log gets
+    the one line that ``run_cli`` prints instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, user_errors()):
+            record.msg, record.args = f"{record.getMessage()} {one_line(error)}", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def default_setup(cfg: CfgNode, args: Optional[argparse.Namespace] = None) -> RunLog:
+    """Console logging (the log file starts with ``run_folder.start_run_files``, once every
+    check passed), versions and command line in the log, seeds. Writes nothing."""
     rank = comm.get_rank()
-    setup_logger(out, distributed_rank=rank, name="fvcore")
-    setup_logger(out, distributed_rank=rank, name="detectron2", abbrev_name="d2")
-    logger = setup_logger(out, distributed_rank=rank, name="slimdet")
+    run_log = RunLog(rank)
+    train_loop_logger = logging.getLogger("detectron2.engine.train_loop")
+    if not any(isinstance(f, _UserErrorsInOneLine) for f in train_loop_logger.filters):
+        train_loop_logger.addFilter(_UserErrorsInOneLine())
     logger.info("Rank %d of %d, torch %s", rank, comm.get_world_size(), torch.__version__)
     if args is not None:
         logger.info("Command line: %s", " ".join(sys.argv))
-    if comm.is_main_process() and out:
-        path = os.path.join(out, "config.yaml")
-        with g_pathmgr.open(path, "w") as f:
-            f.write(cfg.dump())
-        logger.info("Full config saved to %s", path)
     # Different seeds per rank would give different augmentations to the same sample index; the
     # sampler shards indices, so one seed for all ranks is right.
     seed_all(cfg.SEED)
     torch.backends.cudnn.benchmark = True
+    return run_log
+
+
+def setup(args: argparse.Namespace) -> CfgNode:
+    """The config of ``args``, checked with the output folder and every data split the run
+    needs; console logging and seeds. Writes nothing: ``run_folder.start_run_files`` does,
+    once the trainer is built and its weights are loaded."""
+    cfg = load_cfg(args.config_file, args.opts)
+    cfg.freeze()
+    if comm.is_main_process() and not args.eval_only:
+        check_output_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+    default_setup(cfg, args)
+    verify_run(cfg, training=not args.eval_only)
+    return cfg
+
+
+def evaluate_only(cfg: CfgNode, resume: bool = False) -> dict:
+    """``--eval-only``: the evaluators of ``TEST.EVALUATORS`` on the weights of
+    ``OUTPUT_DIR/last_checkpoint`` (``resume``) or ``MODEL.WEIGHTS``; results go to the log and
+    to ``OUTPUT_DIR/eval_results.json``. Nothing else in OUTPUT_DIR is touched (no training
+    data is read, no checkpoint or metrics.json written)."""
+    from ..checkpoint import SlimCheckpointer
+    from ..modeling import build_model
+    from .run_folder import RunLog, write_eval_results
+    from .trainer import SlimTrainer, load_for_evaluation, resolve_device
+
+    method = build_model(cfg).to(resolve_device(cfg))
+    checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR, save_to_disk=False,
+                                    trusted_weights=cfg.MODEL.WEIGHTS_TRUSTED)
+    weights = load_for_evaluation(checkpointer, cfg, resume)
+    logger.info("Evaluating %s", weights)
+    comm.synchronize()
+    if comm.is_main_process() and cfg.OUTPUT_DIR and RunLog.current is not None:
+        RunLog.current.start_file(cfg.OUTPUT_DIR)  # appends to a training run's log.txt
+    results = SlimTrainer.test(cfg, method)
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        path = write_eval_results(cfg.OUTPUT_DIR, results, weights)
+        logger.info("Evaluation results saved to %s", path)
+    return results
 
 
 def user_errors() -> tuple:
-    """Errors a user fixes by changing a path, a file or a config value: one line, no traceback."""
-    from ..checkpoint import CheckpointError
-    from ..layers import UncalibratedWidthError
+    """Errors a user fixes by changing a path, a file, a flag or a config value: one line, no
+    traceback."""
+    from .launch import WorkerUserError  # launch reads this module's user_errors in workers
 
-    return (ConfigError, CheckpointError, UncalibratedWidthError, FileNotFoundError,
-            NotADirectoryError)
+    return (ConfigError, CheckpointError, DatasetError, UncalibratedWidthError, OutputDirError,
+            OutputError, WorkerUserError, FileNotFoundError, NotADirectoryError)
+
+
+def one_line(error: BaseException) -> str:
+    """``error``'s message on one line (an error re-raised from a DataLoader worker carries the
+    worker's traceback: its last line is the original message)."""
+    message = str(error).strip()
+    if "Traceback (most recent call last)" in message:
+        last = message.splitlines()[-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(message.split("\n"))
 
 
 def run_cli(main: Callable[[], Any]) -> Any:
@@ -110,24 +210,15 @@ def run_cli(main: Callable[[], Any]) -> Any:
     try:
         return main()
     except user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
 
 
 def launch_cli(main, args: argparse.Namespace) -> None:
-    """``launch(main, ...)`` from Detectron2-style ``args``; user errors exit with one line."""
+    """``launch(main, ...)`` from Detectron2-style ``args``; user errors exit with one line (from
+    any process: the launcher reports a worker's user error in the parent)."""
     from .launch import launch
 
+    console_logging()  # the launcher's own messages go to stdout, not Python's stderr fallback
     run_cli(lambda: launch(main, args.num_gpus, num_machines=args.num_machines,
                            machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,)))
-
-
-def setup(args: argparse.Namespace) -> CfgNode:
-    """Build the config from ``args`` (exits with one clear line on a config error)."""
-    try:
-        cfg = load_cfg(args.config_file, args.opts)
-    except ConfigError as e:
-        raise SystemExit(f"config error: {e}")
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence
 
+from detectron2.engine import hooks as d2_hooks
 from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
 from detectron2.utils import comm
 
 from ..evaluation.calibration import calibrate
 from ..layers import CalibrationAware
-from ..solver import EpochClock, half_cosine
+from ..solver import EpochClock
+from ..utils.results import split_width_key, width_key
 
 logger = logging.getLogger("slimdet")
 
@@ -48,56 +50,14 @@ class WidthScheduleHook(HookBase):
         self.trainer.storage.put_scalar("num_widths", len(self.loop.widths), smoothing_hint=False)
 
 
-class MomentumScheduleHook(HookBase):
-    """MoCo v3: the key encoder's momentum follows a half-cosine from its base value to 1 over
-    the run (``clock.fraction``: the same curve for a run shortened by SOLVER.MAX_ITER)."""
-
-    def __init__(self, method, base_momentum: float, clock: EpochClock):
-        self.method, self.base, self.clock = method, base_momentum, clock
-
-    def before_step(self) -> None:
-        m = half_cosine(self.base, 1.0, self.clock.fraction(self.trainer.iter))
-        self.method.momentum = m
-        self.trainer.storage.put_scalar("momentum", m, smoothing_hint=False)
-
-
-class QueuePrefillHook(HookBase):
-    """Fills a MoCo queue with real keys before the first step (a random queue made small
-    slimmable models collapse). Skipped when the queue already holds real keys (a resume)."""
-
-    def __init__(self, method, data_loader):
-        self.method, self.data_loader = method, data_loader
-
-    def before_train(self) -> None:
-        if int(self.method.queue_filled) >= self.method.queue.shape[1]:
-            return
-        batches = iter(self.data_loader)  # a separate pass over the first batches
-        was_training = self.method.training
-        self.method.train()
-        n = 0
-        while not self.method.prefill_queue(next(batches)):
-            n += 1
-        self.method.train(was_training)
-        logger.info("Queue of %d keys filled from %d batches", self.method.queue.shape[1], n + 1)
-
-
 class EpochCounterHook(HookBase):
     """Puts the (fractional) epoch, in passes over the training data, into the event storage."""
 
     def __init__(self, iters_per_epoch: int):
-        self.ipe = iters_per_epoch
+        self.iters_per_epoch = iters_per_epoch
 
     def before_step(self) -> None:
-        self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.ipe, smoothing_hint=False)
-
-
-def split_width_key(key: str) -> Tuple[str, Optional[float]]:
-    """``"top1/w0.5"`` -> ``("top1", 0.5)``; a key without a width -> ``(key, None)``."""
-    metric, sep, width = key.rpartition("/w")
-    try:
-        return (metric, float(width)) if sep and metric else (key, None)
-    except ValueError:
-        return key, None
+        self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.iters_per_epoch, smoothing_hint=False)
 
 
 def drop_untrained_widths(results: Dict[str, float], trained: Sequence[float],
@@ -156,8 +116,8 @@ class EvaluationHook(EvalHook):
         comm.synchronize()
 
     def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
-        key = f"{self.best_metric}/w{self.full_width:g}"
-        best_key = f"{self.best_metric}_best/w{self.full_width:g}"
+        key = width_key(self.best_metric, self.full_width)
+        best_key = width_key(f"{self.best_metric}_best", self.full_width)
         if key not in results:
             if results:
                 logger.warning("TEST.BEST_METRIC %r: no %r among the results (%s), no best "
@@ -170,7 +130,7 @@ class EvaluationHook(EvalHook):
             for k, v in results.items():
                 metric, width = split_width_key(k)
                 if width is not None:
-                    self._best[f"{metric}_best/w{width:g}"] = v
+                    self._best[width_key(f"{metric}_best", width)] = v
         return self._best
 
     def state_dict(self) -> Dict:
@@ -207,3 +167,16 @@ class CalibrationHook(HookBase):
 
     def before_train(self) -> None:
         calibrate(self.cfg, self.method, self.method.loop_widths(), self.device)
+
+
+class DeferredPeriodicWriter(d2_hooks.PeriodicWriter):
+    """Detectron2's PeriodicWriter whose writers (metrics.json, TensorBoard events) are made
+    when training starts: building a trainer writes nothing into OUTPUT_DIR, so a start that
+    fails its checks leaves a previous run's files alone."""
+
+    def __init__(self, make_writers, period: int = 20):
+        super().__init__([], period)
+        self._make_writers = make_writers
+
+    def before_train(self) -> None:
+        self._writers = self._make_writers()

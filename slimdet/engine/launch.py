@@ -3,10 +3,15 @@
 With CUDA this is ``detectron2.engine.launch`` (NCCL, one process per GPU). Detectron2 0.6's
 launcher asserts CUDA in every worker, so without CUDA ``--num-gpus N`` starts N CPU processes
 over gloo instead (tests, CPU-only clusters), with the same local process group set-up.
+
+Either way a user's mistake met in a worker (a config value, a data path ...) is not a worker
+traceback: the worker hands the one-line message to the launching process, which raises
+:class:`WorkerUserError` with it (and ``run_cli`` prints it and exits with status 2).
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from datetime import timedelta
 from typing import Any, Callable, Sequence
 
@@ -14,10 +19,35 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
+from ..config import ConfigError
+from ..utils.d2compat import free_port, set_local_process_group
+
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+# Exit status of a worker that stopped on a user error (its message is in the error queue).
+_WORKER_USER_ERROR = 2
+
+
+class WorkerUserError(RuntimeError):
+    """A user error met by a launched worker process; the message is the worker's one line."""
+
+
+class _ReportUserErrors:
+    """``main_func`` run in a worker: a user error goes to ``errors`` as one line and the worker
+    exits with status 2 instead of printing a traceback (picklable, for spawn)."""
+
+    def __init__(self, main_func: Callable, errors):
+        self.main_func, self.errors = main_func, errors
+
+    def __call__(self, *args):
+        from .defaults import one_line, user_errors
+
+        try:
+            return self.main_func(*args)
+        except user_errors() as e:
+            self.errors.put(f"{one_line(e)}")
+            raise SystemExit(_WORKER_USER_ERROR)
 
 
 def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1,
@@ -25,19 +55,36 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
            timeout: timedelta = DEFAULT_TIMEOUT) -> None:
     """Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes on each machine."""
     world_size = num_machines * num_gpus_per_machine
-    if world_size <= 1 or torch.cuda.is_available():
-        return d2_launch(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url,
-                         args=tuple(args), timeout=timeout)
-    logging.getLogger(__name__).warning(
-        "CUDA is not available: starting %d CPU processes per machine over gloo",
-        num_gpus_per_machine)
+    if world_size <= 1:
+        return main_func(*args)
+    errors = multiprocessing.get_context("spawn").SimpleQueue()
+    worker = _ReportUserErrors(main_func, errors)
+    # When one worker stops, torch terminates the others and says so on stderr; the stopped
+    # worker's own error is what the user needs to read.
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    try:
+        if torch.cuda.is_available():
+            return d2_launch(worker, num_gpus_per_machine, num_machines, machine_rank, dist_url,
+                             args=tuple(args), timeout=timeout)
+        _launch_cpu(worker, num_gpus_per_machine, num_machines, machine_rank, dist_url,
+                    tuple(args), timeout)
+    except mp.ProcessExitedException as e:
+        if e.exit_code == _WORKER_USER_ERROR and not errors.empty():
+            raise WorkerUserError(errors.get()) from None
+        raise
+
+
+def _launch_cpu(worker: Callable, per_machine: int, num_machines: int, machine_rank: int,
+                dist_url: str | None, args: tuple, timeout: timedelta) -> None:
+    logging.getLogger("slimdet").warning(
+        "CUDA is not available: starting %d CPU processes per machine over gloo", per_machine)
     if dist_url in (None, "auto"):
         if num_machines > 1:
-            raise ValueError("--dist-url must be given (tcp://HOST:PORT) for multi-machine jobs")
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    mp.spawn(_cpu_worker, nprocs=num_gpus_per_machine, daemon=False,
-             args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url,
-                   tuple(args), timeout))
+            raise ConfigError("--dist-url tcp://HOST:PORT must be given for multi-machine jobs")
+        dist_url = f"tcp://127.0.0.1:{free_port()}"
+    mp.spawn(_cpu_worker, nprocs=per_machine, daemon=False,
+             args=(worker, num_machines * per_machine, per_machine, machine_rank, dist_url,
+                   args, timeout))
 
 
 def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, per_machine: int,
@@ -48,7 +95,7 @@ def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, per_machi
     for i in range(world_size // per_machine):
         group = dist.new_group(list(range(i * per_machine, (i + 1) * per_machine)))
         if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+            set_local_process_group(group)
     # The 2 cores of a small machine are shared by all workers.
     torch.set_num_threads(max(1, torch.get_num_threads() // per_machine))
     comm.synchronize()

@@ -19,7 +19,9 @@ from detectron2.engine import SimpleTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
+from iopath.common.file_io import g_pathmgr
 
+from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
 from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer
 from ..config import ConfigError
 from ..data import build_train_loader
@@ -27,9 +29,11 @@ from ..evaluation import build_evaluators
 from ..modeling import build_model
 from ..modeling.slim import WidthLoop, compile_method
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
-from .hooks import (CalibrationHook, EpochCounterHook, EvaluationHook, MomentumScheduleHook,
-                    QueuePrefillHook, StaleStatisticsHook, WidthScheduleHook,
-                    drop_untrained_widths)
+from ..utils.d2compat import data_iterator
+from ..utils.results import per_width_table
+from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, EvaluationHook,
+                    StaleStatisticsHook,
+                    WidthScheduleHook, drop_untrained_widths)
 
 logger = logging.getLogger("slimdet")
 
@@ -85,7 +89,7 @@ class WidthLoopTrainer(SimpleTrainer):
     def run_step(self) -> None:
         assert self.model.training, "[WidthLoopTrainer] model was changed to eval mode!"
         start = time.perf_counter()
-        data = next(self._data_loader_iter)
+        data = next(data_iterator(self))
         data_time = time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)
         logs = self.width_loop.run(self.model, data, self._backward, self._autocast, self.iter)
@@ -170,10 +174,7 @@ class SlimTrainer(WidthLoopTrainer):
             hooks.LRScheduler(self.optimizer, self.scheduler),
             self.width_schedule,
         ]
-        if hasattr(self.method, "base_momentum"):
-            ret.append(MomentumScheduleHook(self.method, self.method.base_momentum, self.clock))
-        if hasattr(self.method, "prefill_queue") and cfg.MODEL.MOCO.PREFILL_QUEUE:
-            ret.append(QueuePrefillHook(self.method, self.data_loader))
+        ret += self.method.training_hooks(cfg, self.clock, self.data_loader)
         if cfg.MODEL.SLIM.MODE == "sandwich":
             ret.append(StaleStatisticsHook(self.method))
         if "backbone" in self.method.frozen_parts():
@@ -191,13 +192,11 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(PeriodicCheckpointer(self.checkpointer, period,
                                             max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+            ret.append(DeferredPeriodicWriter(self.build_writers, period=cfg.LOG_PERIOD))
         return ret
 
     def extra_hooks(self) -> List:
         """Hooks added by other subsystems (gradient diagnostics, trajectories ...)."""
-        from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
-
         ret: List = []
         if self.cfg.ANALYSIS.GRAD_PERIOD > 0:
             ret.append(GradientDiagnosticsHook(self.cfg.ANALYSIS.GRAD_PERIOD))
@@ -206,7 +205,10 @@ class SlimTrainer(WidthLoopTrainer):
         return ret
 
     def build_writers(self) -> List:
+        """Made when training starts (``DeferredPeriodicWriter``): only then is OUTPUT_DIR written."""
         out = self.cfg.OUTPUT_DIR
+        if out:
+            g_pathmgr.mkdirs(out)
         return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "metrics.json")),
                 TensorboardXWriter(out)]
 
@@ -231,16 +233,8 @@ class SlimTrainer(WidthLoopTrainer):
         self._weights_loaded = True
 
     def load_for_evaluation(self, resume: bool = False) -> None:
-        """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
-        weight evaluation reads (``eval_parts``); no weights at all is an error."""
-        if resume and self.checkpointer.has_checkpoint():
-            self.checkpointer.load(self.checkpointer.last_checkpoint(), checkpointables=[])
-        elif self.cfg.MODEL.WEIGHTS:
-            self.checkpointer.load_weights(self.cfg.MODEL.WEIGHTS, self.method.eval_parts(),
-                                           f"evaluating {self.cfg.MODEL.METHOD} (--eval-only)")
-        else:
-            raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
-                              "(or --resume in a run's OUTPUT_DIR)")
+        """``--eval-only``'s weights (:func:`load_for_evaluation`)."""
+        load_for_evaluation(self.checkpointer, self.cfg, resume)
         self._weights_loaded = True
 
     def train(self) -> Dict[str, float]:
@@ -252,7 +246,7 @@ class SlimTrainer(WidthLoopTrainer):
         if comm.is_main_process() and "best_iter" in results:
             logger.info("Last evaluation and the best one (iteration %d, highest full-width %s):"
                         "\n%s", results["best_iter"], self.cfg.TEST.BEST_METRIC,
-                        format_results(results))
+                        per_width_table(results))
         return results
 
     # ----------------------------------------------------------------------------- evaluation
@@ -267,21 +261,23 @@ class SlimTrainer(WidthLoopTrainer):
         if trained_widths is not None:
             results = drop_untrained_widths(results, trained_widths, cfg.MODEL.WIDTHS)
         if comm.is_main_process() and results:
-            logger.info("Evaluation results:\n%s", format_results(results))
+            logger.info("Evaluation results:\n%s", per_width_table(results))
         return results
 
 
-def format_results(results: Dict[str, float]) -> str:
-    """One row per width, one column per metric ("knn_top1/w0.5" -> row 0.5, column knn_top1)."""
-    from tabulate import tabulate
+def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = False) -> str:
+    """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
+    weight evaluation reads (``eval_parts``) into ``checkpointer.model``; no weights at all is
+    an error. Returns the file loaded."""
+    if resume and checkpointer.has_checkpoint():
+        path = checkpointer.last_checkpoint()
+        checkpointer.load(path, checkpointables=[])
+    elif cfg.MODEL.WEIGHTS:
+        path = cfg.MODEL.WEIGHTS
+        checkpointer.load_weights(path, checkpointer.model.eval_parts(),
+                                  f"evaluating {cfg.MODEL.METHOD} (--eval-only)")
+    else:
+        raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
+                          "(or --resume in a run's OUTPUT_DIR)")
+    return path
 
-    rows: Dict[str, Dict[str, float]] = {}
-    for key, value in results.items():
-        metric, _, width = key.rpartition("/w")
-        if not metric:
-            metric, width = key, "-"
-        rows.setdefault(width, {})[metric] = value
-    metrics = sorted({m for r in rows.values() for m in r})
-    table = [[w] + [f"{r[m]:.2f}" if m in r else "" for m in metrics]
-             for w, r in sorted(rows.items(), key=lambda kv: -float(kv[0]) if kv[0] != "-" else 0)]
-    return tabulate(table, headers=["width"] + metrics, tablefmt="pipe")

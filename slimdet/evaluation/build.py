@@ -1,4 +1,4 @@
-from typing import List
+from typing import Dict, List
 
 from fvcore.common.registry import Registry
 
@@ -6,9 +6,23 @@ from ..utils.registry import lookup
 
 EVALUATOR_REGISTRY = Registry("EVALUATOR")
 EVALUATOR_REGISTRY.__doc__ = """
-Registry for evaluators. A registered class is built as ``cls(cfg)`` and has
-``evaluate(model) -> dict`` returning flat metric names ("knn_top1/w1.0" ...) to values.
+Registry for evaluators: subclasses of :class:`Evaluator`, built as ``cls(cfg)``.
 """
+
+
+class Evaluator:
+    """``evaluate(method)`` returns flat metric names ("knn_top1/w1" ...) to values;
+    ``required_datasets()`` names the data sets it reads, which a run checks when it starts
+    (a missing test split must not be found after training)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def required_datasets(self) -> List[str]:
+        return []
+
+    def evaluate(self, method) -> Dict[str, float]:
+        raise NotImplementedError
 
 
 def build_evaluators(cfg) -> List:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data import build_train_loader
 from ..layers import UncalibratedWidthError, add_widths, recalibrate_bn, uncalibrated_widths
+from ..modeling import backbone_of
 
 logger = logging.getLogger("slimdet")
 
@@ -40,7 +41,7 @@ def calibrate(cfg, model: nn.Module, widths: Sequence[float], device: torch.devi
               images: Iterable[torch.Tensor] = None) -> None:
     """Add the untrained ``widths`` to ``model``'s backbone (``model`` itself if it has none)
     and estimate the BN statistics of those that lack them, in place."""
-    backbone = getattr(model, "backbone", model)
+    backbone = backbone_of(model)
     add_widths(backbone, widths)
     pending = uncalibrated_widths(backbone, widths)
     if not pending:
@@ -58,7 +59,7 @@ def calibrate(cfg, model: nn.Module, widths: Sequence[float], device: torch.devi
 def with_calibrated_widths(cfg, model: nn.Module, widths: Sequence[float],
                            device: torch.device) -> nn.Module:
     """``model`` when every width in ``widths`` has BN statistics, else a calibrated copy."""
-    backbone = getattr(model, "backbone", model)
+    backbone = backbone_of(model)
     if not uncalibrated_widths(backbone, widths):
         return model
     twin = copy.deepcopy(model)

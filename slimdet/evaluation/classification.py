@@ -6,15 +6,18 @@ TensorBoard) and under ``tools/train_net.py --eval-only``.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, List
 
 import torch
 from detectron2.utils import comm
 
-from ..config import evaluation_widths
+from ..config import evaluation_widths, untrained_widths
 from ..data import build_test_loader
 from ..layers import use_width
-from .build import EVALUATOR_REGISTRY
+from ..modeling import backbone_of
+from ..modeling.methods import ClassificationMethod
+from ..utils.results import width_key
+from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
 from .knn import topk_accuracy
 from .profiler import profile_widths
@@ -22,8 +25,7 @@ from .profiler import profile_widths
 
 def _classify(method, images: torch.Tensor) -> torch.Tensor:
     """Class logits at the active width: ``method.classify`` (probe, supervised) or the model."""
-    fn = getattr(method, "classify", None)
-    return fn(images) if fn is not None else method(images)
+    return method.classify(images) if isinstance(method, ClassificationMethod) else method(images)
 
 
 @torch.no_grad()
@@ -44,17 +46,19 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
         scores, y = torch.cat(correct_logits), torch.cat(labels)
         ks = (1, min(5, scores.shape[1]))
         acc = topk_accuracy(scores, y, ks=ks)
-        results[f"top1/w{w:g}"] = acc[1]
-        results[f"top5/w{w:g}"] = acc[ks[1]]
+        results[width_key("top1", w)] = acc[1]
+        results[width_key("top5", w)] = acc[ks[1]]
     return results
 
 
 @EVALUATOR_REGISTRY.register()
-class ClassificationEvaluator:
+class ClassificationEvaluator(Evaluator):
     """Top-1 / top-5 of every width on ``DATASETS.TEST`` (main process computes, others wait)."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
+    def required_datasets(self) -> List[str]:
+        # Widths without BN statistics are calibrated on training batches first.
+        calibration = [self.cfg.DATASETS.TRAIN] if untrained_widths(self.cfg) else []
+        return calibration + [self.cfg.DATASETS.TEST]
 
     def evaluate(self, method) -> Dict[str, float]:
         was_training = method.training
@@ -69,18 +73,19 @@ class ClassificationEvaluator:
 
 
 @EVALUATOR_REGISTRY.register()
-class ProfilerEvaluator:
+class ProfilerEvaluator(Evaluator):
     """``params_M/w{w}`` and ``macs_M/w{w}`` (millions) of the backbone cut out at each width,
     counted by fvcore on the plain sub-network (millions keep demo-sized nets readable)."""
 
     def __init__(self, cfg):
+        super().__init__(cfg)
         self.image_size = cfg.INPUT.CROP_SIZE
         self.in_channels = cfg.MODEL.BACKBONE.IN_CHANNELS
 
     def evaluate(self, method) -> Dict[str, float]:
         if not comm.is_main_process():
             return {}
-        backbone = getattr(method, "backbone", method)
+        backbone = backbone_of(method)
         was_training = backbone.training
         try:
             rows = profile_widths(backbone, self.image_size, self.in_channels)
@@ -88,6 +93,6 @@ class ProfilerEvaluator:
             backbone.train(was_training)
         out: Dict[str, float] = {}
         for row in rows:
-            out[f"params_M/w{row['width']:g}"] = row["params"] / 1e6
-            out[f"macs_M/w{row['width']:g}"] = row["macs"] / 1e6
+            out[width_key("params_M", row["width"])] = row["params"] / 1e6
+            out[width_key("macs_M", row["width"])] = row["macs"] / 1e6
         return out

@@ -6,7 +6,7 @@ proxy for linear-probe accuracy, so it also runs periodically during pre-trainin
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
@@ -15,16 +15,18 @@ from detectron2.utils import comm
 from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
-from .build import EVALUATOR_REGISTRY
+from ..modeling import backbone_of
+from ..utils.results import width_key
+from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
 
 
 @torch.no_grad()
-def extract_features(backbone: torch.nn.Module, batches, device) -> tuple:
+def extract_features(backbone: Callable[[torch.Tensor], torch.Tensor], batches, device) -> tuple:
     feats: List[torch.Tensor] = []
     labels: List[torch.Tensor] = []
     for b in batches:
-        feats.append(F.normalize(backbone(b["image"].to(device)).float(), dim=1))
+        feats.append(F.normalize(backbone(b["image"].to(device)).float().flatten(1), dim=1))
         labels.append(b["label"].to(device))
     return torch.cat(feats), torch.cat(labels)
 
@@ -52,18 +54,32 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict
     return {k: 100.0 * hit[:, :k].any(1).float().mean().item() for k in ks}
 
 
+@torch.no_grad()
+def knn_top1(cfg, features: Callable[[torch.Tensor], torch.Tensor],
+             device: torch.device) -> float:
+    """Weighted kNN top-1 (%) on ``DATASETS.TEST`` with ``DATASETS.TRAIN`` as the memory bank,
+    for any feature function of the evaluation view (a backbone at one width, or
+    ``lambda x: x`` for raw pixels, the reference a representation has to beat)."""
+    bank, bank_y = extract_features(features, build_test_loader(cfg, cfg.DATASETS.TRAIN, device),
+                                    device)
+    test, test_y = extract_features(features, build_test_loader(cfg, cfg.DATASETS.TEST, device),
+                                    device)
+    num_classes = int(max(bank_y.max(), test_y.max())) + 1
+    scores = knn_predict(test, bank, bank_y, num_classes, cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE)
+    return topk_accuracy(scores, test_y, ks=(1,))[1]
+
+
 @EVALUATOR_REGISTRY.register()
-class KNNEvaluator:
+class KNNEvaluator(Evaluator):
     """``knn_top1/w<width>`` for every width of ``TEST.WIDTHS`` (default: the trained widths)
     of the method's backbone, widths without BN statistics calibrated first on a copy (main
     process result)."""
 
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.k, self.t = cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE
+    def required_datasets(self) -> List[str]:
+        return [self.cfg.DATASETS.TRAIN, self.cfg.DATASETS.TEST]
 
     def evaluate(self, method) -> Dict[str, float]:
-        backbone = getattr(method, "backbone", method)
+        backbone = backbone_of(method)
         device = next(backbone.parameters()).device
         was_training = backbone.training
         backbone.eval()
@@ -74,14 +90,7 @@ class KNNEvaluator:
                 net = with_calibrated_widths(self.cfg, backbone, widths, device).eval()
                 for w in widths:
                     with use_width(net, w):
-                        bank, bank_y = extract_features(
-                            net, build_test_loader(self.cfg, self.cfg.DATASETS.TRAIN, device), device)
-                        test, test_y = extract_features(
-                            net, build_test_loader(self.cfg, self.cfg.DATASETS.TEST, device), device)
-                    num_classes = int(max(bank_y.max(), test_y.max())) + 1
-                    scores = knn_predict(test, bank, bank_y, num_classes, self.k, self.t)
-                    acc = topk_accuracy(scores, test_y, ks=(1, min(5, num_classes)))
-                    results[f"knn_top1/w{w:g}"] = acc[1]
+                        results[width_key("knn_top1", w)] = knn_top1(self.cfg, net, device)
         finally:
             backbone.train(was_training)
         comm.synchronize()

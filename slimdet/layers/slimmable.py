@@ -1,4 +1,4 @@
-"""Slimmable layers (SPEC §1).
+"""Slimmable layers (docs/method.md §1).
 
 A slimmable layer holds its parameters at full width; at width ``w`` it uses the leading
 ``int(c * w)`` channels of every sliced dimension. The active width is the attribute
@@ -126,7 +126,7 @@ class UncalibratedWidthError(RuntimeError):
     would be a number computed with made-up statistics."""
 
 
-def width_key(width_mult: float) -> str:
+def width_module_name(width_mult: float) -> str:
     """A width as a module name (``0.6`` -> ``"0_6"``; ModuleDict keys cannot hold dots)."""
     return f"{normalized_width(width_mult):g}".replace(".", "_")
 
@@ -243,7 +243,7 @@ class SwitchableBatchNorm(nn.Module, WidthAware):
         width_mult = normalized_width(width_mult)
         if width_mult in self.widths:
             return self.bn[self.widths.index(width_mult)]
-        return self.derived[width_key(width_mult)] if width_key(width_mult) in self.derived else None
+        return self.derived[width_module_name(width_mult)] if width_module_name(width_mult) in self.derived else None
 
     def add_width(self, width_mult: float) -> bool:
         """Give an untrained width statistics of its own (copied from the nearest trained width
@@ -261,7 +261,7 @@ class SwitchableBatchNorm(nn.Module, WidthAware):
             stats.running_mean.copy_(source.running_mean[:c])
             stats.running_var.copy_(source.running_var[:c])
         stats.train(self.training)
-        self.derived[width_key(width_mult)] = stats
+        self.derived[width_module_name(width_mult)] = stats
         self.uncalibrated.add(width_mult)
         return True
 
@@ -300,7 +300,7 @@ class SwitchableBatchNorm1d(SwitchableBatchNorm):
 
 
 class SwitchableLinear(nn.Module, PerWidthChoice):
-    """One independent ``Linear(in_w, out)`` per width (the switchable linear probe, SPEC §5).
+    """One independent ``Linear(in_w, out)`` per width (the switchable linear probe, docs/method.md §5).
 
     Layout ``linears[i]`` for ``widths[i]``, as in the reference linear-probe checkpoints.
     """
@@ -319,7 +319,7 @@ class SwitchableLinear(nn.Module, PerWidthChoice):
 
 
 def init_weights(module: nn.Module, zero_init_residual_bn: Optional[Sequence[nn.Module]] = None) -> None:
-    """SPEC §1 init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, Linear N(0, 0.01)
+    """docs/method.md §1 init: Kaiming-normal (fan_out, relu) convs, BN gamma 1 / beta 0, Linear N(0, 0.01)
     with zero bias; the BNs in ``zero_init_residual_bn`` (each block's last) get gamma 0."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):

@@ -2,33 +2,19 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from torch import nn
 
 from ..config import ConfigError
-from .slimmable import WidthAware, normalized_width
-
-
-def check_widths(widths: Sequence[float], key: str) -> List[float]:
-    """``widths`` as floats if it is a valid width list: multipliers in (0, 1], full width 1.0
-    first, strictly decreasing (the order every per-width list and BN index follows,
-    docs/method.md §1). Otherwise :class:`~slimdet.config.ConfigError` naming ``key`` (the config
-    key or flag the list came from) and the value."""
-    try:
-        values = [float(w) for w in widths]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of width multipliers, got {widths!r}") from None
-    if not values or any(not (0.0 < w <= 1.0) for w in values):
-        raise ConfigError(f"{key} must be multipliers in (0, 1], got {values}")
-    if values[0] != 1.0 or any(a <= b for a, b in zip(values, values[1:])):
-        raise ConfigError(f"{key} must start with 1.0 and be strictly decreasing, got {values}")
-    return values
+from ..utils.ddp import unwrap
+from .slimmable import (SlimConv2d, SlimLinear, SwitchableLinear, WidthAware, normalized_width,
+                        scaled)
 
 
 def model_widths(model: nn.Module) -> Optional[List[float]]:
     """The width list of a slimmable model (from its ``widths`` attribute or switchable layers)."""
-    model = getattr(model, "module", model)  # DDP
+    model = unwrap(model)
     widths = getattr(model, "widths", None)
     if widths is not None:
         return list(widths)
@@ -72,3 +58,41 @@ def use_width(model: nn.Module, width_mult: float) -> Iterator[nn.Module]:
         yield model
     finally:
         set_width(model, previous)
+
+
+def sliced_sizes(model: nn.Module) -> Iterator[Tuple[str, int]]:
+    """``(layer name, full-width size)`` of every channel dimension that follows the width
+    (a conv's or linear layer's sliced input / output, a switchable linear's input)."""
+    for name, m in model.named_modules():
+        if isinstance(m, SlimConv2d):
+            sizes = [(m.in_channels, m.slim_in), (m.out_channels, m.slim_out)]
+        elif isinstance(m, SlimLinear):
+            sizes = [(m.in_features, m.slim_in), (m.out_features, m.slim_out)]
+        elif isinstance(m, SwitchableLinear):
+            sizes = [(m.in_features, True)]
+        else:
+            continue
+        for size, sliced in sizes:
+            if sliced:
+                yield name, size
+
+
+def check_channels(model: nn.Module, widths: Sequence[float], key: str) -> None:
+    """Beside :func:`slimdet.config.check_widths` (the list itself), what a width list means for ``model`` (a
+    full-width network): every sliced layer keeps at least one channel at ``min(widths)``, else
+    :class:`~slimdet.config.ConfigError` naming ``key``, the width, the layer and the smallest
+    width allowed."""
+    narrowest = min(float(w) for w in widths)
+    name, channels = narrowest_layer(model)
+    if scaled(channels, narrowest) < 1:
+        raise ConfigError(
+            f"{key}: width {narrowest:g} leaves layer {name} ({channels} channels at full "
+            f"width) with none; with this network every width must be at least "
+            f"1/{channels} = {1 / channels:.6g}")
+
+
+def narrowest_layer(model: nn.Module) -> Tuple[str, int]:
+    """The layer with the fewest channels at full width: ``(name, channels)``. At width ``w`` it
+    keeps ``int(channels * w)``, so the smallest width that leaves every layer a channel is
+    ``1 / channels``."""
+    return min(sliced_sizes(model), key=lambda item: item[1])

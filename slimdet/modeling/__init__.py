@@ -1,4 +1,4 @@
 from .backbone import BACKBONE_REGISTRY, build_backbone
-from .ssl import SSL_REGISTRY, build_model
+from .methods import METHOD_REGISTRY, backbone_of, build_model
 
-__all__ = ["BACKBONE_REGISTRY", "build_backbone", "SSL_REGISTRY", "build_model"]
+__all__ = ["BACKBONE_REGISTRY", "build_backbone", "METHOD_REGISTRY", "backbone_of", "build_model"]

@@ -40,7 +40,7 @@ def test_width_lists_are_checked_by_the_one_check():
         _error(SLIM_DEMO, ["MODEL.WIDTHS", "[1.0, 2.0]"], validate=True)
     assert "TEST.SLIM_WIDTHS [0.3] has widths [0.3] that are not in MODEL.WIDTHS" in \
         _error(SLIM_DEMO, ["TEST.SLIM_WIDTHS", "[0.3]"], validate=True)
-    assert "MODEL.SLIM.LOSS_WEIGHTING: unknown scheme 'sizes'" in \
+    assert "MODEL.SLIM.LOSS_WEIGHTING must be size, uniform or proportional, got 'sizes'" in \
         _error(SLIM_DEMO, ["MODEL.SLIM.LOSS_WEIGHTING", "sizes"], validate=True)
     # A stock Detectron2 config does not use the width keys.
     validate_det_cfg(load_det_cfg(STOCK_CONVERTED, ["MODEL.WIDTHS", "[0.5]", "DATASETS.TRAIN",

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from slimdet.d2 import (PerWidthNorm, SlimDetTrainer, format_width_table, get_slim_det_cfg,
-                        width_key)
+from slimdet.d2 import PerWidthNorm, SlimDetTrainer, format_width_table, get_slim_det_cfg
+from slimdet.utils.results import width_key
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -80,16 +80,20 @@ def test_two_iterations_train_every_width(trained):
 
 def test_evaluation_reports_every_width(trained):
     cfg, trainer, _, results = trained
-    assert list(results) == [width_key(w) for w in WIDTHS]
+    assert list(results) == ["bbox", "segm"]
     for w in WIDTHS:
         for task in ("bbox", "segm"):
-            ap = results[width_key(w)][task]["AP"]
+            ap = results[task][width_key("AP", w)]
             assert math.isfinite(ap) and 0.0 <= ap <= 100.0, (w, task, ap)
     table = format_width_table({"tiny_coco_val": results})
     lines = table.splitlines()
-    assert "box AP" in lines[0] and "mask AP" in lines[0]
-    rows = lines[2:]
-    assert [float(r.split("|")[2]) for r in rows] == WIDTHS
+    assert lines[0] == "tiny_coco_val:"
+    assert "box AP" in lines[1] and "mask AP" in lines[1]
+    rows = lines[3:]
+    assert [float(r.split("|")[1]) for r in rows] == WIDTHS
+    ap_column = [h.strip() for h in lines[1].split("|")].index("box AP")
+    assert [float(r.split("|")[ap_column]) for r in rows] == \
+        [round(results["bbox"][width_key("AP", w)], 2) for w in WIDTHS]
 
 
 def test_eval_only_loads_every_weight_of_the_trained_detector(trained):

@@ -1,4 +1,4 @@
-"""Per-image recipes of SPEC §4: output format, statistics of the random ops, determinism."""
+"""Per-image recipes of docs/method.md §4: output format, statistics of the random ops, determinism."""
 import numpy as np
 import pytest
 import torch
@@ -152,3 +152,31 @@ def test_seeded_views_are_reproducible_and_leave_global_rng_alone():
 def test_unknown_recipe_names_the_key():
     with pytest.raises(ConfigError, match="INPUT.AUGMENTATION.*'MoCoV9'"):
         build_view_transform(_cfg("MoCoV9"), is_train=True)
+
+
+@pytest.mark.parametrize("size,crop,resize,expected_short", [
+    ((32, 32), 32, 0, 36), ((28, 28), 32, 0, 36), ((64, 48), 32, 0, 36), ((50, 36), 24, 28, 28),
+    ((300, 200), 224, 0, 256)])
+def test_in_memory_and_per_image_evaluation_views_agree(size, crop, resize, expected_short):
+    """The default short side is CROP_SIZE / 0.875 for any image size, and in-memory batches
+    are evaluated as the per-image path evaluates a folder (equal to within a grey level)."""
+    from slimdet.data.batch_transforms import eval_batch_transform
+    from slimdet.data.recipes import eval_spec
+
+    from image_helpers import make_image
+
+    cfg = _cfg("MoCoV2", crop=crop)
+    cfg.INPUT.TEST_RESIZE = resize
+    assert eval_spec(cfg).resize == expected_short
+    rng = np.random.default_rng(0)
+    images = [make_image(rng, *size) for _ in range(4)]
+    per_image = torch.stack([build_view_transform(cfg, is_train=False)(im)[0] for im in images])
+    batch = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images])
+    batched = eval_batch_transform(cfg)(batch)
+    assert per_image.shape == batched.shape == (4, 3, crop, crop)
+    grey_levels = (_unnormalize(per_image) - _unnormalize(batched)).abs() * 255
+    assert grey_levels.max() <= 1.5 and grey_levels.mean() <= 0.5
+    # Not a plain resize to the crop: the centre crop of the larger resize is what is compared.
+    plain = torch.nn.functional.interpolate(batch.float() / 255, size=(crop, crop),
+                                            mode="bilinear", antialias=True)
+    assert (_unnormalize(batched) - plain).abs().mean() * 255 > 2

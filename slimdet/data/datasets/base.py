@@ -12,6 +12,7 @@ import io
 import logging
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -21,9 +22,23 @@ from ...config import ConfigError
 logger = logging.getLogger(__name__)
 
 BAD_IMAGE_POLICIES = ("skip", "error")
+# PIL modes decoded for MODEL.BACKBONE.IN_CHANNELS.
+CHANNEL_MODES = {1: "L", 3: "RGB"}
 
 
-class BadImageError(RuntimeError):
+class DatasetError(RuntimeError):
+    """A data set on disk cannot be used as it is; the message names it and what to do."""
+
+    def __init__(self, message: str):
+        # A DataLoader worker's error comes back rebuilt from a message that holds the worker's
+        # traceback; keep only its last line (the original message), so the error stays one line.
+        if "Traceback (most recent call last)" in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+        super().__init__(message)
+
+
+class BadImageError(DatasetError):
     """An image could not be decoded; the message names the file (or record)."""
 
 
@@ -34,8 +49,9 @@ def check_bad_image_policy(policy: str) -> str:
     return policy
 
 
-def decode_image(data: bytes, name: str) -> Image.Image:
-    """Decode encoded bytes to an RGB PIL image, or raise ``BadImageError`` naming ``name``.
+def decode_image(data: bytes, name: str, mode: str = "RGB") -> Image.Image:
+    """Decode encoded bytes to a PIL image of ``mode`` ("RGB" or "L"), or raise
+    ``BadImageError`` naming ``name``.
 
     ``Image.open`` only parses the header, so ``load()`` is forced here: a truncated JPEG must
     fail inside the data set (where the policy applies), not later inside an augmentation op.
@@ -43,13 +59,23 @@ def decode_image(data: bytes, name: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
-        return img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy
+        return img if img.mode == mode else img.convert(mode)  # convert() would copy
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(f"cannot decode image {name}: {e}") from e
 
 
+def is_colour(img: Image.Image, tolerance: int = 8) -> bool:
+    """Whether a decoded image has colour: some pixel's R, G, B differ by more than
+    ``tolerance`` levels (grey photos saved as RGB JPEGs differ by a level or two)."""
+    if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+        return False
+    rgb = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.int16).copy())
+    return bool((rgb.amax(-1) - rgb.amin(-1)).max() > tolerance)
+
+
 class EncodedImageDataset(Dataset):
-    """Map-style data set of encoded images; items are ``(PIL.Image RGB, int label)``.
+    """Map-style data set of encoded images; items are ``(PIL.Image, int label)``, RGB for
+    ``channels`` 3 and grey ("L") for 1 (other modes are converted).
 
     Subclasses implement ``_num_records()`` and ``_read_record(j) -> (bytes, label, name)`` for
     the underlying storage; ``select(indices)`` gives a view of a subset without copying data.
@@ -61,8 +87,14 @@ class EncodedImageDataset(Dataset):
       * ``"error"``: raise ``BadImageError`` naming the file.
     """
 
-    def __init__(self, on_bad_image: str = "skip"):
+    # Class names in label order, when the format stores them (folders, LMDB).
+    classes: Optional[List[str]] = None
+
+    def __init__(self, on_bad_image: str = "skip", channels: int = 3):
         self.on_bad_image = check_bad_image_policy(on_bad_image)
+        if channels not in CHANNEL_MODES:
+            raise ConfigError(f"MODEL.BACKBONE.IN_CHANNELS must be 1 or 3, got {channels}")
+        self.channels = channels
         self.bad_images: List[str] = []
         self._indices: Optional[List[int]] = None
 
@@ -90,6 +122,28 @@ class EncodedImageDataset(Dataset):
         """``(encoded bytes, label, name)`` of item ``i``, undecoded (used by LMDB/RecordIO
         writers and the DALI pipelines)."""
         return self._read_record(self._record_index(i))
+
+    def colour_sample(self, n: int = 4) -> Optional[str]:
+        """The name of a colour image among the first ``n`` decodable items, else ``None``
+        (a grey data set read as colour is fine; colour read as grey loses information)."""
+        for i in range(min(n, len(self))):
+            data, _, name = self.read_encoded(i)
+            try:
+                img = Image.open(io.BytesIO(data))
+                img.load()
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                continue  # the bad-image policy deals with it when it is read
+            if is_colour(img):
+                return name
+        return None
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Number of classes when known without reading every record, else ``None``."""
+        return len(self.classes) if self.classes is not None else None
+
+    def close(self) -> None:
+        """Release per-process handles (files, LMDB environments); reading reopens them."""
 
     @property
     def labels(self) -> Optional[List[int]]:
@@ -120,7 +174,7 @@ class EncodedImageDataset(Dataset):
         for step in range(n):
             data, label, name = self.read_encoded((i + step) % n)
             try:
-                return decode_image(data, name), int(label)
+                return decode_image(data, name, CHANNEL_MODES[self.channels]), int(label)
             except BadImageError as e:
                 if self.on_bad_image == "error":
                     raise

@@ -43,8 +43,8 @@ class FolderDataset(EncodedImageDataset):
     ``ImageFolder`` and DALI's file reader assign them)."""
 
     def __init__(self, root: str, on_bad_image: str = "skip",
-                 extensions: Sequence[str] = IMAGE_EXTENSIONS):
-        super().__init__(on_bad_image)
+                 extensions: Sequence[str] = IMAGE_EXTENSIONS, channels: int = 3):
+        super().__init__(on_bad_image, channels)
         self.root = root
         self.classes, self.samples = scan_image_folder(root, extensions)
 

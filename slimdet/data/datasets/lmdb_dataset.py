@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 import numpy as np
 from iopath.common.file_io import g_pathmgr
 
-from .base import EncodedImageDataset
+from .base import DatasetError, EncodedImageDataset
 
 if TYPE_CHECKING:
     from .folder import FolderDataset
@@ -72,10 +72,10 @@ def _open_env(path: str, readonly: bool, map_size: int = 1 << 30):
 
 
 class LMDBDataset(EncodedImageDataset):
-    """Items ``(PIL RGB, label)`` from an LMDB written by ``write_lmdb``."""
+    """Items ``(PIL image, label)`` from an LMDB written by ``write_lmdb``."""
 
-    def __init__(self, path: str, on_bad_image: str = "skip"):
-        super().__init__(on_bad_image)
+    def __init__(self, path: str, on_bad_image: str = "skip", channels: int = 3):
+        super().__init__(on_bad_image, channels)
         self.path = path
         if not g_pathmgr.exists(path):
             raise FileNotFoundError(f"LMDB not found: {path} (make it with "
@@ -90,7 +90,7 @@ class LMDBDataset(EncodedImageDataset):
             env.close()  # never keep an environment that a forked worker could inherit
         if meta is None:
             done = int(progress) if progress is not None else 0
-            raise RuntimeError(f"LMDB {path} is incomplete ({done} images written): rerun "
+            raise DatasetError(f"LMDB {path} is incomplete ({done} images written): rerun "
                                "datasets/prepare_lmdb.py to resume the conversion")
         meta = json.loads(meta)
         self.length: int = meta["length"]
@@ -163,7 +163,7 @@ def write_lmdb(source: "FolderDataset", path: str, commit_every: int = 1000,
             old = txn.get(FINGERPRINT_KEY)
             done = int(txn.get(PROGRESS_KEY) or 0)
         if old is not None and old.decode() != fingerprint:
-            raise RuntimeError(f"LMDB {path} was written from a different image list than "
+            raise DatasetError(f"LMDB {path} was written from a different image list than "
                                f"{source.root}; delete it (or pass --overwrite) to start over")
         if complete:
             logger.info("LMDB %s is already complete (%d images)", path, done)

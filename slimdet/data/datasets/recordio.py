@@ -148,13 +148,14 @@ def read_index(idx_path: str) -> Tuple[List[int], List[int]]:
 
 
 class RecordIODataset(EncodedImageDataset):
-    """Items ``(PIL RGB, label)`` of an indexed RecordIO pair (im2rec's ImageNet files too).
+    """Items ``(PIL image, label)`` of an indexed RecordIO pair (im2rec's ImageNet files too).
 
     The label is the first float label of each record, as an int.
     """
 
-    def __init__(self, rec_path: str, idx_path: Optional[str] = None, on_bad_image: str = "skip"):
-        super().__init__(on_bad_image)
+    def __init__(self, rec_path: str, idx_path: Optional[str] = None, on_bad_image: str = "skip",
+                 channels: int = 3):
+        super().__init__(on_bad_image, channels)
         self.rec_path = rec_path
         self.idx_path = idx_path or os.path.splitext(rec_path)[0] + ".idx"
         if not g_pathmgr.isfile(rec_path):
@@ -173,6 +174,11 @@ class RecordIODataset(EncodedImageDataset):
         state = self.__dict__.copy()
         state["_file"], state["_pid"] = None, None
         return state
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._pid = None, None
 
     def _num_records(self) -> int:
         return len(self.offsets)

@@ -1,4 +1,4 @@
-"""Slimmable ResNet (SPEC §2): torchvision "v1.5" layout (stride on the 3x3 conv), basic blocks
+"""Slimmable ResNet (docs/method.md §2): torchvision "v1.5" layout (stride on the 3x3 conv), basic blocks
 for depths 18/34 and bottlenecks for 50/101/152, every layer sliced to the active width.
 
 Parameter names follow torchvision (``conv1``, ``bn1``, ``layer1.0.conv1`` ... ``fc``) so a width
@@ -11,9 +11,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ...layers import (SlimConv2d, SlimLinear, SwitchableBatchNorm, SwitchableBatchNorm2d,
-                       CalibrationAware, UncalibratedWidthError, init_weights, mark_uncalibrated,
-                       normalized_width, scaled)
+from ...config import ConfigError, check_widths
+from ...layers import (CalibrationAware, SlimConv2d, SlimLinear, SwitchableBatchNorm,
+                       SwitchableBatchNorm2d, UncalibratedWidthError, init_weights,
+                       mark_uncalibrated, normalized_width, scaled)
 from ...layers.any_width import uncalibrated_widths
 from .build import BACKBONE_REGISTRY
 
@@ -76,6 +77,7 @@ def _shortcut(in_ch: int, out_ch: int, stride: int, bn: Callable[[int], nn.Modul
     return nn.Sequential(SlimConv2d(in_ch, out_ch, 1, stride=stride), bn(out_ch))
 
 
+@BACKBONE_REGISTRY.register()
 class SlimResNet(nn.Module, CalibrationAware):
     """A slimmable ResNet.
 
@@ -99,6 +101,18 @@ class SlimResNet(nn.Module, CalibrationAware):
     calibration (``slimdet.layers.any_width``).
     """
 
+    @classmethod
+    def from_config(cls, cfg, num_classes: int = 0) -> "SlimResNet":
+        """The backbone of ``cfg.MODEL.BACKBONE`` at ``cfg.MODEL.WIDTHS`` (BACKBONE_REGISTRY)."""
+        b = cfg.MODEL.BACKBONE
+        if b.DEPTH not in STAGE_BLOCKS:
+            raise ConfigError(f"MODEL.BACKBONE.DEPTH must be one of {sorted(STAGE_BLOCKS)}, "
+                              f"got {b.DEPTH}")
+        return cls(depth=b.DEPTH, widths=cfg.MODEL.WIDTHS, base_channels=b.BASE_CHANNELS,
+                   in_channels=b.IN_CHANNELS, cifar_stem=b.CIFAR_STEM, num_classes=num_classes,
+                   out_features=b.OUT_FEATURES or None, zero_init_residual=b.ZERO_INIT_RESIDUAL,
+                   shared_bn=cfg.MODEL.SLIM.BN == "shared")
+
     def __init__(self, depth: int = 50, widths: Sequence[float] = (1.0,), base_channels: int = 64,
                  in_channels: int = 3, cifar_stem: bool = False, num_classes: int = 0,
                  out_features: Optional[Sequence[str]] = None, zero_init_residual: bool = True,
@@ -106,9 +120,7 @@ class SlimResNet(nn.Module, CalibrationAware):
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
-        widths = [float(w) for w in widths]
-        if widths[0] != 1.0 or sorted(widths, reverse=True) != widths:
-            raise ValueError(f"widths must start with 1.0 and decrease, got {widths}")
+        widths = check_widths(widths, "widths")
         self.depth, self.widths = depth, widths
         self.cifar_stem = cifar_stem
         self.shared_bn = shared_bn
@@ -196,18 +208,6 @@ class SlimResNet(nn.Module, CalibrationAware):
             return {k: feats[k] for k in self.out_features}
         x = torch.flatten(self.avgpool(feats["res5"]), 1)
         return self.fc(x) if self.fc is not None else x
-
-
-def build_slim_resnet(cfg, num_classes: int = 0) -> SlimResNet:
-    b = cfg.MODEL.BACKBONE
-    return SlimResNet(depth=b.DEPTH, widths=cfg.MODEL.WIDTHS, base_channels=b.BASE_CHANNELS,
-                      in_channels=b.IN_CHANNELS, cifar_stem=b.CIFAR_STEM, num_classes=num_classes,
-                      out_features=b.OUT_FEATURES or None, zero_init_residual=b.ZERO_INIT_RESIDUAL,
-                      shared_bn=cfg.MODEL.SLIM.BN == "shared")
-
-
-BACKBONE_REGISTRY.register(SlimResNet)
-SlimResNet.from_config = staticmethod(build_slim_resnet)
 
 
 def slice_state_dict(slim_state: Dict[str, torch.Tensor], width_index: int,

@@ -3,7 +3,7 @@
 What is compiled, in place (``nn.Module.compile``: parameter names, state dicts, checkpoints and
 the DDP wrapper stay as they are): the method's ``__call__`` (the student at the active width,
 which the width loop calls through DDP; its backward is compiled with it by AOTAutograd) and each
-of its momentum encoders (``SSLMethod.momentum_encoders()``, run at full width under
+of its momentum encoders (``TrainingMethod.momentum_encoders()``, run at full width under
 ``no_grad`` by ``prepare``). Losses, distillation, the queue and the optimizer stay eager.
 Evaluation calls ``method.backbone`` directly and is not compiled.
 

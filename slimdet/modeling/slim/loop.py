@@ -7,7 +7,7 @@ its weighted loss is back-propagated at once. Gradients accumulate over widths, 
 the gradient of the summed loss while the peak memory is that of a single width's graph. Under
 DDP every backward but the last runs in ``no_sync()``: one all-reduce per step.
 
-Methods (``slimdet/modeling/ssl``) only turn one width's outputs into a task loss and the logits
+Methods (``slimdet/modeling/methods``) only turn one width's outputs into a task loss and the logits
 to distil (:class:`TaskOutput`); pre-training, supervised slimmable training and the linear probe
 all use this loop.
 
@@ -37,6 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ...layers import normalized_width, set_width
 from ...layers.sliced import slice_grads_into_param_grad
+from ...utils.ddp import unwrap
 from .distill import multi_distillation_loss
 from .weights import loss_weights
 
@@ -57,10 +58,6 @@ class WidthTerm:
     loss: torch.Tensor
     terms: Dict[str, torch.Tensor]
     metrics: Dict[str, Union[float, torch.Tensor]]
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class WidthLoop:

@@ -1,7 +1,9 @@
-"""Loss weights per width (SPEC §3, "loss re-weighting by model size")."""
+"""Loss weights per width (docs/method.md §3, "loss re-weighting by model size")."""
 from __future__ import annotations
 
 from typing import List, Sequence
+
+from ...config import ConfigError
 
 
 def loss_weights(widths: Sequence[float], scheme: str = "size") -> List[float]:
@@ -20,5 +22,5 @@ def loss_weights(widths: Sequence[float], scheme: str = "size") -> List[float]:
     if scheme == "proportional":
         total = sum(widths)
         return [w / total for w in widths]
-    raise ValueError(f"MODEL.SLIM.LOSS_WEIGHTING: unknown scheme {scheme!r} "
-                     "(choose size, uniform or proportional)")
+    raise ConfigError(f"MODEL.SLIM.LOSS_WEIGHTING must be size, uniform or proportional, "
+                      f"got {scheme!r}")

@@ -1,0 +1,147 @@
+"""What a run may write into ``OUTPUT_DIR``, and when.
+
+A start checks everything first (config, every data split it needs, the weights it loads, the
+state of the folder) and writes nothing until all of it passed, so a failed start leaves a
+previous run's files as they were:
+
+* :func:`check_output_dir`: a start without ``--resume`` into a folder that holds a previous
+  run (its config, metrics, events or checkpoints) is refused, naming the folder, unless the
+  user asked for ``--overwrite``.
+* :class:`RunLog`: log records are kept in memory until :meth:`RunLog.start_file`, then
+  written to ``OUTPUT_DIR/log.txt`` (``log.txt.rank<N>`` for the other processes) in order.
+* :func:`start_run_files`: after the checks, ``--overwrite`` removes the previous run's files,
+  and ``config.yaml`` is written (atomically).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import logging.handlers
+import os
+from typing import Dict, List, Optional
+
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from iopath.common.file_io import g_pathmgr
+
+from ..utils.file_io import atomic_write
+
+# Files a training run writes into OUTPUT_DIR (log.txt is appended to, so it is not one).
+RUN_FILE_PATTERNS = ("config.yaml", "metrics.json", "last_checkpoint", "model_*.pth",
+                     "events.out.tfevents.*")
+EVAL_RESULTS = "eval_results.json"
+LOGGER_NAMES = ("slimdet", "detectron2", "fvcore")
+_PLAIN_FORMAT = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s",
+                                  datefmt="%m/%d %H:%M:%S")
+
+
+class OutputDirError(ValueError):
+    """OUTPUT_DIR cannot be used as asked; the message names it and the ways out."""
+
+
+def previous_run_files(output_dir: str) -> List[str]:
+    """Names of the files of a previous run in ``output_dir`` (sorted)."""
+    if not output_dir or not g_pathmgr.isdir(output_dir):
+        return []
+    return sorted(f for f in g_pathmgr.ls(output_dir)
+                  if any(fnmatch.fnmatch(f, p) for p in RUN_FILE_PATTERNS))
+
+
+def check_output_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
+    """Refuse a fresh start into a previous run's folder (``OutputDirError``, one line)."""
+    if resume and overwrite:
+        raise OutputDirError("--resume continues the run in OUTPUT_DIR and --overwrite replaces "
+                             "it: give one of them")
+    if output_dir and g_pathmgr.exists(output_dir) and not g_pathmgr.isdir(output_dir):
+        raise OutputDirError(f"OUTPUT_DIR {output_dir} is a file, not a folder")
+    found = previous_run_files(output_dir)
+    if found and not resume and not overwrite:
+        shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+        raise OutputDirError(
+            f"OUTPUT_DIR {output_dir} holds a previous run ({shown}): pass --resume to continue "
+            "it, --overwrite to replace it, or set another OUTPUT_DIR")
+
+
+def clear_previous_run(output_dir: str) -> List[str]:
+    """Remove the previous run's files (``--overwrite``); returns their names."""
+    found = previous_run_files(output_dir)
+    for name in found:
+        g_pathmgr.rm(os.path.join(output_dir, name))
+    return found
+
+
+def console_logging(rank: int = 0) -> None:
+    """Detectron2's console loggers (stdout, main process only) for slimdet, detectron2, fvcore;
+    calling it again adds nothing."""
+    for name in LOGGER_NAMES:
+        setup_logger(None, distributed_rank=rank, name=name,
+                     abbrev_name="d2" if name == "detectron2" else None)
+
+
+class RunLog:
+    """Console logging from the start; the log file only once the run is allowed to write.
+
+    Records emitted before :meth:`start_file` are buffered and written to the file first, so the
+    file tells the whole story of the run while a refused start writes nothing. The latest
+    instance of the process is :attr:`RunLog.current`.
+    """
+
+    current: Optional["RunLog"] = None
+
+    def __init__(self, rank: int = 0):
+        RunLog.current = self
+        self.rank = rank
+        console_logging(rank)
+        self._buffer = logging.handlers.MemoryHandler(capacity=1 << 20,
+                                                      flushLevel=logging.CRITICAL + 1)
+        self._file = None
+        for name in LOGGER_NAMES:
+            logging.getLogger(name).addHandler(self._buffer)
+
+    def start_file(self, output_dir: str) -> None:
+        if self._file is not None or not output_dir:
+            return
+        path = os.path.join(output_dir, "log.txt" + (f".rank{self.rank}" if self.rank else ""))
+        g_pathmgr.mkdirs(output_dir)
+        self._file = logging.FileHandler(path, mode="a")
+        self._file.setFormatter(_PLAIN_FORMAT)
+        self._buffer.setTarget(self._file)
+        self._buffer.flush()
+        for name in LOGGER_NAMES:
+            logger = logging.getLogger(name)
+            logger.removeHandler(self._buffer)
+            logger.addHandler(self._file)
+        self._buffer.close()
+
+
+def start_run_files(cfg, overwrite: bool = False) -> None:
+    """Called once every check passed: the folder, ``--overwrite``'s clean-up, ``config.yaml``
+    (main process) and this process's log file (:attr:`RunLog.current`). All processes first
+    wait for each other, so no process writes while another may still refuse the start."""
+    comm.synchronize()
+    out = cfg.OUTPUT_DIR
+    logger = logging.getLogger("slimdet")
+    if comm.is_main_process() and out:
+        g_pathmgr.mkdirs(out)
+        if overwrite:
+            removed = clear_previous_run(out)
+            if removed:
+                logger.warning("--overwrite: removed the previous run's %s from %s",
+                               ", ".join(removed), out)
+        path = os.path.join(out, "config.yaml")
+        atomic_write(path, lambda f: f.write(cfg.dump().encode()))
+        logger.info("Full config saved to %s", path)
+    comm.synchronize()
+    if RunLog.current is not None:
+        RunLog.current.start_file(out)
+
+
+def write_eval_results(output_dir: str, results: Dict[str, float], weights: str) -> str:
+    """``OUTPUT_DIR/eval_results.json`` (atomically): what ``--eval-only`` measured and on which
+    weights; a training run's ``metrics.json`` is left alone."""
+    g_pathmgr.mkdirs(output_dir)
+    path = os.path.join(output_dir, EVAL_RESULTS)
+    record = {"weights": weights, "results": results}
+    atomic_write(path, lambda f: f.write(json.dumps(record, indent=2).encode()))
+    return path

@@ -1,0 +1,116 @@
+"""The switchable linear probe (docs/method.md §5): frozen slimmable backbone, one linear classifier per width.
+
+A single slimmable classifier would share its leading block across widths and the widths' optima
+conflict there, so each width gets its own ``Linear(features_w, classes)`` (``SwitchableLinear``,
+``classifier.linears.{i}`` as in the reference probe files), optionally after a BN without affine
+parameters (``MODEL.PROBE.FEATURE_BN``, ``feature_norm.bn.{i}``; :meth:`LinearProbe.classifier_for`
+folds it into the linear layer). The backbone stays in eval mode so
+each width classifies with the BN statistics it had at the end of pre-training.
+
+The probe is run by the ordinary width loop: CE of the full width plus, for every sub-width,
+``0.5 * [distillation to the full width's class logits + CE]`` — the loop with
+``MODEL.SLIM.LOSS_WEIGHTING: uniform``, ``DISTILL_WEIGHT: 0.5``, ``DISTILL_TEMPERATURE: 1.0``
+(the probe configs set these).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...config import ConfigError, evaluation_widths
+from ...layers import SwitchableBatchNorm1d, SwitchableLinear, add_widths, normalized_width
+from ..backbone import build_backbone
+from .base import ClassificationMethod
+from .build import METHOD_REGISTRY
+
+
+@METHOD_REGISTRY.register()
+class LinearProbe(ClassificationMethod):
+    """Frozen ``backbone`` + ``classifier`` (one linear layer per width).
+
+    The trainer loads ``MODEL.WEIGHTS`` (a slimdet pre-training / probe checkpoint or a
+    reference file) before the first step: all of a frozen backbone (``frozen_parts``), and a
+    probe checkpoint's classifier too; ``--eval-only`` needs both (``eval_parts``).
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.backbone = build_backbone(cfg)
+        # One classifier per evaluation width (TEST.WIDTHS, default MODEL.WIDTHS); a width the
+        # backbone was not trained at gets BN statistics of its own, estimated on training
+        # batches before the probe trains (engine CalibrationHook; slimdet.layers.any_width).
+        widths = evaluation_widths(cfg)
+        untrained = add_widths(self.backbone, widths)
+        if untrained and not cfg.MODEL.PROBE.FREEZE_BACKBONE:
+            raise ConfigError(f"TEST.WIDTHS {[f'{w:g}' for w in untrained]} are not trained widths "
+                              "of the backbone: a probe at such widths needs "
+                              "MODEL.PROBE.FREEZE_BACKBONE True (their BN statistics are "
+                              "estimated once, before the probe trains)")
+        self.classifier = SwitchableLinear(self.backbone.num_features, cfg.MODEL.NUM_CLASSES,
+                                           widths)
+        for linear in self.classifier.linears:  # MoCo's probe init
+            nn.init.normal_(linear.weight, 0.0, 0.01)
+            nn.init.zeros_(linear.bias)
+        # MODEL.PROBE.FEATURE_BN: each width's features standardised by a BN without affine
+        # parameters (MAE's probe), so features of any scale train at one learning rate.
+        self.feature_norm = SwitchableBatchNorm1d(
+            self.backbone.num_features, widths, affine=False, eps=1e-6
+        ) if cfg.MODEL.PROBE.FEATURE_BN else nn.Identity()
+        self.freeze_backbone = cfg.MODEL.PROBE.FREEZE_BACKBONE
+        if self.freeze_backbone:
+            for p in self.backbone.parameters():
+                p.requires_grad_(False)
+        self.train()
+
+    def eval_parts(self):
+        # A feature BN's running statistics are part of the classifier.
+        with_norm = isinstance(self.feature_norm, SwitchableBatchNorm1d)
+        return ("backbone", "classifier") + (("feature_norm",) if with_norm else ())
+
+    def frozen_parts(self):
+        return ("backbone",) if self.freeze_backbone else ()
+
+    def loop_widths(self):
+        """The probe trains (and evaluates) one classifier per width of ``TEST.WIDTHS``."""
+        return list(self.classifier.widths)
+
+    def classifier_widths(self):
+        return list(self.classifier.widths)
+
+    def train(self, mode: bool = True) -> "LinearProbe":
+        """Train the classifier; a frozen backbone stays in eval mode (BN statistics unchanged)."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.freeze_backbone:
+            with torch.no_grad():
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits at the active width (what ClassificationEvaluator calls)."""
+        return self.classifier(self.feature_norm(self.features(images)))
+
+    @torch.no_grad()
+    def classifier_for(self, width: float) -> nn.Linear:
+        """The classifier of ``width`` as one plain ``Linear`` on the backbone's pooled features,
+        equal to the probe in eval mode: with ``MODEL.PROBE.FEATURE_BN`` the BN's running
+        statistics are folded in (``W' = W / sigma``, ``b' = b - W' mu``), so an exported width
+        is its backbone plus this layer."""
+        widths, width = self.classifier.widths, normalized_width(width)
+        if width not in widths:
+            raise ValueError(f"the probe has classifiers for widths {widths} only, not {width:g}")
+        i = widths.index(width)
+        linear = self.classifier.linears[i]
+        weight, bias = linear.weight.detach().clone(), linear.bias.detach().clone()
+        if isinstance(self.feature_norm, SwitchableBatchNorm1d):
+            bn = self.feature_norm.bn[i]
+            weight = weight * torch.rsqrt(bn.running_var + bn.eps)
+            bias = bias - weight @ bn.running_mean
+        plain = nn.Linear(linear.in_features, linear.out_features).to(weight.device)
+        plain.weight.copy_(weight)
+        plain.bias.copy_(bias)
+        return plain

@@ -1,0 +1,80 @@
+"""Writing files so that nothing saved is ever half-written: every checkpoint, config, result
+and export of slimdet goes through :func:`atomic_write`."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from typing import Callable, List
+
+logger = logging.getLogger("slimdet")
+
+
+class OutputError(RuntimeError):
+    """A file or folder a job must write cannot be written (a user's path or disk; one line)."""
+
+
+_TEMP = re.compile(r"\.tmp\.(?P<host>.+)\.(?P<pid>\d+)$")
+
+
+def _temp_name(path: str) -> str:
+    # Host and pid: a start on this host can tell a dead writer's leftover from a live one's.
+    return f"{path}.tmp.{socket.gethostname()}.{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str) -> List[str]:
+    """Delete the temporary files in ``folder`` that writers on this host left when they were
+    killed mid-write (their process is gone). Returns the removed paths."""
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    host = socket.gethostname()
+    for name in names:
+        m = _TEMP.search(name)
+        if m and m.group("host") == host and not _alive(int(m.group("pid"))):
+            path = os.path.join(folder, name)
+            try:
+                os.remove(path)
+                removed.append(path)
+            except OSError:
+                pass
+    if removed:
+        logger.info("Removed %d temporary file(s) of interrupted writes in %s", len(removed), folder)
+    return removed
+
+
+def atomic_write(path: str, write: Callable) -> None:
+    """``write(f)`` to a temporary file beside ``path``, then rename it over ``path``: a crash
+    mid-write leaves the old file (or none), never a truncated one. The folder is created if
+    needed; a failure names ``path`` (never the temporary file) and leaves no temporary file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the folder {folder!r} to write {path!r}: "
+                          f"{e.strerror or e}") from None
+    tmp = _temp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"cannot write {path!r}: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

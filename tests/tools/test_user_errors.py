@@ -1,0 +1,177 @@
+"""A user's mistakes through the real CLI: exit status 2, one line on stderr naming the culprit,
+no traceback anywhere, and nothing written into (or changed in) OUTPUT_DIR."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = [sys.executable, str(ROOT / "tools/train_net.py"), "--config-file",
+         str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")]
+TINY = ["DATASETS.TRAIN_SUBSET", "256", "DATASETS.TEST_SUBSET", "100", "TEST.EVALUATORS", "[]",
+        "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "64", "MODEL.MOCOV2.QUEUE_SIZE", "128",
+        "LOG_PERIOD", "1"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def run(args, timeout=300):
+    return subprocess.run(TRAIN + args, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def run_all(arg_lists, timeout=300):
+    """Independent starts side by side (most of each is start-up); results in order."""
+    procs = [subprocess.Popen(TRAIN + a, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=ENV) for a in arg_lists]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+def assert_one_line_error(res, *fragments):
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    assert "Traceback" not in res.stdout + res.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def digests(folder: Path):
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def colour_folder(tmp_path_factory) -> Path:
+    """``train/`` and ``val/``, 2 classes of 8 (train) / 4 (val) smooth 24x20 colour JPEGs."""
+    root = tmp_path_factory.mktemp("colour")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 4)):
+        for c in ("ant", "bee"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                small = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+                Image.fromarray(small).resize((24, 20), Image.BICUBIC).save(
+                    root / split / c / f"{i}.jpg", quality=90)
+    return root
+
+
+def folder_keys(root: Path, channels=3):
+    mean = "[0.5,0.5,0.5]" if channels == 3 else "[0.5]"
+    std = "[0.25,0.25,0.25]" if channels == 3 else "[0.25]"
+    return ["DATASETS.TRAIN", f"folder:{root}/train", "DATASETS.TEST", f"folder:{root}/val",
+            "DATASETS.TRAIN_SUBSET", "0", "DATASETS.TEST_SUBSET", "0",
+            "MODEL.BACKBONE.IN_CHANNELS", str(channels), "INPUT.PIXEL_MEAN", mean,
+            "INPUT.PIXEL_STD", std, "INPUT.CROP_SIZE", "16", "SOLVER.IMS_PER_BATCH", "8",
+            "MODEL.MOCOV2.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "2", "TEST.EVALUATORS", "[]"]
+
+
+def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_folder):
+    out = tmp_path / "out"
+    cases = [
+        (["MODEL.WIDTHS", "[1.0, 0.001]"], ["MODEL.WIDTHS", "0.001", "backbone.conv1"]),
+        (["SOLVER.IMS_PER_BATCH", "512"], ["SOLVER.IMS_PER_BATCH 512", "250 images"]),
+        # The demo config reads grey images; pointed at a colour folder it must say so.
+        (folder_keys(colour_folder, channels=1), ["IN_CHANNELS is 1", "colour", "train"]),
+        # A missing test split is found at the start, not after training.
+        (folder_keys(colour_folder) + ["DATASETS.TEST", f"folder:{colour_folder}/test",
+                                       "TEST.EVALUATORS", '["KNNEvaluator"]'],
+         ["DATASETS.TEST", f"{colour_folder}/test"]),
+    ]
+    results = run_all([TINY + opts + ["OUTPUT_DIR", str(out)] for opts, _ in cases])
+    for (opts, fragments), res in zip(cases, results):
+        assert_one_line_error(res, *fragments)
+    assert not out.exists()
+
+
+def test_corrupt_image_under_on_bad_image_error_is_one_line(tmp_path, colour_folder):
+    root = tmp_path / "data"
+    subprocess.run(["cp", "-r", str(colour_folder), str(root)], check=True)
+    bad = root / "train" / "bee" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:100])
+    res = run(folder_keys(root) + ["DATALOADER.ON_BAD_IMAGE", "error", "DATALOADER.NUM_WORKERS",
+                                   "1", "OUTPUT_DIR", str(tmp_path / "out")])
+    assert_one_line_error(res, "cannot decode image", str(bad))
+    # The same data under the default policy trains, naming the skipped file.
+    res = run(folder_keys(root) + ["OUTPUT_DIR", str(tmp_path / "skip")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"skipping unreadable image {bad}" in (tmp_path / "skip" / "log.txt").read_text()
+
+
+def test_user_error_in_two_processes_is_reported_once(tmp_path):
+    res = run(["--num-gpus", "2"] + TINY + ["SOLVER.IMS_PER_BATCH", "63",
+                                            "OUTPUT_DIR", str(tmp_path / "out")])
+    assert_one_line_error(res, "SOLVER.IMS_PER_BATCH 63", "2 processes")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
+    out = tmp_path / "run"
+    first = run(TINY + ["OUTPUT_DIR", str(out)])
+    assert first.returncode == 0, first.stderr[-3000:]
+    before, log = digests(out), (out / "log.txt").read_text()
+    assert {"config.yaml", "metrics.json", "model_final.pth", "last_checkpoint"} <= set(before)
+
+    # A fresh start into the folder (same or other config) is refused, naming the ways out; a
+    # resume or an overwrite that fails its checks writes nothing.
+    refused, resumed, overwritten, no_weights = run_all([
+        TINY + ["OUTPUT_DIR", str(out)],
+        ["--resume"] + TINY + ["MODEL.WIDTHS", "[1.0, 0.001]", "OUTPUT_DIR", str(out)],
+        ["--overwrite"] + TINY + ["SOLVER.IMS_PER_BATCH", "512", "OUTPUT_DIR", str(out)],
+        ["--eval-only"] + TINY + ["OUTPUT_DIR", str(out)]])
+    assert_one_line_error(refused, str(out), "--resume", "--overwrite", "OUTPUT_DIR")
+    assert_one_line_error(resumed, "MODEL.WIDTHS")
+    assert_one_line_error(overwritten, "SOLVER.IMS_PER_BATCH")
+    assert_one_line_error(no_weights, "--eval-only needs the checkpoint", "MODEL.WEIGHTS")
+    assert digests(out) == before
+
+    # --eval-only leaves checkpoints, config and metrics alone and writes its own results.
+    res = run(["--eval-only", "--resume"] + TINY + ["TEST.EVALUATORS", '["KNNEvaluator"]',
+                                                    "OUTPUT_DIR", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = digests(out)
+    assert {k: v for k, v in after.items() if k not in ("log.txt", "eval_results.json")} == \
+        {k: v for k, v in before.items() if k != "log.txt"}
+    assert (out / "log.txt").read_text().startswith(log)  # appended to, never rewritten
+    record = json.loads((out / "eval_results.json").read_text())
+    assert record["weights"] == str(out / "model_final.pth")
+    assert set(record["results"]) == {"knn_top1/w1", "knn_top1/w0.5", "knn_top1/w0.25"}
+
+    # --overwrite replaces the run: one run in metrics.json, no stale checkpoint.
+    res = run(["--overwrite"] + TINY + ["SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    iterations = [json.loads(line)["iteration"]
+                  for line in (out / "metrics.json").read_text().splitlines()]
+    assert iterations == [0]
+    assert yaml.safe_load((out / "config.yaml").read_text())["SOLVER"]["MAX_ITER"] == 1
+
+
+def test_eval_only_checks_only_the_splits_its_evaluators_read(colour_folder):
+    """--eval-only (verify_run(training=False)) needs no training split unless an evaluator reads
+    it: kNN's memory bank, or the calibration batches of a width without BN statistics."""
+    from slimdet.config import ConfigError
+    from slimdet.engine import load_cfg, verify_run
+
+    keys = ["DATASETS.TRAIN", f"folder:{colour_folder}/missing", "DATASETS.TEST",
+            f"folder:{colour_folder}/val", "MODEL.BACKBONE.IN_CHANNELS", 3,
+            "INPUT.PIXEL_MEAN", [0.5] * 3, "INPUT.PIXEL_STD", [0.25] * 3, "MODEL.NUM_CLASSES", 2,
+            "DATASETS.TRAIN_SUBSET", 0, "DATASETS.TEST_SUBSET", 0]
+    probe = str(ROOT / "configs/demo/lincls_demo.yaml")
+    verify_run(load_cfg(probe, keys), training=False)  # ClassificationEvaluator: val/ only
+    with pytest.raises(FileNotFoundError, match=r"DATASETS\.TRAIN 'folder:.*missing'"):
+        verify_run(load_cfg(probe, keys), training=True)
+    with pytest.raises(FileNotFoundError, match=r"DATASETS\.TRAIN 'folder:.*missing'"):
+        verify_run(load_cfg(probe, keys + ["TEST.EVALUATORS", ["KNNEvaluator"]]), training=False)
+    with pytest.raises(FileNotFoundError, match=r"DATASETS\.TRAIN 'folder:.*missing'"):
+        verify_run(load_cfg(probe, keys + ["TEST.WIDTHS", [1.0, 0.6], "TEST.CALIBRATE_BATCHES", 2]),
+                   training=False)
+    with pytest.raises(ConfigError, match=r"MODEL\.NUM_CLASSES is 1 but DATASETS\.TEST"):
+        verify_run(load_cfg(probe, keys + ["MODEL.NUM_CLASSES", 1]), training=False)
