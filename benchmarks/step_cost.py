@@ -230,7 +230,7 @@ def student_time_per_width(args, device, fmt, data) -> Dict[float, float]:
     """Median seconds of the query encoder's forward + backward alone at each width, the
     widths run round-robin (as the width loop runs them: slice gradients straight into .grad)."""
     cfg = make_cfg(WIDTHS, args)
-    cfg.MODEL.MOCO.QUEUE_SIZE = 16
+    cfg.MODEL.MOCOV2.QUEUE_SIZE = 16
     method = build_model(cfg).to(device, memory_format=fmt).train()
     if cfg.MODEL.COMPILE:
         compile_method(method, cfg.MODEL.COMPILE)
