@@ -34,7 +34,11 @@ during all of them, which is what the spread shows):
 - Memory meets its goal: at ``--batch 16 --size 64`` peak RSS is 1294 MB plain, 1368 MB
   SlimCLR per-width (1.06x), 1523 MB one graph (1.18x); autograd's saved tensors 110 MB, 110 MB
   (1.00x), 278 MB (2.53x). The per-width backward keeps one width's graph alive at a time.
-- Time, ``--batch 16 --size 64``: median ratios 2.76x (quartiles 2.39-3.60) and 2.61x
+- Time on a quiet machine (load average about 1): ``--batch 16 --size 64 --pairs 9`` 1.96x
+  (quartiles 1.87-2.11; plain 0.58 s, slim 1.16 s) and 1.98x; with ``--autograd-slicing``
+  1.94x (so the sliced backward changes nothing the median can show here); ``--batch 8 --size
+  224 --pairs 5`` 1.96x (1.80-1.99; 2.73 s / 5.10 s). The goal (1.75x) is not met.
+- Time under load, ``--batch 16 --size 64``: median ratios 2.76x (quartiles 2.39-3.60) and 2.61x
   (1.80-3.88) in two runs, against the FLOPs bound 1.67x and the goal 1.75x. On a loaded machine
   each step's time is set by the other jobs more than by the step: the plain step's median
   was 6.4-6.8 s against about 0.8 s when the machine was quiet (the minimum of one run), and the
