@@ -8,8 +8,8 @@ from torch import nn
 
 from ..config import ConfigError
 from ..utils.ddp import unwrap
-from .slimmable import (SlimConv2d, SlimLinear, SwitchableLinear, WidthAware, normalized_width,
-                        scaled)
+from .slimmable import (PerWidthChoice, SlimConv2d, SlimLinear, SwitchableBatchNorm,
+                        SwitchableLinear, WidthAware, normalized_width, scaled)
 
 
 def model_widths(model: nn.Module) -> Optional[List[float]]:
@@ -19,7 +19,7 @@ def model_widths(model: nn.Module) -> Optional[List[float]]:
     if widths is not None:
         return list(widths)
     for m in model.modules():
-        if hasattr(m, "widths") and isinstance(m, WidthAware):
+        if isinstance(m, (SwitchableBatchNorm, PerWidthChoice)):  # both hold their widths
             return list(m.widths)
     return None
 
