@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+from ..config.widths import normalized_width
 from ..utils.results import width_key
 
 Series = Dict[str, List[Tuple[int, float]]]
@@ -274,9 +275,9 @@ def plot_accuracy_vs_macs(curves: Sequence[Dict], path: str, title: str = "") ->
         xs = [r["macs"] / 1e6 for r in rows]
         ys = [r[metric] for r in rows]
         ax.plot(xs, ys, "-", color=color, lw=1.2, alpha=0.8, label=curve["label"])
-        trained = {round(float(w), 6) for w in curve["trained_widths"]}
+        trained = {normalized_width(w) for w in curve["trained_widths"]}
         for r, x, y in zip(rows, xs, ys):
-            is_trained = round(r["width"], 6) in trained
+            is_trained = normalized_width(r["width"]) in trained
             ax.scatter(x, y, s=60 if is_trained else 36, zorder=3, edgecolors=color,
                        facecolors=color if is_trained else "white", linewidths=1.5)
             ax.annotate(f"{r['width']:g}", (x, y), textcoords="offset points",

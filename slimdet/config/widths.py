@@ -22,13 +22,15 @@ def check_widths(widths: Sequence[float], key: str) -> List[float]:
     return values
 
 
-def _width(w: float) -> float:
-    return round(float(w), 6)
+def normalized_width(width_mult: float) -> float:
+    """A width as configs and result keys write it (``0.30000000000000004`` -> ``0.3``): one
+    width has one value, whichever arithmetic produced it."""
+    return round(float(width_mult), 6)
 
 
 def evaluation_widths(cfg) -> List[float]:
     """``TEST.WIDTHS`` (or ``MODEL.WIDTHS``), widest first."""
-    return sorted({_width(w) for w in (cfg.TEST.WIDTHS or cfg.MODEL.WIDTHS)}, reverse=True)
+    return sorted({normalized_width(w) for w in (cfg.TEST.WIDTHS or cfg.MODEL.WIDTHS)}, reverse=True)
 
 
 def untrained_widths(cfg) -> List[float]:
@@ -36,7 +38,7 @@ def untrained_widths(cfg) -> List[float]:
     in ``MODEL.WIDTHS``, and all of them after sandwich-rule training."""
     if cfg.MODEL.SLIM.MODE == "sandwich":
         return evaluation_widths(cfg)
-    trained = {_width(w) for w in cfg.MODEL.WIDTHS}
+    trained = {normalized_width(w) for w in cfg.MODEL.WIDTHS}
     return [w for w in evaluation_widths(cfg) if w not in trained]
 
 

@@ -22,18 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config.widths import normalized_width
 from .sliced import SlicedConv2d, SlicedLinear, uses_sliced_backward
 
 
 def scaled(channels: int, width_mult: float) -> int:
     """Channels of a layer with ``channels`` at full width, at width ``width_mult``."""
     return int(channels * width_mult)
-
-
-def normalized_width(width_mult: float) -> float:
-    """A width as configs and result keys write it (``0.30000000000000004`` -> ``0.3``): one
-    width has one value, whichever arithmetic produced it."""
-    return round(float(width_mult), 6)
 
 
 class WidthAware:
