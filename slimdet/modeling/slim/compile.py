@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch._inductor.config
 from torch import nn
 
 logger = logging.getLogger("slimdet")
@@ -59,8 +60,16 @@ def compile_method(method: nn.Module, mode: str) -> None:
     if cfg.recompile_limit < needed:
         cfg.recompile_limit = needed
     logger.info("MODEL.COMPILE=%s: compiling the student (one graph per width of %s) and %d "
-                "momentum encoder(s); torch._dynamo.config.recompile_limit = %d",
+                "momentum encoder(s); torch._dynamo.config.recompile_limit = %d, "
+                "torch._inductor.config.layout_optimization = False",
                 mode, list(method.widths), len(method.momentum_encoders()), cfg.recompile_limit)
+    # Inductor's layout optimisation turns convolutions channels-last inside the graph. On the
+    # CPU (torch 2.14.1) the backward of a convolution on a weight *slice* then returns wrong
+    # weight gradients, different from run to run, and with one thread corrupts the heap
+    # ("double free or corruption"); tests/modeling/test_compile.py caught it. Without the
+    # optimisation the compiled gradients match eager ones to float noise, every run. Set
+    # process-wide (inductor has no per-module switch), as recompile_limit above.
+    torch._inductor.config.layout_optimization = False
     method.compile(mode=mode, dynamic=False)
     for encoder in method.momentum_encoders():
         encoder.compile(mode=_WITHOUT_CUDA_GRAPHS.get(mode, mode), dynamic=False)
