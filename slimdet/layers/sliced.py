@@ -53,11 +53,24 @@ def _cast(t: Optional[torch.Tensor], dtype: Optional[torch.dtype]) -> Optional[t
     return t.to(dtype)
 
 
+def _weight_slice(weight: torch.Tensor, rows: int, cols: int,
+                  dtype: Optional[torch.dtype]) -> torch.Tensor:
+    """``weight[:rows, :cols]`` as the one contiguous tensor the forward and the backward both
+    use (in the autocast dtype when autocast is on). Convolution and matmul kernels need a
+    contiguous weight: cutting the slice again in backward would copy it a second time."""
+    w = weight[:rows, :cols]
+    if dtype is not None and w.dtype != dtype and w.dtype != torch.float64:
+        return w.to(dtype, memory_format=torch.contiguous_format)
+    return w.contiguous()
+
+
 def _add_into_grad(param: Optional[torch.Tensor], grad: Optional[torch.Tensor],
                    slices: Slices) -> None:
     """``param.grad[slices] += grad`` (``param.grad`` created as zeros when it is None)."""
     if param is None or grad is None:
         return
+    if grad.dtype != param.dtype:
+        grad = grad.to(param.dtype)
     if param.grad is None:
         param.grad = torch.zeros_like(param)
     param.grad[slices].add_(grad)
@@ -72,30 +85,30 @@ class SlicedConv2d(torch.autograd.Function):
                 dilation: Sequence[int]) -> torch.Tensor:
         dtype = _autocast_dtype(x.device.type)
         xc = _cast(x, dtype)
-        w = _cast(weight[:cout, :cin], dtype)
+        w = _weight_slice(weight, cout, cin, dtype)
         b = _cast(bias[:cout], dtype) if bias is not None else None
         with torch.autocast(x.device.type, enabled=False):
             y = torch.nn.functional.conv2d(xc, w, b, stride, padding, dilation, 1)
-        # The full weight is saved (a reference, no memory), its slice cut again in backward:
-        # saving the slice itself would keep a copy alive under autocast.
-        ctx.save_for_backward(xc, weight, bias)
-        ctx.conf = (cout, cin, list(stride), list(padding), list(dilation), dtype, x.dtype)
+        # The contiguous slice is kept for backward: one width's slices at a time (the width
+        # loop back-propagates each width before the next one's forward), at most the
+        # weights' size, against one copy less per layer and width. The parameters themselves
+        # are saved as references, for the gradients to land in.
+        ctx.save_for_backward(xc, w, weight, bias)
+        ctx.conf = (cout, cin, stride, padding, dilation, x.dtype)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        xc, weight, bias = ctx.saved_tensors
-        cout, cin, stride, padding, dilation, dtype, x_dtype = ctx.conf
-        w = _cast(weight[:cout, :cin], dtype)
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
-                bias is not None and ctx.needs_input_grad[2]]
+        xc, w, weight, bias = ctx.saved_tensors
+        cout, cin, stride, padding, dilation, x_dtype = ctx.conf
+        has_bias = bias is not None
         gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad_out, xc, w, [cout] if bias is not None else None, stride, padding, dilation,
-            False, [0, 0], 1, mask)
-        gx = gx.to(x_dtype) if gx is not None else None
-        gw = gw.to(weight.dtype) if gw is not None else None
-        gb = gb.to(bias.dtype) if gb is not None else None
+            grad_out, xc, w, [cout] if has_bias else None, stride, padding, dilation,
+            False, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]])
+        if gx is not None and gx.dtype != x_dtype:
+            gx = gx.to(x_dtype)
         _add_into_grad(weight, gw, (slice(0, cout), slice(0, cin)))
         _add_into_grad(bias, gb, (slice(0, cout),))
         return gx, None, None, None, None, None, None, None
@@ -109,26 +122,23 @@ class SlicedLinear(torch.autograd.Function):
                 fout: int, fin: int) -> torch.Tensor:
         dtype = _autocast_dtype(x.device.type)
         xc = _cast(x, dtype)
-        w = _cast(weight[:fout, :fin], dtype)
+        w = _weight_slice(weight, fout, fin, dtype)
         b = _cast(bias[:fout], dtype) if bias is not None else None
         with torch.autocast(x.device.type, enabled=False):
             y = torch.nn.functional.linear(xc, w, b)
-        ctx.save_for_backward(xc, weight, bias)
-        ctx.conf = (fout, fin, dtype, x.dtype)
+        ctx.save_for_backward(xc, w, weight, bias)
+        ctx.conf = (fout, fin, x.dtype)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        xc, weight, bias = ctx.saved_tensors
-        fout, fin, dtype, x_dtype = ctx.conf
-        w = _cast(weight[:fout, :fin], dtype)
+        xc, w, weight, bias = ctx.saved_tensors
+        fout, fin, x_dtype = ctx.conf
         gx = (grad_out @ w).to(x_dtype) if ctx.needs_input_grad[0] else None
         g2, x2 = grad_out.reshape(-1, fout), xc.reshape(-1, fin)
-        gw = (g2.T @ x2).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        gb = None
-        if bias is not None and ctx.needs_input_grad[2]:
-            gb = g2.sum(0).to(bias.dtype)
+        gw = g2.T @ x2 if ctx.needs_input_grad[1] else None
+        gb = g2.sum(0) if bias is not None and ctx.needs_input_grad[2] else None
         _add_into_grad(weight, gw, (slice(0, fout), slice(0, fin)))
         _add_into_grad(bias, gb, (slice(0, fout),))
         return gx, None, None, None, None

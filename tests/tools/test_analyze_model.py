@@ -2,8 +2,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from slimdet.modeling.backbone import SlimResNet
 from slimdet.evaluation import profile_widths
 
