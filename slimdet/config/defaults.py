@@ -36,7 +36,9 @@ _C.MODEL.NUM_CLASSES = 1000
 # torch.compile the student's forward/backward (one graph per width, compiled at the width's
 # first step) and the momentum encoder: "" (off, eager), "default" (inductor), "reduce-overhead"
 # (inductor + CUDA graphs on a GPU), "max-autotune", "max-autotune-no-cudagraphs".
-# Needs MODEL.SLIM.MODE fixed (sandwich widths change every step). See
+# Needs MODEL.SLIM.MODE fixed (sandwich widths change every step). Turns inductor's layout
+# optimisation off for the process (it gave wrong gradients on weight slices). On a 2-core CPU
+# a compiled ResNet-50 step was slower than eager (benchmarks/step_cost.py). See
 # slimdet/modeling/slim/compile.py.
 _C.MODEL.COMPILE = ""
 
