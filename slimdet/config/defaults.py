@@ -224,7 +224,9 @@ _C.SOLVER.CHECKPOINT_PERIOD = 0
 # Keep at most N periodic checkpoints (0 = all).
 _C.SOLVER.MAX_TO_KEEP = 2
 _C.SOLVER.AMP = CN()
-# Mixed precision (fp16 + GradScaler on CUDA; bf16 autocast on CPU).
+# Mixed precision (fp16 + GradScaler on CUDA; bf16 autocast on a CPU with native bf16, i.e.
+# AVX512-BF16 or AMX; on other CPUs bf16 runs ~10x slower than fp32, so training stays fp32
+# and the log says so).
 _C.SOLVER.AMP.ENABLED = False
 # Clip the gradient norm (0 = off).
 _C.SOLVER.CLIP_GRAD_NORM = 0.0

@@ -58,10 +58,21 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return torch.nn.parallel.DistributedDataParallel(model, **kwargs)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX512-BF16 or AMX). Without them bf16
+    autocast runs on reference kernels: on this project's AVX2 CPU a ResNet-18 step took 10x
+    its fp32 time (0.4-0.6 s fp32, 5.2-5.5 s bf16, batch 128 at 28 px)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the query: trust the config
+        return True
+
+
 class WidthLoopTrainer(SimpleTrainer):
     """Detectron2's ``SimpleTrainer`` whose step is the :class:`WidthLoop`: forward + backward at
     every active width on one batch (DDP ``no_sync`` for all but the last), then one optimizer
-    step. Mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on the CPU.
+    step. Mixed precision: fp16 + GradScaler on CUDA, bf16 autocast on a CPU with native
+    bf16 (fp32, with a warning, on one without: :func:`cpu_has_native_bf16`).
 
     Pre-training, the linear probe, supervised training (:class:`SlimTrainer`) and multi-width
     detection (``slimdet.d2.trainer``) all run this step.
@@ -72,6 +83,11 @@ class WidthLoopTrainer(SimpleTrainer):
         super().__init__(model, data_loader, optimizer)
         self.width_loop = width_loop
         self.device = device
+        if amp and device.type == "cpu" and not cpu_has_native_bf16():
+            logger.warning(
+                "SOLVER.AMP.ENABLED: this CPU has no native bf16 (oneDNN supports none here), so "
+                "bf16 autocast would run about 10x slower than fp32: training in fp32 instead")
+            amp = False
         self.amp = amp
         self.clip_grad_norm = clip_grad_norm
         self.grad_scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
