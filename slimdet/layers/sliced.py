@@ -58,10 +58,7 @@ def _weight_slice(weight: torch.Tensor, rows: int, cols: int,
     """``weight[:rows, :cols]`` as the one contiguous tensor the forward and the backward both
     use (in the autocast dtype when autocast is on). Convolution and matmul kernels need a
     contiguous weight: cutting the slice again in backward would copy it a second time."""
-    w = weight[:rows, :cols]
-    if dtype is not None and w.dtype != dtype and w.dtype != torch.float64:
-        return w.to(dtype, memory_format=torch.contiguous_format)
-    return w.contiguous()
+    return _cast(weight[:rows, :cols], dtype).contiguous()
 
 
 def _add_into_grad(param: Optional[torch.Tensor], grad: Optional[torch.Tensor],
