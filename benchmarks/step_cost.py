@@ -232,6 +232,18 @@ def time_interleaved(a: Callable[[], None], b: Callable[[], None], pairs: int, w
     return ta, tb, [y / x for x, y in zip(ta, tb)], warm
 
 
+def round_robin_medians(runs: Dict, args) -> Dict:
+    """Median seconds of each callable of ``runs``, all run in turn (one round after another,
+    ``args.warmup`` untimed rounds first), so that a noisy machine slows them alike."""
+    times: Dict = {key: [] for key in runs}
+    for rep in range(args.warmup + args.pairs):
+        for key, fn in runs.items():
+            t = timed(fn)
+            if rep >= args.warmup:
+                times[key].append(t)
+    return {key: quantiles(ts)["median"] for key, ts in times.items()}
+
+
 def student_time_per_width(args, device, fmt, data) -> Dict[float, float]:
     """Median seconds of the query encoder's forward + backward alone at each width, the
     widths run round-robin (as the width loop runs them: slice gradients straight into .grad)."""
@@ -249,13 +261,7 @@ def student_time_per_width(args, device, fmt, data) -> Dict[float, float]:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    times: Dict[float, List[float]] = {w: [] for w in WIDTHS}
-    for rep in range(args.warmup + args.pairs):
-        for w in WIDTHS:
-            t = timed(lambda: fwd_bwd(w))
-            if rep >= args.warmup:
-                times[w].append(t)
-    return {w: quantiles(ts)["median"] for w, ts in times.items()}
+    return round_robin_medians({w: (lambda w=w: fwd_bwd(w)) for w in WIDTHS}, args)
 
 
 def _features_sum(out) -> torch.Tensor:
@@ -290,15 +296,12 @@ def backbone_vs_dense(args, device, fmt, data) -> Dict[float, tuple]:
         loss.backward()
         sync()
 
-    times: Dict[tuple, List[float]] = {}
-    for rep in range(args.warmup + args.pairs):
-        for w in WIDTHS:
-            for kind, fn in (("slim", run_slim), ("dense", run_dense)):
-                t = timed(lambda: fn(w))
-                if rep >= args.warmup:
-                    times.setdefault((kind, w), []).append(t)
-    return {w: (quantiles(times[("slim", w)])["median"], quantiles(times[("dense", w)])["median"])
-            for w in WIDTHS}
+    runs = {}
+    for w in WIDTHS:
+        runs[("slim", w)] = lambda w=w: run_slim(w)
+        runs[("dense", w)] = lambda w=w: run_dense(w)
+    medians = round_robin_medians(runs, args)
+    return {w: (medians[("slim", w)], medians[("dense", w)]) for w in WIDTHS}
 
 
 def flops_bound(args) -> tuple:
