@@ -22,7 +22,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from ..config import ConfigError
-from ..utils.d2compat import free_port, set_local_process_group
+from ..utils.d2compat import set_local_process_group
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 # Exit status of a worker that stopped on a user error (its message is in the error queue).
@@ -78,20 +78,34 @@ def _launch_cpu(worker: Callable, per_machine: int, num_machines: int, machine_r
                 dist_url: str | None, args: tuple, timeout: timedelta) -> None:
     logging.getLogger("slimdet").warning(
         "CUDA is not available: starting %d CPU processes per machine over gloo", per_machine)
+    store = None
     if dist_url in (None, "auto"):
         if num_machines > 1:
             raise ConfigError("--dist-url tcp://HOST:PORT must be given for multi-machine jobs")
-        dist_url = f"tcp://127.0.0.1:{free_port()}"
+        # This process serves the rendezvous store, on a port the OS assigns as it binds it
+        # (port 0), until the workers end. A port found free, released and then bound by rank 0
+        # can be taken in between by another job starting at the same moment.
+        store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False,
+                              timeout=timeout)
+        dist_url = f"tcp://127.0.0.1:{store.port}"
     mp.spawn(_cpu_worker, nprocs=per_machine, daemon=False,
              args=(worker, num_machines * per_machine, per_machine, machine_rank, dist_url,
-                   args, timeout))
+                   store is not None, args, timeout))
 
 
 def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, per_machine: int,
-                machine_rank: int, dist_url: str, args: tuple, timeout: timedelta) -> None:
+                machine_rank: int, dist_url: str, store_served_by_launcher: bool, args: tuple,
+                timeout: timedelta) -> None:
     rank = machine_rank * per_machine + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
-                            rank=rank, timeout=timeout)
+    if store_served_by_launcher:
+        address = dist_url[len("tcp://"):]
+        host, port = address.rsplit(":", 1)
+        store = dist.TCPStore(host, int(port), is_master=False, timeout=timeout)
+        dist.init_process_group(backend="gloo", store=store, world_size=world_size, rank=rank,
+                                timeout=timeout)
+    else:
+        dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size,
+                                rank=rank, timeout=timeout)
     for i in range(world_size // per_machine):
         group = dist.new_group(list(range(i * per_machine, (i + 1) * per_machine)))
         if i == machine_rank:

@@ -17,9 +17,7 @@ behind one function, so that a Detectron2 upgrade is checked and fixed here:
 
 - ``detectron2.utils.comm._LOCAL_PROCESS_GROUP`` (the group of this machine's processes, which
   ``comm.get_local_rank`` / ``get_local_size`` read; Detectron2's own ``launch`` sets it for
-  NCCL workers only). :func:`set_local_process_group` sets it for slimdet's CPU (gloo) workers,
-  which pick their rendezvous port with ``detectron2.engine.launch._find_free_port``
-  (:func:`free_port`).
+  NCCL workers only). :func:`set_local_process_group` sets it for slimdet's CPU (gloo) workers.
 
 ``tests/d2/test_trainers.py`` builds a stock ``DefaultTrainer`` beside one made here and
 compares their attributes and hooks, so an upgrade that changes the constructor fails a test.
@@ -33,7 +31,6 @@ from typing import Any, Callable, Iterator
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase,
                                create_ddp_model)
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -46,11 +43,6 @@ def data_iterator(trainer: SimpleTrainer) -> Iterator[Any]:
 def set_data_iterator(trainer: SimpleTrainer, iterator: Iterator[Any]) -> None:
     """Make ``trainer.run_step`` take its batches from ``iterator`` from now on."""
     trainer._data_loader_iter = iterator
-
-
-def free_port() -> int:
-    """A free TCP port on this host for a local ``tcp://127.0.0.1:PORT`` rendezvous."""
-    return _find_free_port()
 
 
 def set_local_process_group(group) -> None:
