@@ -59,8 +59,24 @@ at 224 px where this one gives 1.68-1.72x):
 - ``--compile default`` (64 px): 2.10x (2.05-2.14), slower than eager in absolute terms too
   (warm-up 162 s plain, 318 s SlimCLR). This run was made with inductor's layout optimisation,
   which gave wrong, run-to-run different weight gradients for convolutions on weight slices;
-  ``MODEL.COMPILE`` now turns it off (``slimdet/modeling/slim/compile.py``) and the compiled path
-  has not been re-timed since.
+  ``MODEL.COMPILE`` now turns it off (``slimdet/modeling/slim/compile.py``). Re-timed without
+  it (later VM, below): 2.01x (2.01-2.08), plain 0.98 s, SlimCLR 1.99 s, warm-up 188 s / 415 s.
+  Compiled graphs slice as autograd does (``layers/sliced.py`` is eager only), so each compiled
+  sub-width still fills and adds a full-size gradient per weight.
+
+A later VM of the same kind (same day, evening; ratios move by several hundredths between
+runs, single pairs by up to +-15 %):
+
+- ``--batch 16 --size 64 --pairs 9``: 1.84x (1.80-1.97), peak RSS 1.09x (one graph 1.19x);
+  sub-widths 1.22 / 1.10 / 1.16x their dense networks (control 1.09x), floor 1.86x.
+- ``--batch 8 --size 224 --pairs 7 --no-memory --no-dense``: 1.73x (1.70-1.87); with
+  ``--channels-last`` 1.78x (1.74-1.80). Channels-last made both steps faster in absolute terms
+  (plain 3.42 against 3.92 s, SlimCLR 5.89 against 7.44 s in these two runs) but not their ratio.
+- Overhead-bound sizes (``--batch 2 --size 32 --pairs 9``, the regime of narrow widths on a
+  GPU): 2.10x (1.92-2.24), sub-widths 1.63 / 1.45 / 1.37x their dense networks: mostly the per-layer
+  Python of the ``autograd.Function`` (one forward and one backward per layer and sub-width)
+  is what remains here. ``--autograd-slicing`` is worse even so: 2.45x (2.30-2.61), sub-widths
+  1.33 / 1.54 / 1.69x dense, since every sub-width then fills and adds full-size gradients.
 - The CUDA path (CUDA graphs through ``--compile reduce-overhead``, ``--amp``,
   ``max_memory_allocated``) has had no GPU to run on since issue 14's changes.
 """
