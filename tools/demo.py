@@ -20,7 +20,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from slimdet.config import ConfigError
-from slimdet.engine import default_setup, load_cfg, run_cli, seed_all, start_run_files, verify_run
+from slimdet.engine import (default_setup, load_cfg, parse_tool_args, run_cli, seed_all,
+                            start_run_files, verify_run)
 from slimdet.engine.run_folder import check_output_dir, clear_previous_run
 from slimdet.engine.linear_probe_run import run_linear_probe
 from slimdet.engine.trainer import SlimTrainer
@@ -47,7 +48,7 @@ def main() -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a previous demo run")
     p.add_argument("--skip-probe", action="store_true", help="kNN only (faster)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (see above)")
-    args = p.parse_args()
+    args = parse_tool_args(p)
 
     cfg = load_cfg(args.config_file, args.opts)
     cfg.freeze()

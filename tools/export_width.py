@@ -31,7 +31,7 @@ from slimdet.checkpoint import CheckpointError, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
                                        export_width_state_dict, run_exported, write_onnx,
                                        write_torchscript)
-from slimdet.engine import load_cfg, run_cli
+from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--check-batch", type=int, default=4,
                         help="images of the check against the eager model (torchscript, onnx)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    args = parse_tool_args(parser)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)

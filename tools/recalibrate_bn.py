@@ -24,7 +24,7 @@ import sys
 import torch
 
 from slimdet.checkpoint import load_weights
-from slimdet.engine import load_cfg, run_cli
+from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation.calibration import CalibrationImages
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--eval", action="store_true", help="run TEST.EVALUATORS before and after")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    args = parse_tool_args(parser)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)

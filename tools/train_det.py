@@ -13,7 +13,7 @@ or checkpoint ends in one line `error: ...` and exit status 2. The slimmable det
 table of box and mask AP of every width.
 """
 from slimdet.d2 import detection_trainer_class, setup_detection
-from slimdet.engine import default_argument_parser, launch_cli
+from slimdet.engine import default_argument_parser, launch_cli, parse_tool_args
 
 
 def main(args):
@@ -27,6 +27,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_tool_args(default_argument_parser())
     print("Command Line Args:", args)
     launch_cli(main, args)

@@ -8,7 +8,8 @@
 Everything is checked before OUTPUT_DIR is written to; a start into a folder that holds a
 previous run needs --resume (continue it) or --overwrite (replace it).
 """
-from slimdet.engine import evaluate_only, launch_cli, setup, start_run_files, train_argument_parser
+from slimdet.engine import (evaluate_only, launch_cli, parse_tool_args, setup, start_run_files,
+                            train_argument_parser)
 from slimdet.engine.trainer import SlimTrainer
 
 
@@ -23,4 +24,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    launch_cli(main, train_argument_parser().parse_args())
+    launch_cli(main, parse_tool_args(train_argument_parser()))

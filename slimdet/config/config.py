@@ -47,13 +47,11 @@ class CfgNode(_FvCfgNode):
 
     def merge_from_list(self, cfg_list: Sequence[str]) -> None:
         if len(cfg_list) % 2:
-            raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got {list(cfg_list)}")
+            raise ConfigError(f"command line: {self._missing_value(list(cfg_list))}; overrides "
+                              f"are KEY VALUE pairs, got {list(cfg_list)}")
         fixed: List[Any] = []
         for key, value in zip(cfg_list[0::2], cfg_list[1::2]):
-            node, leaf = self, key.split(".")
-            for part in leaf[:-1]:
-                node = node.get(part) if isinstance(node, _FvCfgNode) else None
-            default = node.get(leaf[-1]) if isinstance(node, _FvCfgNode) else None
+            default = self._default_of(key)
             if default is None:
                 raise ConfigError(f"command line: unknown config key {key!r} (value {value!r})"
                                   f"{_renamed_hint(key)}")
@@ -63,6 +61,21 @@ class CfgNode(_FvCfgNode):
             super().merge_from_list(fixed)
         except (KeyError, ValueError, AssertionError) as e:
             raise ConfigError(f"command line: {_describe(e)}") from e
+
+    def _default_of(self, key: str) -> Any:
+        """The value ``key`` (``A.B.C``) has in this config, or None when it has no such key."""
+        node: Any = self
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, _FvCfgNode) else None
+        return node
+
+    def _missing_value(self, words: List[str]) -> str:
+        """Which KEY of an odd-length override list lacks its value: the first whose next word
+        is itself a config key (``SOLVER.MAX_ITER OUTPUT_DIR out``), else the last word."""
+        for key, value in zip(words[0::2], words[1::2]):
+            if self._default_of(key) is not None and self._default_of(value) is not None:
+                return f"{key} has no value (the word after it, {value}, is a config key)"
+        return f"{words[-1]} has no value"
 
 
 def _describe(e: BaseException) -> str:

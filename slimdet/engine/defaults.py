@@ -59,11 +59,36 @@ class WidthsAction(argparse.Action):
 
 
 def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """``parser.parse_args`` for tools whose ``opts`` (KEY VALUE overrides) may follow a
-    :class:`WidthsAction` list."""
+    """``parser.parse_args`` for the tools, whose trailing ``opts`` (``KEY VALUE`` overrides,
+    argparse's ``REMAINDER``) take every word after the first ``KEY``. Two things it adds:
+
+    - the words after a :class:`WidthsAction` list that are not numbers go to ``opts``;
+    - a flag typed after overrides (``... MODEL.WEIGHTS w.pth --eval-only``), where a ``KEY``
+      would stand, is parsed as the flag it is (with its value, if it takes one) instead of
+      failing as an unknown config key; an unknown flag there fails as argparse fails on one.
+      A word starting with ``-`` in a value's place (``SOLVER.WARMUP_FACTOR -1``) stays a value.
+    """
     args = parser.parse_args(argv)
-    args.opts = list(vars(args).pop("overrides_after_list", [])) + list(args.opts or [])
-    return args
+    rest = _take_overrides(args)
+    overrides: List[str] = []
+    while True:
+        flag_at = next((i for i in range(0, len(rest), 2) if rest[i].startswith("-")), None)
+        if flag_at is None:
+            args.opts = overrides + rest
+            return args
+        overrides += rest[:flag_at]
+        # Attributes already in ``args`` keep their values: argparse sets defaults only for
+        # those missing from the namespace it is given.
+        tail = rest[flag_at:]
+        parser.parse_args(tail, namespace=args)
+        rest = _take_overrides(args)
+        if rest == tail:  # argparse read the word as a value ("-1"): an override it stays
+            args.opts = overrides + rest
+            return args
+
+
+def _take_overrides(args: argparse.Namespace) -> List[str]:
+    return list(vars(args).pop("overrides_after_list", [])) + list(args.opts or [])
 
 
 def train_argument_parser() -> argparse.ArgumentParser:

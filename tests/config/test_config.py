@@ -28,6 +28,16 @@ def test_unknown_key_on_command_line():
         load_cfg("", ["MODEL.WIDTH", "0.5"])
 
 
+@pytest.mark.parametrize("opts, match", [
+    (["SOLVER.MAX_ITER", "OUTPUT_DIR", "out"],
+     r"SOLVER\.MAX_ITER has no value \(the word after it, OUTPUT_DIR, is a config key\)"),
+    (["SOLVER.MAX_ITER", "10", "OUTPUT_DIR"], r"OUTPUT_DIR has no value"),
+])
+def test_override_without_value_is_named(opts, match):
+    with pytest.raises(ConfigError, match=match):
+        load_cfg("", opts)
+
+
 def test_wrong_type_names_key_and_value(tmp_path):
     f = tmp_path / "t.yaml"
     f.write_text("SOLVER:\n  EPOCHS: ten\n")

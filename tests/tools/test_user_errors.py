@@ -85,6 +85,9 @@ def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_fold
         (folder_keys(colour_folder) + ["DATASETS.TEST", f"folder:{colour_folder}/test",
                                        "TEST.EVALUATORS", '["KNNEvaluator"]'],
          ["DATASETS.TEST", f"{colour_folder}/test"]),
+        # A flag typed among the overrides is read as the flag (not as a config key).
+        (["MODEL.WEIGHTS", str(tmp_path / "missing.pth"), "--eval-only"],
+         ["missing.pth", "does not exist"]),
     ]
     results = run_all([TINY + opts + ["OUTPUT_DIR", str(out)] for opts, _ in cases])
     for (opts, fragments), res in zip(cases, results):
