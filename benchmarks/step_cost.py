@@ -72,6 +72,10 @@ runs, single pairs by up to +-15 %):
 - ``--batch 8 --size 224 --pairs 7 --no-memory --no-dense``: 1.73x (1.70-1.87); with
   ``--channels-last`` 1.78x (1.74-1.80). Channels-last made both steps faster in absolute terms
   (plain 3.42 against 3.92 s, SlimCLR 5.89 against 7.44 s in these two runs) but not their ratio.
+  ``--channels-last`` is for timing only: on this CPU oneDNN's weight gradient of a 1x1 stride-2
+  NHWC convolution with fewer than 8 input channels is wrong or hangs
+  (``scripts/check_channels_last_grads.py``; ResNet-50 has at least 64 there at width 0.25),
+  so slimdet offers no channels-last training switch.
 - Overhead-bound sizes (``--batch 2 --size 32 --pairs 9``, the regime of narrow widths on a
   GPU): 2.10x (1.92-2.24), sub-widths 1.63 / 1.45 / 1.37x their dense networks: mostly the per-layer
   Python of the ``autograd.Function`` (one forward and one backward per layer and sub-width)
@@ -501,7 +505,8 @@ def parse_args(argv: Optional[List[str]] = None):
     p.add_argument("--queue", type=int, default=4096)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--amp", action="store_true", help="fp16 autocast (CUDA) / bf16 (CPU)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC tensors")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC tensors (timing only: see scripts/check_channels_last_grads.py)")
     p.add_argument("--compile", default="", help='MODEL.COMPILE mode: "", "default", '
                                                   '"reduce-overhead" (CUDA graphs), ...')
     p.add_argument("--threads", type=int, default=0,
