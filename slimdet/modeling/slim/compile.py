@@ -67,11 +67,11 @@ def compile_method(method: nn.Module, mode: str) -> None:
     # CPU (torch 2.14.1) the backward of a convolution on a weight *slice* then returns wrong
     # weight gradients, different from run to run, and with one thread corrupts the heap
     # ("double free or corruption"); tests/modeling/test_compile.py caught it. Without the
-    # optimisation the compiled gradients match eager ones to float noise, every run. The cause
-    # is channels-last itself, not the slice: oneDNN's AVX2 weight gradient of a 1x1 stride-2
-    # convolution on NHWC tensors with fewer than 8 input channels (narrow widths have them) is
-    # wrong, or crashes or hangs, in eager mode too (oneDNN issue 6035;
-    # scripts/check_channels_last_grads.py). Set process-wide (inductor has no per-module
+    # optimisation the compiled gradients match eager ones to float noise, every run. The
+    # symptoms match a bug of channels-last itself rather than of the slice: oneDNN's AVX2
+    # weight gradient of a 1x1 stride-2 convolution on NHWC tensors with fewer than 8 input
+    # channels (the test's narrow widths have them) is wrong, or crashes or hangs, in eager mode
+    # too (oneDNN issue 6035; scripts/check_channels_last_grads.py). Set process-wide (inductor has no per-module
     # switch), as recompile_limit above.
     torch._inductor.config.layout_optimization = False
     method.compile(mode=mode, dynamic=False)
