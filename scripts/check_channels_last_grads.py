@@ -21,6 +21,7 @@ see whether the bug is gone.
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 
@@ -36,10 +37,7 @@ def relative_error(ci: int, co: int, k: int, stride: int, n: int, hw: int) -> fl
     conv = torch.nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=False)
     x = torch.randn(n, ci, hw, hw)
     expected = torch.autograd.grad(conv(x).square().sum(), conv.weight)[0]
-    conv_cl = torch.nn.Conv2d(ci, co, k, stride=stride, padding=k // 2, bias=False)
-    conv_cl = conv_cl.to(memory_format=torch.channels_last)
-    with torch.no_grad():
-        conv_cl.weight.copy_(conv.weight)
+    conv_cl = copy.deepcopy(conv).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     got = torch.autograd.grad(conv_cl(x_cl).square().sum(), conv_cl.weight)[0]
     return ((got - expected).abs().max() / expected.abs().max()).item()

@@ -69,13 +69,8 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
       A word starting with ``-`` in a value's place (``SOLVER.WARMUP_FACTOR -1``) stays a value.
     """
     args = parser.parse_args(argv)
-    rest = _take_overrides(args)
-    overrides: List[str] = []
-    while True:
-        flag_at = next((i for i in range(0, len(rest), 2) if rest[i].startswith("-")), None)
-        if flag_at is None:
-            args.opts = overrides + rest
-            return args
+    rest, overrides = _take_overrides(args), []
+    while (flag_at := _first_flag(rest)) is not None:
         overrides += rest[:flag_at]
         # Attributes already in ``args`` keep their values: argparse sets defaults only for
         # those missing from the namespace it is given.
@@ -83,8 +78,14 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
         parser.parse_args(tail, namespace=args)
         rest = _take_overrides(args)
         if rest == tail:  # argparse read the word as a value ("-1"): an override it stays
-            args.opts = overrides + rest
-            return args
+            break
+    args.opts = overrides + rest
+    return args
+
+
+def _first_flag(words: List[str]) -> Optional[int]:
+    """Index of the first word where a KEY stands (even positions) that starts with ``-``."""
+    return next((i for i in range(0, len(words), 2) if words[i].startswith("-")), None)
 
 
 def _take_overrides(args: argparse.Namespace) -> List[str]:

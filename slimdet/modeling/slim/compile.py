@@ -71,8 +71,8 @@ def compile_method(method: nn.Module, mode: str) -> None:
     # symptoms match a bug of channels-last itself rather than of the slice: oneDNN's AVX2
     # weight gradient of a 1x1 stride-2 convolution on NHWC tensors with fewer than 8 input
     # channels (the test's narrow widths have them) is wrong, or crashes or hangs, in eager mode
-    # too (oneDNN issue 6035; scripts/check_channels_last_grads.py). Set process-wide (inductor has no per-module
-    # switch), as recompile_limit above.
+    # too (oneDNN issue 6035; scripts/check_channels_last_grads.py). Set process-wide
+    # (inductor has no per-module switch), as recompile_limit above.
     torch._inductor.config.layout_optimization = False
     method.compile(mode=mode, dynamic=False)
     for encoder in method.momentum_encoders():
