@@ -24,7 +24,7 @@ import sys
 
 from slimdet.checkpoint import load_weights
 from slimdet.config import ConfigError
-from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
+from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli, verify_run
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation import profile_widths
@@ -69,6 +69,7 @@ def main() -> None:
     if args.calibrate_batches is not None:
         opts += ["TEST.CALIBRATE_BATCHES", str(args.calibrate_batches)]
     cfg = load_cfg(args.config_file, opts)
+    verify_run(cfg, training=False)  # every split the evaluators read, before any work
     seed_all(cfg.SEED)
     method = build_model(cfg)
     load_weights(method, args.weights, method.eval_parts(), "eval_widths",

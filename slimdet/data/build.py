@@ -121,6 +121,36 @@ def verify_dataset(cfg, name: str, num_classes: int = 0):
     return dataset
 
 
+def check_same_classes(cfg, datasets: Dict[str, object]) -> None:
+    """The on-disk splits a run reads (``name -> data set``) name the same classes. Their labels
+    are indices of the class names in sorted order, so a test folder that lacks one class of the
+    training folder (or has another) would shift every label after it and score wrong numbers;
+    that is refused in one line naming both keys and the first class that differs. In-memory
+    sets (their labels are fixed by the set) and formats without class names are not compared."""
+    named = [(name, ds.classes) for name, ds in datasets.items()
+             if isinstance(ds, EncodedImageDataset) and ds.classes is not None]
+    if len(named) < 2:
+        return
+    (ref_name, ref), others = named[0], named[1:]
+    for name, classes in others:
+        if list(classes) == list(ref):
+            continue
+        missing = [c for c in ref if c not in set(classes)]
+        extra = [c for c in classes if c not in set(ref)]
+        first = next((i for i, (a, b) in enumerate(zip(ref, classes)) if a != b),
+                     min(len(ref), len(classes)))
+        what = "; ".join(part for part in (
+            f"it lacks {missing[:3]}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            if missing else "",
+            f"it has {extra[:3]}" + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
+            if extra else "") if part) or "their order differs"
+        raise ConfigError(
+            f"{dataset_key(name, cfg)} {name!r} has {len(classes)} classes, "
+            f"{dataset_key(ref_name, cfg)} {ref_name!r} {len(ref)}, and they differ from label "
+            f"{first} on ({what}): labels are indices of the class folders in sorted order, so "
+            "both splits need the same class folders (an empty folder keeps a class's label)")
+
+
 def check_batch_size(cfg, name: str, size: int) -> None:
     """``SOLVER.IMS_PER_BATCH`` splits over the processes and fits in the training set."""
     batch, world = cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()

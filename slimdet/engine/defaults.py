@@ -126,7 +126,7 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     batch size), checked before anything starts: the training set when ``training``, and the sets of every
     evaluator of ``TEST.EVALUATORS`` (a missing test split is not found after training)."""
     from ..data import verify_dataset
-    from ..data.build import check_batch_size
+    from ..data.build import check_batch_size, check_same_classes
     from ..evaluation import build_evaluators
     from ..modeling.methods import METHOD_REGISTRY
     from ..modeling.methods.base import ClassificationMethod
@@ -137,10 +137,12 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     names: List[str] = [cfg.DATASETS.TRAIN] if training else []
     for evaluator in build_evaluators(cfg):
         names += evaluator.required_datasets()
+    opened = {}
     for name in dict.fromkeys(names):  # each once, in order
-        dataset = verify_dataset(cfg, name, num_classes=num_classes)
+        opened[name] = verify_dataset(cfg, name, num_classes=num_classes)
         if training and name == cfg.DATASETS.TRAIN:
-            check_batch_size(cfg, name, len(dataset))
+            check_batch_size(cfg, name, len(opened[name]))
+    check_same_classes(cfg, opened)
 
 
 class _UserErrorsInOneLine(logging.Filter):

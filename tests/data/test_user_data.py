@@ -109,3 +109,33 @@ def test_bad_image_from_a_loader_worker_is_one_line(image_folder):
         next(iter(build_train_loader(cfg)))
     message = str(err.value)
     assert "\n" not in message and message.startswith("cannot decode image") and str(bad) in message
+
+
+def test_splits_with_other_class_folders_are_refused(tmp_path):
+    from slimdet.data.build import check_same_classes
+
+    train = _grey_folder(str(tmp_path / "train"), classes=("a", "b", "c"), per_class=2)
+    cfg = _cfg(TRAIN=f"folder:{train}")
+    splits = {
+        "lacks": (("a", "c"), r"has 2 classes, DATASETS\.TRAIN .* 3, and they differ from label 1 "
+                              r"on \(it lacks \['b'\]\)"),
+        "extra": (("a", "b", "c", "d"), r"DATASETS\.TRAIN .*differ from label 3 on \(it has \['d'\]\)"),
+        "same": (("a", "b", "c"), None),
+    }
+    for split, (classes, message) in splits.items():
+        cfg.DATASETS.TEST = f"folder:{_grey_folder(str(tmp_path / split), classes, per_class=2)}"
+        opened = {n: get_dataset(n, cfg) for n in (cfg.DATASETS.TRAIN, cfg.DATASETS.TEST)}
+        # Labels are sorted-folder indices: "c" is 1 in the split that lacks "b", 2 in training.
+        c_label = {opened[n][i][1] for n in opened for i in range(len(opened[n]))
+                   if opened[n].samples[i][0].startswith("c/")}
+        if message is None:
+            check_same_classes(cfg, opened)
+            assert c_label == {2}
+        else:
+            assert c_label == ({1, 2} if split == "lacks" else {2})
+            with pytest.raises(ConfigError, match=r"DATASETS\.TEST .*" + message):
+                check_same_classes(cfg, opened)
+    # An empty class folder keeps its class (and the labels after it).
+    os.makedirs(tmp_path / "lacks" / "b")
+    cfg.DATASETS.TEST = f"folder:{tmp_path / 'lacks'}"
+    check_same_classes(cfg, {n: get_dataset(n, cfg) for n in (cfg.DATASETS.TRAIN, cfg.DATASETS.TEST)})

@@ -3,6 +3,7 @@ no traceback anywhere, and nothing written into (or changed in) OUTPUT_DIR."""
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,8 @@ def folder_keys(root: Path, channels=3):
 
 def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_folder):
     out = tmp_path / "out"
+    bee_only = tmp_path / "bee_only"
+    shutil.copytree(colour_folder / "val" / "bee", bee_only / "bee")
     cases = [
         (["MODEL.WIDTHS", "[1.0, 0.001]"], ["MODEL.WIDTHS", "0.001", "backbone.conv1"]),
         (["SOLVER.IMS_PER_BATCH", "512"], ["SOLVER.IMS_PER_BATCH 512", "250 images"]),
@@ -85,6 +88,10 @@ def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_fold
         (folder_keys(colour_folder) + ["DATASETS.TEST", f"folder:{colour_folder}/test",
                                        "TEST.EVALUATORS", '["KNNEvaluator"]'],
          ["DATASETS.TEST", f"{colour_folder}/test"]),
+        # A test folder without one of the training classes would shift the labels after it.
+        (folder_keys(colour_folder) + ["DATASETS.TEST", f"folder:{bee_only}",
+                                       "TEST.EVALUATORS", '["KNNEvaluator"]'],
+         ["DATASETS.TEST", "DATASETS.TRAIN", "lacks ['ant']"]),
         # A flag typed among the overrides is read as the flag (not as a config key).
         (["MODEL.WEIGHTS", str(tmp_path / "missing.pth"), "--eval-only"],
          ["missing.pth", "does not exist"]),
