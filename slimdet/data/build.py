@@ -121,13 +121,13 @@ def verify_dataset(cfg, name: str, num_classes: int = 0):
     return dataset
 
 
-def check_same_classes(cfg, datasets: Dict[str, object]) -> None:
+def check_same_classes(cfg, splits: Dict[str, object]) -> None:
     """The on-disk splits a run reads (``name -> data set``) name the same classes. Their labels
     are indices of the class names in sorted order, so a test folder that lacks one class of the
     training folder (or has another) would shift every label after it and score wrong numbers;
     that is refused in one line naming both keys and the first class that differs. In-memory
     sets (their labels are fixed by the set) and formats without class names are not compared."""
-    named = [(name, ds.classes) for name, ds in datasets.items()
+    named = [(name, ds.classes) for name, ds in splits.items()
              if isinstance(ds, EncodedImageDataset) and ds.classes is not None]
     if len(named) < 2:
         return
