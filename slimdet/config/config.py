@@ -115,10 +115,50 @@ def validate_cfg(cfg: CfgNode) -> None:
         raise ConfigError("MODEL.COMPILE needs MODEL.SLIM.MODE fixed: sandwich draws new widths "
                           f"every step, each would compile anew (got MODEL.COMPILE "
                           f"{cfg.MODEL.COMPILE!r} with MODEL.SLIM.MODE 'sandwich')")
-    if cfg.SOLVER.IMS_PER_BATCH <= 0:
-        raise ConfigError(f"SOLVER.IMS_PER_BATCH must be positive, got {cfg.SOLVER.IMS_PER_BATCH}")
+    _validate_ranges(cfg)
     validate_widths(cfg)
     _validate_input(cfg)
+
+
+# Numeric keys whose value outside its range would fail late with a traceback (a batch of 0
+# images, a period of 0 iterations) or give a number that means nothing (kNN with k 0, a
+# temperature of 0): each is refused at the start, naming the key.
+POSITIVE_KEYS = (
+    "SOLVER.IMS_PER_BATCH", "TEST.IMS_PER_BATCH", "TEST.KNN.K", "TEST.KNN.TEMPERATURE",
+    "LOG_PERIOD", "MODEL.NUM_CLASSES", "MODEL.BACKBONE.BASE_CHANNELS",
+    "MODEL.SLIM.DISTILL_TEMPERATURE", "MODEL.MOCOV2.TEMPERATURE", "MODEL.MOCOV3.TEMPERATURE",
+    "MODEL.SIMCLR.TEMPERATURE",
+)
+NON_NEGATIVE_KEYS = (
+    "DATASETS.TRAIN_SUBSET", "DATASETS.TEST_SUBSET", "DATALOADER.NUM_WORKERS", "SOLVER.BASE_LR",
+    "SOLVER.BASE_LR_AFTER_SLOW_START", "SOLVER.WARMUP_EPOCHS", "SOLVER.MOMENTUM",
+    "SOLVER.WEIGHT_DECAY", "SOLVER.WEIGHT_DECAY_NORM", "SOLVER.WEIGHT_DECAY_BIAS",
+    "SOLVER.CHECKPOINT_PERIOD", "SOLVER.MAX_TO_KEEP", "SOLVER.CLIP_GRAD_NORM", "SOLVER.MAX_ITER",
+    "TEST.EVAL_PERIOD", "TEST.EVAL_PERIOD_EPOCHS", "TEST.CALIBRATE_BATCHES",
+    "MODEL.SLIM.SLOW_START_EPOCH", "MODEL.SLIM.DISTILL_WEIGHT", "ANALYSIS.GRAD_PERIOD",
+    "ANALYSIS.TRAJECTORY_PERIOD",
+)
+UNIT_INTERVAL_KEYS = ("MODEL.SLIM.DISTILL_WEIGHT", "MODEL.MOCOV2.MOMENTUM", "MODEL.MOCOV3.MOMENTUM")
+
+
+def _value(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _validate_ranges(cfg: CfgNode) -> None:
+    for key in POSITIVE_KEYS:
+        if _value(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be positive, got {_value(cfg, key)}")
+    for key in NON_NEGATIVE_KEYS:
+        if _value(cfg, key) < 0:
+            raise ConfigError(f"{key} must not be negative, got {_value(cfg, key)} "
+                              "(defaults.py says what 0 means)")
+    for key in UNIT_INTERVAL_KEYS:
+        if not 0.0 <= _value(cfg, key) <= 1.0:
+            raise ConfigError(f"{key} must be in [0, 1], got {_value(cfg, key)}")
 
 
 def _validate_input(cfg: CfgNode) -> None:

@@ -132,3 +132,22 @@ def test_a_renamed_key_names_its_new_name(tmp_path):
     with pytest.raises(ConfigError, match=r"old.yaml: unknown config key MODEL.MOCO; .*MODEL.MOCOV2"):
         load_cfg(str(old))
     assert load_cfg("", ["MODEL.MOCOV2.QUEUE_SIZE", "64"]).MODEL.MOCOV2.QUEUE_SIZE == 64
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("TEST.KNN.K", "0", "must be positive, got 0"),  # kNN would score chance, exit 0
+    ("TEST.KNN.TEMPERATURE", "0.0", "must be positive"),
+    ("TEST.IMS_PER_BATCH", "-5", "must be positive"),  # failed after training
+    ("LOG_PERIOD", "0", "must be positive"),  # ZeroDivisionError in the loop
+    ("SOLVER.BASE_LR", "-1.0", "must not be negative"),
+    ("DATALOADER.NUM_WORKERS", "-1", "must not be negative"),
+    ("DATASETS.TRAIN_SUBSET", "-3", "must not be negative"),
+    ("SOLVER.CHECKPOINT_PERIOD", "-1", "must not be negative"),
+    ("MODEL.MOCOV2.MOMENTUM", "1.5", r"must be in \[0, 1\]"),
+])
+def test_numeric_keys_out_of_range_are_refused_naming_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " " + match):
+        load_cfg("", [key, value])
+    # The boundary values that mean something (0 = all / default) are accepted.
+    if "negative" in match:
+        load_cfg("", [key, "0" if "." not in value else "0.0"])
