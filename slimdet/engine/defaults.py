@@ -125,7 +125,7 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     """Every data split the run will read exists and fits the config (channels, classes, the
     batch size), checked before anything starts: the training set when ``training``, and the sets of every
     evaluator of ``TEST.EVALUATORS`` (a missing test split is not found after training)."""
-    from ..data import verify_dataset
+    from ..data import get_dataset, verify_dataset
     from ..data.build import check_batch_size, check_same_classes
     from ..evaluation import build_evaluators
     from ..modeling.methods import METHOD_REGISTRY
@@ -142,6 +142,15 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
         opened[name] = verify_dataset(cfg, name, num_classes=num_classes)
         if training and name == cfg.DATASETS.TRAIN:
             check_batch_size(cfg, name, len(opened[name]))
+    if num_classes and cfg.DATASETS.TRAIN not in opened:
+        # A classifier's outputs are the labels of the set it was trained on: evaluating it on
+        # a set with other class folders scores wrong numbers, though only that set is read.
+        try:
+            opened = {cfg.DATASETS.TRAIN: get_dataset(cfg.DATASETS.TRAIN, cfg), **opened}
+        except (FileNotFoundError, ConfigError) as e:
+            logger.warning("Cannot compare the classes of DATASETS.TEST with those of "
+                           "DATASETS.TRAIN, which the classifier was trained on (%s): the test "
+                           "set must have the same class folders", one_line(e))
     check_same_classes(cfg, opened)
 
 

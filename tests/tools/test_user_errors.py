@@ -185,3 +185,26 @@ def test_eval_only_checks_only_the_splits_its_evaluators_read(colour_folder):
                    training=False)
     with pytest.raises(ConfigError, match=r"MODEL\.NUM_CLASSES is 1 but DATASETS\.TEST"):
         verify_run(load_cfg(probe, keys + ["MODEL.NUM_CLASSES", 1]), training=False)
+
+
+def test_eval_only_of_a_classifier_compares_test_classes_with_training_classes(tmp_path,
+                                                                               colour_folder,
+                                                                               caplog):
+    """A probe evaluated on a folder without one of its training classes would score shifted
+    labels: refused, though --eval-only reads only DATASETS.TEST; a training split that is not
+    there leaves a warning instead."""
+    from slimdet.config import ConfigError
+    from slimdet.engine import load_cfg, verify_run
+
+    bee_only = tmp_path / "bee_only"
+    shutil.copytree(colour_folder / "val" / "bee", bee_only / "bee")
+    keys = ["DATASETS.TRAIN", f"folder:{colour_folder}/train", "DATASETS.TEST",
+            f"folder:{bee_only}", "MODEL.BACKBONE.IN_CHANNELS", 3,
+            "INPUT.PIXEL_MEAN", [0.5] * 3, "INPUT.PIXEL_STD", [0.25] * 3, "MODEL.NUM_CLASSES", 2,
+            "DATASETS.TRAIN_SUBSET", 0, "DATASETS.TEST_SUBSET", 0]
+    probe = str(ROOT / "configs/demo/lincls_demo.yaml")
+    with pytest.raises(ConfigError, match=r"DATASETS\.TEST .*bee_only.* lacks \['ant'\]"):
+        verify_run(load_cfg(probe, keys), training=False)
+    keys[1] = f"folder:{colour_folder}/missing"
+    verify_run(load_cfg(probe, keys), training=False)
+    assert "Cannot compare the classes of DATASETS.TEST" in caplog.text
