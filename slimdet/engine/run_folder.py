@@ -28,8 +28,8 @@ from iopath.common.file_io import g_pathmgr
 from ..utils.file_io import atomic_write
 
 # Files a training run writes into OUTPUT_DIR (log.txt is appended to, so it is not one).
-RUN_FILE_PATTERNS = ("config.yaml", "metrics.json", "last_checkpoint", "model_*.pth",
-                     "events.out.tfevents.*")
+RUN_FILE_PATTERNS = ("config.yaml", "config.before_resume*.yaml", "metrics.json",
+                     "last_checkpoint", "model_*.pth", "events.out.tfevents.*")
 EVAL_RESULTS = "eval_results.json"
 LOGGER_NAMES = ("slimdet", "detectron2", "fvcore")
 _PLAIN_FORMAT = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s",
@@ -130,11 +130,49 @@ def start_run_files(cfg, overwrite: bool = False) -> None:
                 logger.warning("--overwrite: removed the previous run's %s from %s",
                                ", ".join(removed), out)
         path = os.path.join(out, "config.yaml")
+        if not overwrite and g_pathmgr.isfile(path):
+            keep_config_of_resumed_run(path, cfg.dump())
         atomic_write(path, lambda f: f.write(cfg.dump().encode()))
         logger.info("Full config saved to %s", path)
     comm.synchronize()
     if RunLog.current is not None:
         RunLog.current.start_file(out)
+
+
+def changed_keys(before: dict, after: dict, prefix: str = "") -> List[str]:
+    """``KEY: old -> new`` for every key whose value differs between two config dicts."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_keys(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def keep_config_of_resumed_run(path: str, new_dump: str) -> None:
+    """A ``--resume`` with other config values continues the run under the new ones (more
+    iterations, another evaluation period ...; what a checkpoint cannot take, such as other
+    widths, is refused when it loads). The config the run had so far is kept beside it as
+    ``config.before_resume<N>.yaml`` and every changed key is logged, so the folder still says
+    how each part of the run was made."""
+    import yaml
+
+    with g_pathmgr.open(path) as f:
+        old_dump = f.read()
+    changes = changed_keys(yaml.safe_load(old_dump) or {}, yaml.safe_load(new_dump) or {})
+    if not changes:
+        return
+    folder = os.path.dirname(path)
+    n = 1
+    while g_pathmgr.exists(os.path.join(folder, f"config.before_resume{n}.yaml")):
+        n += 1
+    kept = os.path.join(folder, f"config.before_resume{n}.yaml")
+    atomic_write(kept, lambda f: f.write(old_dump.encode()))
+    logging.getLogger("slimdet").warning(
+        "--resume with %d changed config key(s), the run continues under the new values (its "
+        "config so far is kept as %s): %s", len(changes), kept, "; ".join(changes))
 
 
 def write_eval_results(output_dir: str, results: Dict[str, float], weights: str) -> str:

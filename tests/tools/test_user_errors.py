@@ -155,9 +155,22 @@ def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
     assert record["weights"] == str(out / "model_final.pth")
     assert set(record["results"]) == {"knn_top1/w1", "knn_top1/w0.5", "knn_top1/w0.25"}
 
-    # --overwrite replaces the run: one run in metrics.json, no stale checkpoint.
+    # --resume with other values continues under them, keeps the config the run had so far
+    # and names every changed key.
+    res = run(["--resume"] + TINY + ["SOLVER.MAX_ITER", "3", "LOG_PERIOD", "2",
+                                     "OUTPUT_DIR", str(out)])
+    assert res.returncode == 0, res.stderr[-3000:]
+    kept = yaml.safe_load((out / "config.before_resume1.yaml").read_text())
+    assert kept["SOLVER"]["MAX_ITER"] == 2 and kept["LOG_PERIOD"] == 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["SOLVER"]["MAX_ITER"] == 3
+    warning = next(line for line in (out / "log.txt").read_text().splitlines()
+                   if "--resume with 2 changed config key(s)" in line)
+    assert "LOG_PERIOD: 1 -> 2" in warning and "SOLVER.MAX_ITER: 2 -> 3" in warning
+
+    # --overwrite replaces the run: one run in metrics.json, no stale checkpoint or config.
     res = run(["--overwrite"] + TINY + ["SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
+    assert not (out / "config.before_resume1.yaml").exists()
     iterations = [json.loads(line)["iteration"]
                   for line in (out / "metrics.json").read_text().splitlines()]
     assert iterations == [0]
