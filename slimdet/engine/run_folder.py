@@ -175,6 +175,28 @@ def keep_config_of_resumed_run(path: str, new_dump: str) -> None:
         "config so far is kept as %s): %s", len(changes), kept, "; ".join(changes))
 
 
+def trim_metrics_for_resume(path: str, start_iter: int) -> int:
+    """Before a resumed run appends to ``metrics.json``: drop the rows of iterations it runs
+    again (a killed run went on past its last checkpoint) and a last line cut off by the kill,
+    so every iteration is recorded once. Returns the number of rows dropped."""
+    if not g_pathmgr.isfile(path):
+        return 0
+    with g_pathmgr.open(path) as f:
+        lines = f.read().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("iteration", -1) < start_iter:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        atomic_write(path, lambda f: f.write("".join(f"{line}\n" for line in kept).encode()))
+    return dropped
+
+
 def write_eval_results(output_dir: str, results: Dict[str, float], weights: str) -> str:
     """``OUTPUT_DIR/eval_results.json`` (atomically): what ``--eval-only`` measured and on which
     weights; a training run's ``metrics.json`` is left alone."""

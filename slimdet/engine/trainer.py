@@ -34,6 +34,7 @@ from ..utils.results import per_width_table
 from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, EvaluationHook,
                     StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
+from .run_folder import trim_metrics_for_resume
 
 logger = logging.getLogger("slimdet")
 
@@ -225,6 +226,11 @@ class SlimTrainer(WidthLoopTrainer):
         out = self.cfg.OUTPUT_DIR
         if out:
             g_pathmgr.mkdirs(out)
+        if self.start_iter:
+            dropped = trim_metrics_for_resume(os.path.join(out, "metrics.json"), self.start_iter)
+            if dropped:
+                logger.info("Resuming at iteration %d: dropped %d row(s) of metrics.json that "
+                            "the run records again", self.start_iter, dropped)
         return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(out, "metrics.json")),
                 TensorboardXWriter(out)]
 

@@ -68,6 +68,11 @@ def test_kill_and_resume_reproduces_uninterrupted_losses(tmp_path):
                    check=True, env=ENV, capture_output=True)
     resumed = _losses(killed)
     assert sorted(resumed) == list(range(8))
+    # Each iteration is recorded once: the rows the killed run wrote past its last checkpoint
+    # (and a line the kill cut off) are dropped before the resumed run writes them again.
+    rows = [json.loads(line) for line in (killed / "metrics.json").read_text().splitlines()]
+    iterations = [r["iteration"] for r in rows if "total_loss" in r]
+    assert sorted(iterations) == list(range(8)), iterations
     for it in range(8):
         assert resumed[it] == pytest.approx(reference[it], rel=1e-5, abs=1e-6), it
 
@@ -93,3 +98,16 @@ def test_unknown_method_and_missing_data_fail_in_one_line(tmp_path):
                          env=dict(ENV, SLIMDET_FMNIST_DIR=str(tmp_path / "nowhere")))
     assert res.returncode == 2
     assert str(tmp_path / "nowhere") in res.stderr.strip().splitlines()[-1]
+
+
+def test_resume_drops_the_metrics_rows_it_records_again(tmp_path):
+    from slimdet.engine.run_folder import trim_metrics_for_resume
+
+    path = tmp_path / "metrics.json"
+    rows = [{"iteration": i, "total_loss": 1.0 / (i + 1)} for i in range(6)]
+    # A kill after checkpoint 3: rows 4 and 5 were written, then half of a line.
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"epoch": 0.5, "itera')
+    assert trim_metrics_for_resume(str(path), start_iter=4) == 3
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:4]
+    assert trim_metrics_for_resume(str(path), start_iter=4) == 0  # nothing left to drop
+    assert trim_metrics_for_resume(str(tmp_path / "absent.json"), start_iter=4) == 0
