@@ -103,9 +103,12 @@ def main() -> None:
             row["linear SlimCLR"] = probe["slimclr"][f"linear_top1/{key}"]
         rows.append(row)
         record[key] = row
+    # SOLVER.MAX_ITER replaces the recipe's length (the epochs then place its schedule only).
+    length = (f"{cfg.SOLVER.MAX_ITER} iterations of a {cfg.SOLVER.EPOCHS}-epoch recipe"
+              if cfg.SOLVER.MAX_ITER else f"{cfg.SOLVER.EPOCHS} epochs")
     print()
     print(f"SlimCLR-MoCo v2 on {cfg.DATASETS.TRAIN} ({cfg.DATASETS.TRAIN_SUBSET or 'all'} training "
-          f"images, {cfg.SOLVER.EPOCHS} epochs), top-1 % on {cfg.DATASETS.TEST_SUBSET or 'all'} "
+          f"images, {length}), top-1 % on {cfg.DATASETS.TEST_SUBSET or 'all'} "
           f"test images of {cfg.DATASETS.TEST}:")
     print(tabulate([list(r.values()) for r in rows], headers=list(rows[0]), tablefmt="pipe",
                    floatfmt=".2f"))

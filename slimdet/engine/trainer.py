@@ -251,6 +251,12 @@ class SlimTrainer(WidthLoopTrainer):
             self.checkpointer.load_weights(
                 self.cfg.MODEL.WEIGHTS, self.method.frozen_parts(),
                 f"training {self.cfg.MODEL.METHOD} from MODEL.WEIGHTS")
+        elif self.method.frozen_parts():
+            # Legitimate for a random-init baseline, a mistake otherwise: say which it is.
+            logger.warning("MODEL.WEIGHTS is empty: the frozen %s keeps its random "
+                           "initialisation (a random-init baseline; set MODEL.WEIGHTS to a "
+                           "pre-training checkpoint to probe that)",
+                           ", ".join(self.method.frozen_parts()))
         self.data_loader.start_iter = self.start_iter
         self._weights_loaded = True
 

@@ -150,3 +150,10 @@ def test_feature_bn_is_folded_into_each_width_classifier():
                                  ["MODEL.PROBE.FEATURE_BN", False]))
     assert not any("feature_norm" in k for k in plain.state_dict())
     torch.testing.assert_close(plain.classifier_for(0.5).weight, plain.classifier.linears[1].weight)
+
+
+def test_a_probe_without_weights_says_its_backbone_is_random(tmp_path, caplog):
+    trainer = SlimTrainer(_probe_cfg(tmp_path / "random"))
+    trainer.resume_or_load(resume=False)
+    assert "MODEL.WEIGHTS is empty: the frozen backbone keeps its random initialisation" \
+        in caplog.text
