@@ -3,9 +3,12 @@
 Two exports (used by ``tools/convert_to_d2.py``):
 
 - :func:`to_stock_d2_state` — one width as a **stock** Detectron2 ResNet (names ``stem.conv1``,
-  ``res2.0.conv1.norm`` ...). Width ``w`` of a slimmable ResNet-50 is exactly Detectron2's
-  ResNet-50 with ``STEM_OUT_CHANNELS=64w``, ``RES2_OUT_CHANNELS=256w``, ``WIDTH_PER_GROUP=64w``
-  and ``STRIDE_IN_1X1=False``, so the export is a slice plus a rename.
+  ``res2.0.conv1.norm`` ...). Width ``w`` of a slimmable ResNet-50 with an ImageNet stem is
+  Detectron2's ResNet-50 with ``STEM_OUT_CHANNELS=64w``, ``RES2_OUT_CHANNELS=256w``,
+  ``WIDTH_PER_GROUP=64w`` and ``STRIDE_IN_1X1=False`` when ``int(c * w)`` doubles from stage
+  to stage as Detectron2's channels do (1.0, 0.75, 0.5, 0.25; not 0.35, where 89 -> 179 is not
+  89 -> 178), so the export is a slice plus a rename; any other width is refused after a
+  shape comparison with the ResNet Detectron2 builds from those keys.
 - :func:`to_slim_d2_state` — every width, for ``build_slim_resnet_fpn_backbone``.
 
 Two checkpointers (used by ``slimdet.d2.trainer``), both reading every file without running
@@ -64,10 +67,6 @@ def to_stock_d2_state(resnet: SlimResNet, width: float) -> Tuple[Dict[str, np.nd
 
     Returns the state and the keys of the single-width network that were dropped.
     """
-    if resnet.depth < 50 and width != 1.0:
-        raise ConfigError(
-            f"stock Detectron2 ResNet-{resnet.depth} requires RES2_OUT_CHANNELS=64, so only width "
-            f"1.0 can be exported to it (asked for {width}); use --slimmable instead")
     plain = extract_subnet(resnet, width)
     out, dropped = {}, []
     for k, v in plain.state_dict().items():
@@ -76,7 +75,55 @@ def to_stock_d2_state(resnet: SlimResNet, width: float) -> Tuple[Dict[str, np.nd
             dropped.append(k)
         else:
             out[name] = v.detach().cpu().numpy()
+    check_fits_stock_d2(out, resnet, width)
     return out, dropped
+
+
+def stock_d2_shapes(resnet: SlimResNet, width: float) -> Dict[str, Tuple[int, ...]]:
+    """Parameter shapes of the stock Detectron2 ResNet that :func:`stock_d2_overrides` describe,
+    built by Detectron2 itself (its rules, not a copy of them: every stage doubles the previous
+    one's channels, the stem is a 7x7 convolution and a max-pool, R-18/34 need 64 channels)."""
+    from detectron2.config import get_cfg as d2_cfg
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+    cfg = d2_cfg()
+    pairs = stock_d2_overrides(resnet, width)
+    cfg.merge_from_list([x for k, v in zip(pairs[::2], pairs[1::2])
+                         if k.startswith("MODEL.RESNETS.") for x in (k, v)])
+    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    try:
+        net = build_resnet_backbone(cfg, ShapeSpec(channels=resnet.conv1.in_channels))
+    except AssertionError as e:  # Detectron2's own rule, e.g. RES2_OUT_CHANNELS 64 for R-18/34
+        raise ConfigError(f"width {width:g} of this ResNet-{resnet.depth} is not a stock "
+                          f"Detectron2 ResNet ({e}); use --slimmable instead") from None
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def check_fits_stock_d2(state: Mapping[str, np.ndarray], resnet: SlimResNet, width: float) -> None:
+    """Refuse a width whose tensors a stock Detectron2 ResNet cannot hold exactly (a width whose
+    ``int(c * w)`` channels do not double from stage to stage, a CIFAR stem, base channels other
+    than 64 in R-18/34): Detectron2 would load part of it and leave the rest random."""
+    if resnet.conv1.in_channels != 3:
+        raise ConfigError(f"this ResNet-{resnet.depth} reads {resnet.conv1.in_channels}-channel "
+                          "images; stock Detectron2 models read RGB: use --slimmable instead")
+    if resnet.cifar_stem:
+        raise ConfigError(f"this ResNet-{resnet.depth} has a CIFAR stem (3x3 convolution, no "
+                          "max-pool); a stock Detectron2 ResNet has a 7x7 stem and a max-pool: "
+                          "use --slimmable instead")
+    expected = stock_d2_shapes(resnet, width)
+    wrong = [f"{k} is {tuple(v.shape)} here, {expected[k]} in Detectron2"
+             for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
+    missing = sorted(set(expected) - set(state))
+    extra = sorted(set(state) - set(expected))
+    if wrong or missing or extra:
+        first = (wrong[:1] + [f"Detectron2 has {k}, this network does not" for k in missing[:1]]
+                 + [f"{k} has no place in Detectron2's ResNet" for k in extra[:1]])[0]
+        raise ConfigError(
+            f"width {width:g} of this ResNet-{resnet.depth} is not a stock Detectron2 ResNet: "
+            f"{len(wrong)} tensor(s) of other shapes, {len(missing)} missing, {len(extra)} extra "
+            f"(first: {first}); stock Detectron2 stages double their channels and start with a "
+            "7x7 stem, so only some widths fit it: use --slimmable instead")
 
 
 def to_slim_d2_state(resnet: SlimResNet) -> Dict[str, np.ndarray]:

@@ -209,3 +209,22 @@ def test_detector_checkpointer_never_runs_a_malicious_pickle(tmp_path):
     assert not (tmp_path / "MARKER").exists()
     with pytest.raises(CheckpointError, match="nowhere.pkl.*does not exist"):
         SlimDetectionCheckpointer(build_model(cfg)).load(str(tmp_path / "nowhere.pkl"))
+
+
+@pytest.mark.parametrize("depth,widths,width,kwargs,match", [
+    # int(c * 0.35) per stage (22 -> 89, 179, 358, 716) does not double as Detectron2's stages
+    # do (89 -> 178, 356, 712): half the tensors would be left random by a stock load.
+    (50, (1.0, 0.35), 0.35, {}, r"width 0\.35 of this ResNet-50 is not a stock Detectron2 "
+                                r"ResNet: 173 tensor\(s\) of other shapes.*res3\.0\..*--slimmable"),
+    (50, (1.0, 0.5), 1.0, {"cifar_stem": True}, r"CIFAR stem.*--slimmable"),
+    (18, (1.0, 0.5), 0.5, {}, r"RES2_OUT_CHANNELS = 64.*--slimmable"),
+    (50, (1.0, 0.5), 0.5, {"in_channels": 1}, r"1-channel images.*--slimmable"),
+])
+def test_widths_a_stock_detectron2_resnet_cannot_hold_are_refused(depth, widths, width, kwargs,
+                                                                   match):
+    from slimdet.config import ConfigError
+    from slimdet.d2 import to_stock_d2_state
+    from slimdet.modeling.backbone.slim_resnet import SlimResNet
+
+    with pytest.raises(ConfigError, match=match):
+        to_stock_d2_state(SlimResNet(depth=depth, widths=list(widths), **kwargs), width)
