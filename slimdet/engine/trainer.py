@@ -248,9 +248,10 @@ class SlimTrainer(WidthLoopTrainer):
             self.checkpointer.resume()
             self.start_iter = self.iter + 1
         elif self.cfg.MODEL.WEIGHTS:
-            self.checkpointer.load_weights(
+            report = self.checkpointer.load_weights(
                 self.cfg.MODEL.WEIGHTS, self.method.frozen_parts(),
                 f"training {self.cfg.MODEL.METHOD} from MODEL.WEIGHTS")
+            self.method.after_weights_loaded(report.left_out)
         elif self.method.frozen_parts():
             # Legitimate for a random-init baseline, a mistake otherwise: say which it is.
             logger.warning("MODEL.WEIGHTS is empty: the frozen %s keeps its random "

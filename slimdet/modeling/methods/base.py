@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -26,7 +26,8 @@ class TrainingMethod(nn.Module):
       (MoCo v3's momentum schedule, MoCo v2's queue prefill); the trainer adds them.
     - ``eval_parts()`` / ``frozen_parts()``: which sub-modules must come, complete, from the
       checkpoint a job loads (``slimdet.checkpoint`` refuses a file that lacks any of them).
-    - ``momentum_encoders()``: the frozen EMA copies ``prepare`` runs (MoCo's key encoder).
+    - ``after_weights_loaded(left_out)``: after ``MODEL.WEIGHTS`` initialised a training run,
+      with the model keys the file did not have (MoCo's key encoder then copies the student).
     """
 
     backbone: nn.Module
@@ -54,6 +55,10 @@ class TrainingMethod(nn.Module):
     def momentum_encoders(self) -> List[nn.Module]:
         """The EMA copies of the student that ``prepare`` runs (none here; MoCo's key encoder)."""
         return []
+
+    def after_weights_loaded(self, left_out: Sequence[str]) -> None:
+        """``MODEL.WEIGHTS`` initialised this model for training; ``left_out``: the model keys
+        the file did not have (they kept their initialisation). Nothing to do here."""
 
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return {}

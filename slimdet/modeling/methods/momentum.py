@@ -5,7 +5,8 @@ Each method supplies only its own part: which keys a batch gives (``keys_of``) a
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+import logging
+from typing import Any, Dict, List, Sequence
 
 import torch
 from detectron2.engine.train_loop import HookBase
@@ -14,6 +15,8 @@ from torch import nn
 from ...layers import use_width
 from ...solver import EpochClock, half_cosine
 from .base import TrainingMethod, ema_update, momentum_copy
+
+logger = logging.getLogger("slimdet")
 
 
 class MomentumEncoderMethod(TrainingMethod):
@@ -33,6 +36,21 @@ class MomentumEncoderMethod(TrainingMethod):
 
     def momentum_encoders(self) -> List[nn.Module]:
         return [self.backbone_k, self.projector_k]
+
+    @torch.no_grad()
+    def after_weights_loaded(self, left_out: Sequence[str]) -> None:
+        """A file without the key encoder (a probe's or a supervised checkpoint, a bare
+        backbone) leaves it at its random initialisation while the student is loaded: the keys
+        and the queue would come from a random network for hundreds of steps. MoCo starts the
+        key encoder as a copy of the student, so it is copied again from the loaded one."""
+        missing = set(left_out)
+        for twin, student, name in ((self.backbone_k, self.backbone, "backbone_k"),
+                                    (self.projector_k, self.projector, "projector_k")):
+            keys = [f"{name}.{k}" for k in twin.state_dict()]
+            if keys and all(k in missing for k in keys):
+                twin.load_state_dict(student.state_dict())
+                logger.info("MODEL.WEIGHTS has no %s: it starts as a copy of the loaded %s",
+                            name, name[:-2])
 
     def keys_of(self, data: Dict[str, Any]) -> Dict[str, Any]:
         """The step's targets from the key encoder (called at full width, without gradient)."""
