@@ -12,6 +12,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..engine.run_folder import check_output_dir, clear_previous_run
 from .config import is_slimmable, load_det_cfg, validate_det_cfg
 from .trainer import DetectionTrainer, SlimDetTrainer
 
@@ -28,13 +29,39 @@ def setup_detection(args: argparse.Namespace) -> CfgNode:
         cfg.MODEL.DEVICE = "cpu"
     validate_det_cfg(cfg, eval_only=args.eval_only)
     cfg.freeze()
+    overwrite = getattr(args, "overwrite", False)
+    if comm.is_main_process() and not args.eval_only:
+        # The run-folder rule of tools/train_net.py: a previous run is continued (--resume) or
+        # replaced (--overwrite), never mixed with a new one in its metrics and checkpoints.
+        check_output_dir(cfg.OUTPUT_DIR, args.resume, overwrite)
+        if overwrite:
+            removed = clear_previous_run(cfg.OUTPUT_DIR)
+            if removed:
+                logging.getLogger("slimdet").warning(
+                    "--overwrite: removed the previous run's %s from %s", ", ".join(removed),
+                    cfg.OUTPUT_DIR)
     if not torch.cuda.is_available():
         # default_setup's environment report imports torch.utils.cpp_extension, which warns on
         # stderr when it finds a CUDA toolkit but no CUDA runtime: noise on a CPU run.
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    default_setup(cfg, args)
+    if args.eval_only:
+        # Detectron2's default_setup writes OUTPUT_DIR/config.yaml, which in a training run's
+        # folder is that run's config: an evaluation logs there but leaves it alone.
+        default_setup(_without_output_dir(cfg), args)
+        for name in ("detectron2", "fvcore"):
+            setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name)
+    else:
+        default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="slimdet")
     return cfg
+
+
+def _without_output_dir(cfg: CfgNode) -> CfgNode:
+    quiet = cfg.clone()
+    quiet.defrost()
+    quiet.OUTPUT_DIR = None  # default_setup then logs to the console only
+    quiet.freeze()
+    return quiet
 
 
 def detection_trainer_class(cfg: CfgNode) -> Type[DetectionTrainer]:

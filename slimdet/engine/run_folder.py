@@ -56,7 +56,10 @@ def check_output_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
     if output_dir and g_pathmgr.exists(output_dir) and not g_pathmgr.isdir(output_dir):
         raise OutputDirError(f"OUTPUT_DIR {output_dir} is a file, not a folder")
     found = previous_run_files(output_dir)
-    if found and not resume and not overwrite:
+    # A folder with only a config (a start that failed after writing it, an evaluation's)
+    # holds no results to lose: a new start replaces that config.
+    results = [f for f in found if not fnmatch.fnmatch(f, "config*.yaml")]
+    if results and not resume and not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise OutputDirError(
             f"OUTPUT_DIR {output_dir} holds a previous run ({shown}): pass --resume to continue "

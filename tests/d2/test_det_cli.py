@@ -40,18 +40,22 @@ def test_converter_says_the_width_key_and_checks_widths(tmp_path, capsys):
                                           r"decreasing, got \[0.5, 1.0\]$"):
         convert_to_d2.main(["--random-init", "18", "--slimmable", "--widths", "0.5", "1.0",
                             "-o", str(tmp_path / "x.pkl")])
-    with pytest.raises(ConfigError, match="only width 1.0 can be exported"):
+    with pytest.raises(ConfigError, match=r"not a stock Detectron2 ResNet.*RES2_OUT_CHANNELS = 64"):
         convert_to_d2.main(["--random-init", "18", "--width", "0.5", "-o", str(tmp_path / "y.pkl")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pkl"]
 
 
 def test_eval_only_needs_the_heads_and_a_file(backbone_pkl, tiny_coco, tmp_path):
+    # The folder of a training run: an evaluation logs there but leaves its config alone.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "config.yaml").write_text("the training run's config\n")
     common = ["--eval-only", "--config-file", SLIM_DEMO, *SMALL, "OUTPUT_DIR", tmp_path / "out"]
     one_line_error(run_tool("train_det.py", *common, "MODEL.WEIGHTS", backbone_pkl),
                    str(backbone_pkl), "has no weights for backbone.fpn (", "roi_heads.box_predictor",
                    "which evaluating the detector (--eval-only) needs", "backbone only")
     one_line_error(run_tool("train_det.py", *common, "MODEL.WEIGHTS", ""),
                    "--eval-only needs the detector to evaluate: set MODEL.WEIGHTS")
+    assert (tmp_path / "out" / "config.yaml").read_text() == "the training run's config\n"
 
 
 def test_stock_detectron2_path_never_runs_a_malicious_pickle(tiny_coco, tmp_path):
@@ -70,3 +74,25 @@ def test_stock_detectron2_path_never_runs_a_malicious_pickle(tiny_coco, tmp_path
         one_line_error(run_tool("train_det.py", *extra, *common),
                        "evil.pkl", "needs posix.system", "set MODEL.WEIGHTS_TRUSTED True")
     assert not marker.exists()
+
+
+def test_a_previous_run_folder_is_continued_or_replaced_never_restarted(tmp_path):
+    """tools/train_net.py's run-folder rule: a fresh start into a folder that holds a previous
+    run's files is refused before anything is written; --overwrite removes them first."""
+    out = tmp_path / "det"
+    out.mkdir()
+    files = {"model_final.pth": b"weights", "metrics.json": b'{"iteration": 1}\n',
+             "last_checkpoint": b"model_final.pth"}
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    weights = tmp_path / "weights.pkl"  # only its presence is checked before the refusal
+    weights.write_bytes(b"x")
+    common = ["--config-file", SLIM_DEMO, *SMALL, "OUTPUT_DIR", out]
+    one_line_error(run_tool("train_det.py", *common, "MODEL.WEIGHTS", weights), str(out),
+                   "--resume", "--overwrite")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    # --overwrite whose start fails its checks (a weights file that is not there) is refused
+    # in one line before it removes anything.
+    one_line_error(run_tool("train_det.py", "--overwrite", *common, "MODEL.WEIGHTS",
+                            tmp_path / "missing.pkl"), "MODEL.WEIGHTS", "missing.pkl does not exist")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files

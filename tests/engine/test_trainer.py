@@ -111,3 +111,13 @@ def test_resume_drops_the_metrics_rows_it_records_again(tmp_path):
     assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:4]
     assert trim_metrics_for_resume(str(path), start_iter=4) == 0  # nothing left to drop
     assert trim_metrics_for_resume(str(tmp_path / "absent.json"), start_iter=4) == 0
+
+
+def test_only_a_folder_with_results_counts_as_a_previous_run(tmp_path):
+    from slimdet.engine.run_folder import OutputDirError, check_output_dir
+
+    (tmp_path / "config.yaml").write_text("a start that failed after writing its config\n")
+    check_output_dir(str(tmp_path), resume=False, overwrite=False)  # nothing to lose
+    (tmp_path / "metrics.json").write_text('{"iteration": 0}\n')
+    with pytest.raises(OutputDirError, match=r"holds a previous run \(config\.yaml, metrics\.json\)"):
+        check_output_dir(str(tmp_path), resume=False, overwrite=False)
