@@ -39,7 +39,12 @@ class DatasetError(RuntimeError):
 
 
 class BadImageError(DatasetError):
-    """An image could not be decoded; the message names the file (or record)."""
+    """An image could not be read or decoded; the message names the file (or record), ``name``
+    holds it alone when known."""
+
+    def __init__(self, message: str, name: Optional[str] = None):
+        super().__init__(message)
+        self.name = name
 
 
 def check_bad_image_policy(policy: str) -> str:
@@ -49,25 +54,51 @@ def check_bad_image_policy(policy: str) -> str:
     return policy
 
 
+# Pillow's modes of 16-bit grey pixels (16-bit PNG and TIFF open as "I;16", 16-bit PGM as "I").
+# ``convert("L")`` clips them at 255 instead of scaling, which turns most of a 16-bit image white.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_8bit(img: Image.Image, name: str) -> Image.Image:
+    """``img`` with 8-bit channels: 16-bit grey scaled to "L" (value / 257, rounded, so 65535 is
+    255), other modes unchanged. Pixels without a known range are refused with
+    ``BadImageError`` naming ``name`` rather than clipped: float ("F") and 32-bit integer ("I"
+    with values outside 0..65535; within it, "I" is how Pillow holds 16-bit files)."""
+    if img.mode == "F":
+        raise BadImageError(f"cannot decode image {name}: its pixels are 32-bit floats (mode F), "
+                            "which have no fixed 8-bit scale; save it as an 8-bit image", name)
+    if img.mode not in SIXTEEN_BIT_MODES and img.mode != "I":
+        return img
+    pixels = np.asarray(img)
+    if img.mode == "I" and pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise BadImageError(f"cannot decode image {name}: its pixels are 32-bit integers (mode I) "
+                            f"from {pixels.min()} to {pixels.max()}, which have no fixed 8-bit "
+                            "scale; save it as an 8-bit (or 16-bit) image", name)
+    grey = (pixels.astype(np.uint32) + 128) // 257
+    return Image.fromarray(grey.astype(np.uint8), "L")
+
+
 def decode_image(data: bytes, name: str, mode: str = "RGB") -> Image.Image:
     """Decode encoded bytes to a PIL image of ``mode`` ("RGB" or "L"), or raise
     ``BadImageError`` naming ``name``.
 
     ``Image.open`` only parses the header, so ``load()`` is forced here: a truncated JPEG must
     fail inside the data set (where the policy applies), not later inside an augmentation op.
+    16-bit grey images are scaled to 8 bits (``to_8bit``), not clipped.
     """
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
+        img = to_8bit(img, name)
         return img if img.mode == mode else img.convert(mode)  # convert() would copy
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadImageError(f"cannot decode image {name}: {e}") from e
+        raise BadImageError(f"cannot decode image {name}: {e}", name) from e
 
 
 def is_colour(img: Image.Image, tolerance: int = 8) -> bool:
     """Whether a decoded image has colour: some pixel's R, G, B differ by more than
     ``tolerance`` levels (grey photos saved as RGB JPEGs differ by a level or two)."""
-    if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+    if img.mode in ("1", "L", "LA", "La", "I", "F") + SIXTEEN_BIT_MODES:
         return False
     rgb = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.int16).copy())
     return bool((rgb.amax(-1) - rgb.amin(-1)).max() > tolerance)
