@@ -73,3 +73,23 @@ def test_pixels_without_an_8_bit_scale_are_refused_naming_the_file(tmp_path):
     Image.fromarray(np.array([[70000, 3]], dtype=np.int32)).save(buf, "TIFF")
     with pytest.raises(BadImageError, match=r"i\.tif: .*mode I\) from 3 to 70000"):
         decode_image(buf.getvalue(), "i.tif", "RGB")
+
+
+def test_grey_first_class_then_colour_is_refused_for_one_channel(tmp_path):
+    root = _noise_folder(tmp_path / "mixed", ["a_grey", "b", "c"], 12, colour=("b", "c"))
+    cfg = _cfg(TRAIN=f"folder:{root}")
+    cfg.MODEL.BACKBONE.IN_CHANNELS = 1
+    with pytest.raises(ConfigError, match=r"IN_CHANNELS is 1 but DATASETS\.TRAIN .* colour images "
+                                          r"\(e\.g\. .*/(b|c)/\d+\.png\)"):
+        verify_dataset(cfg, cfg.DATASETS.TRAIN)
+
+
+def test_colour_check_reads_few_images_spread_over_the_set(tmp_path, monkeypatch):
+    ds = FolderDataset(_noise_folder(tmp_path / "grey", ["a", "b", "c"], 30), channels=1)
+    read = []
+    original = FolderDataset._read_record
+    monkeypatch.setattr(FolderDataset, "_read_record",
+                        lambda self, j: read.append(j) or original(self, j))
+    assert ds.colour_sample() is None
+    assert len(read) <= 32 and read[0] == 0 and read[-1] == 89
+    assert {ds.labels[j] for j in read} == {0, 1, 2}

@@ -154,15 +154,20 @@ class EncodedImageDataset(Dataset):
         writers and the DALI pipelines)."""
         return self._read_record(self._record_index(i))
 
-    def colour_sample(self, n: int = 4) -> Optional[str]:
-        """The name of a colour image among the first ``n`` decodable items, else ``None``
-        (a grey data set read as colour is fine; colour read as grey loses information)."""
-        for i in range(min(n, len(self))):
-            data, _, name = self.read_encoded(i)
+    def colour_sample(self, n: int = 32) -> Optional[str]:
+        """The name of a colour image among ``n`` items spread evenly over the whole data set,
+        else ``None`` (a grey data set read as colour is fine; colour read as grey loses
+        information). Items are stored class by class, so the first few would all be of the
+        first class; ``n`` evenly spaced ones touch every region without reading many images."""
+        total = len(self)
+        picks = range(total) if total <= n else sorted({k * (total - 1) // (n - 1)
+                                                        for k in range(n)})
+        for i in picks:
             try:
+                data, _, name = self.read_encoded(i)
                 img = Image.open(io.BytesIO(data))
                 img.load()
-            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            except (BadImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
                 continue  # the bad-image policy deals with it when it is read
             if is_colour(img):
                 return name
