@@ -93,3 +93,52 @@ def test_colour_check_reads_few_images_spread_over_the_set(tmp_path, monkeypatch
     assert ds.colour_sample() is None
     assert len(read) <= 32 and read[0] == 0 and read[-1] == 89
     assert {ds.labels[j] for j in read} == {0, 1, 2}
+
+
+def _folder_with_unreadable_files(root) -> tuple:
+    root = _noise_folder(root, ["a", "b"], 3)
+    as_dir = os.path.join(root, "a", "extra.png")
+    os.makedirs(as_dir)  # a directory named like an image
+    os.symlink(as_dir, os.path.join(root, "a", "link_to_dir.png"))
+    broken = os.path.join(root, "b", "zz.png")
+    os.symlink(os.path.join(root, "gone.png"), broken)  # a broken link
+    return root, [as_dir, os.path.join(root, "a", "link_to_dir.png"), broken]
+
+
+def test_unreadable_files_follow_the_bad_image_policy(tmp_path, caplog):
+    root, bad = _folder_with_unreadable_files(tmp_path / "train")
+    ds = FolderDataset(root, on_bad_image="skip")
+    assert len(ds) == 9  # listed at scan time (no file is opened or stat'ed there)
+    paths = [os.path.join(root, rel) for rel, _ in ds.samples]
+    with caplog.at_level(logging.WARNING):
+        items = [ds[i] for i in range(len(ds))]
+    assert set(ds.bad_images) == set(bad)  # (a bad substitute is met, and counted, again)
+    for path in bad:
+        assert f"cannot read image {path}" in caplog.text
+    # Training substitutes the next good image (its own label): a broken link at the end of
+    # class b wraps around to the first image of class a.
+    assert items[paths.index(bad[2])][1] == 0
+    assert all(img.size == (12, 12) for img, _ in items)
+
+    strict = FolderDataset(root, on_bad_image="error")
+    for path in bad:
+        with pytest.raises(BadImageError, match=f"cannot read image {path}: "):
+            strict[paths.index(path)]
+    with pytest.raises(BadImageError, match="Is a directory"):
+        strict[paths.index(bad[0])]
+
+
+def test_dali_source_applies_the_policy_to_unreadable_files(tmp_path):
+    from slimdet.data.dali import _ShardSource
+    from slimdet.data.samplers import IterationIndices
+
+    root, bad = _folder_with_unreadable_files(tmp_path / "train")
+    skip = FolderDataset(root, on_bad_image="skip")
+    source = _ShardSource(skip, IterationIndices(len(skip), 9, 0, 0, 1), 0)
+    index = [os.path.join(root, rel) for rel, _ in skip.samples].index(bad[2])
+    data, label = source._read(index)
+    assert label == 0 and Image.open(io.BytesIO(data)).size == (12, 12)
+    assert source.bad_images == [bad[2]]
+    strict = _ShardSource(FolderDataset(root, on_bad_image="error"), source.indices, 0)
+    with pytest.raises(BadImageError, match="zz.png"):
+        strict._read(index)

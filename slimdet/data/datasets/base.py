@@ -109,12 +109,16 @@ class EncodedImageDataset(Dataset):
     ``channels`` 3 and grey ("L") for 1 (other modes are converted).
 
     Subclasses implement ``_num_records()`` and ``_read_record(j) -> (bytes, label, name)`` for
-    the underlying storage; ``select(indices)`` gives a view of a subset without copying data.
+    the underlying storage (raising ``BadImageError`` naming the record when its bytes cannot be
+    read, e.g. a directory or a broken link named like an image); ``select(indices)`` gives a
+    view of a subset without copying data.
 
-    Bad images (``on_bad_image``):
-      * ``"skip"``: log a warning naming the file, count it in ``bad_images`` and return the next
-        decodable item instead, so a DataLoader's default collate never sees a hole. Counts are
-        per process (each loader worker keeps its own list); the warnings are the global record.
+    Bad images (unreadable or undecodable; ``on_bad_image``):
+      * ``"skip"``: log a warning naming the file and count it in ``bad_images``. Indexing
+        (``ds[i]``, for training) returns the next good item instead, so a DataLoader's default
+        collate never sees a hole; ``load(i)`` (for evaluation, which must count every image
+        once) returns ``None``. Counts are per process (each loader worker keeps its own list);
+        the warnings are the global record.
       * ``"error"``: raise ``BadImageError`` naming the file.
     """
 
@@ -205,16 +209,26 @@ class EncodedImageDataset(Dataset):
                               "every record, so DATASETS.TRAIN_SUBSET/TEST_SUBSET cannot be used")
         return self.select(stratified_subset(torch.tensor(labels), n).tolist())
 
+    def load(self, i: int) -> Optional[Tuple[Image.Image, int]]:
+        """Item ``i`` decoded, or ``None`` when it is bad and the policy is ``"skip"`` (the
+        warning names it); the policy ``"error"`` raises ``BadImageError`` naming it."""
+        try:
+            data, label, name = self.read_encoded(i)
+            return decode_image(data, name, CHANNEL_MODES[self.channels]), int(label)
+        except BadImageError as e:
+            if self.on_bad_image == "error":
+                raise
+            self.bad_images.append(e.name or str(e))
+            logger.warning("skipping a bad image (%d skipped so far in this process): %s",
+                           len(self.bad_images), e)
+            return None
+
     def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
+        """Item ``i``; under ``"skip"`` a bad item is replaced by the next good one (training:
+        every batch stays full)."""
         n = len(self)
         for step in range(n):
-            data, label, name = self.read_encoded((i + step) % n)
-            try:
-                return decode_image(data, name, CHANNEL_MODES[self.channels]), int(label)
-            except BadImageError as e:
-                if self.on_bad_image == "error":
-                    raise
-                self.bad_images.append(name)
-                logger.warning("skipping unreadable image %s (%d skipped so far in this "
-                               "process): %s", name, len(self.bad_images), e.__cause__)
-        raise BadImageError(f"none of the {n} images of {self!r} can be decoded")
+            item = self.load((i + step) % n)
+            if item is not None:
+                return item
+        raise BadImageError(f"none of the {n} images of {self!r} can be read and decoded")
