@@ -142,3 +142,31 @@ def test_dali_source_applies_the_policy_to_unreadable_files(tmp_path):
     strict = _ShardSource(FolderDataset(root, on_bad_image="error"), source.indices, 0)
     with pytest.raises(BadImageError, match="zz.png"):
         strict._read(index)
+
+
+@pytest.mark.parametrize("batch_size,workers", [(4, 0), (1, 0), (3, 2)])
+def test_evaluation_leaves_bad_images_out_instead_of_counting_others_twice(
+        tmp_path, caplog, batch_size, workers):
+    root = _noise_folder(tmp_path / "test", ["a", "b", "c"], 4)
+    corrupt = os.path.join(root, "a", "3.png")  # the next image is of class b
+    with open(corrupt, "wb") as f:
+        f.write(b"not a png")
+    good = FolderDataset(root, channels=1)
+    good_paths = [os.path.join(root, rel) for rel, _ in good.samples if rel != "a/3.png"]
+    cfg = _cfg(TEST=f"folder:{root}")
+    cfg.MODEL.BACKBONE.IN_CHANNELS, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = 1, [0.5], [0.25]
+    cfg.INPUT.AUGMENTATION, cfg.INPUT.CROP_SIZE = "LinearEval", 12
+    cfg.DATALOADER.ON_BAD_IMAGE, cfg.DATALOADER.NUM_WORKERS = "skip", workers
+    with caplog.at_level(logging.WARNING):
+        batches = list(build_test_loader(cfg, cfg.DATASETS.TEST, batch_size=batch_size))
+    labels = torch.cat([b["label"] for b in batches])
+    images = torch.cat([b["image"] for b in batches]).flatten(1)
+    assert len(labels) == len(good_paths) == 11
+    assert labels.tolist() == [0] * 3 + [1] * 4 + [2] * 4  # class b is not counted five times
+    assert len({tuple(row.tolist()) for row in images}) == 11  # no image twice
+    if workers == 0:
+        assert corrupt in caplog.text
+    assert "evaluated 11 of the 12 images" in caplog.text
+    cfg.DATALOADER.ON_BAD_IMAGE = "error"
+    with pytest.raises(BadImageError, match="3.png"):
+        list(build_test_loader(cfg, cfg.DATASETS.TEST, batch_size=batch_size))
