@@ -219,8 +219,9 @@ class EncodedImageDataset(Dataset):
             if self.on_bad_image == "error":
                 raise
             self.bad_images.append(e.name or str(e))
-            logger.warning("skipping a bad image (%d skipped so far in this process): %s",
-                           len(self.bad_images), e)
+            # The cause is the reader's or decoder's own words (the message repeats the name).
+            logger.warning("skipping unreadable image %s (%d skipped so far in this process): %s",
+                           e.name, len(self.bad_images), e.__cause__ or e)
             return None
 
     def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
