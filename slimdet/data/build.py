@@ -9,7 +9,8 @@ recipes of ``transforms.py``; ``DATALOADER.BACKEND: dali`` uses the DALI pipelin
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional
+import logging
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from detectron2.utils import comm
@@ -21,6 +22,8 @@ from .datasets.base import EncodedImageDataset
 from .in_memory import InMemoryImageDataset
 from .samplers import IterationIndices, IterationSampler
 from . import datasets, fashion_mnist  # noqa: F401  (register imagenet_* and fashion_mnist_*)
+
+logger = logging.getLogger(__name__)
 
 
 def _seed_of(cfg) -> int:
@@ -182,7 +185,9 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
 def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,
                       batch_size: int = 0):
     """Deterministic batches ``{"image", "label"}`` of the whole data set, in order (not split
-    between processes: every process that calls it reads all of it)."""
+    between processes: every process that calls it reads all of it). Under
+    ``DATALOADER.ON_BAD_IMAGE skip`` a bad image is left out (a warning names it, another the
+    count at the end), so every good image is evaluated exactly once; batches may be smaller."""
     device = torch.device(device or "cpu")
     batch_size = batch_size or cfg.TEST.IMS_PER_BATCH
     dataset = get_dataset(dataset_name, cfg)
@@ -198,19 +203,45 @@ def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = N
     from .transforms import build_view_transform
 
     transform = build_view_transform(cfg, is_train=False)
-
-    class _Eval(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(dataset)
-
-        def __getitem__(self, i):
-            image, label = dataset[i]
-            return {"image": transform(image)[0], "label": label}
-
-    loader = torch.utils.data.DataLoader(_Eval(), batch_size=batch_size, shuffle=False,
-                                         num_workers=cfg.DATALOADER.NUM_WORKERS)
+    loader = torch.utils.data.DataLoader(_EvalItems(dataset, transform), batch_size=batch_size,
+                                         shuffle=False, num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                         collate_fn=_collate_good)
 
     def moved():
+        seen = 0
         for b in loader:
+            if b is None:  # every image of this batch was bad
+                continue
+            seen += len(b["label"])
             yield {"image": b["image"].to(device), "label": b["label"].to(device)}
+        if seen < len(dataset):
+            logger.warning("evaluated %d of the %d images of %s: %d could not be read or decoded "
+                           "(each named in a warning above) and were left out", seen,
+                           len(dataset), dataset_name, len(dataset) - seen)
     return moved()
+
+
+class _EvalItems(torch.utils.data.Dataset):
+    """Evaluation items ``{"image", "label"}`` of a per-image data set, ``None`` for a bad image
+    under ``DATALOADER.ON_BAD_IMAGE skip``: evaluation leaves it out rather than counting the
+    next image (often of another class) twice, as training's substitution would."""
+
+    def __init__(self, dataset, transform):
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Optional[Dict[str, object]]:
+        item = (self.dataset.load(i) if isinstance(self.dataset, EncodedImageDataset)
+                else self.dataset[i])
+        if item is None:
+            return None
+        image, label = item
+        return {"image": self.transform(image)[0], "label": label}
+
+
+def _collate_good(items: List[Optional[Dict[str, object]]]) -> Optional[Dict[str, torch.Tensor]]:
+    """The default collate of the good items of a batch; ``None`` when there is none."""
+    good = [x for x in items if x is not None]
+    return torch.utils.data.default_collate(good) if good else None

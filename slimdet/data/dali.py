@@ -67,14 +67,17 @@ class _ShardSource:
     def _read(self, i: int) -> Tuple[bytes, int]:
         n = len(self.dataset)
         for step in range(n):
-            data, label, name = self.dataset.read_encoded((i + step) % n)
-            if looks_complete(data):
+            try:
+                data, label, name = self.dataset.read_encoded((i + step) % n)
+                if not looks_complete(data):
+                    raise BadImageError(f"truncated or empty image {name}", name)
                 return data, label
-            if self.dataset.on_bad_image == "error":
-                raise BadImageError(f"truncated or empty image {name}")
-            self.bad_images.append(name)
-            logger.warning("DALI loader: skipping truncated image %s (%d skipped so far)", name,
-                           len(self.bad_images))
+            except BadImageError as e:  # unreadable (e.g. a broken link) or truncated
+                if self.dataset.on_bad_image == "error":
+                    raise
+                self.bad_images.append(e.name or str(e))
+                logger.warning("DALI loader: skipping a bad image (%d skipped so far): %s",
+                               len(self.bad_images), e)
         raise BadImageError(f"no complete image in {self.dataset!r}")
 
     def __call__(self, info) -> Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray]]:

@@ -13,6 +13,7 @@ from image_helpers import make_folder
 from slimdet.config import ConfigError, get_cfg
 from slimdet.data.catalog import get_dataset
 from slimdet.data.datasets import BadImageError, FolderDataset, LMDBDataset, write_lmdb
+from slimdet.data.datasets.lmdb_dataset import _READERS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -80,9 +81,9 @@ def test_lmdb_num_workers_two_yields_each_sample_once(image_folder, tmp_path):
     out = str(tmp_path / "train.lmdb")
     write_lmdb(FolderDataset(image_folder), out, commit_every=4, progress=False)
     ds = LMDBDataset(out)
-    assert ds._env is None  # nothing opened by __init__ ...
     expected = sorted(_hash_collate([ds[i] for i in range(len(ds))]))
-    assert ds._env is not None  # ... but now the main process has one: workers must not reuse it
+    # The main process has the LMDB open: forked workers must not reuse its environment.
+    assert _READERS[ds._key][0] == os.getpid()
     assert len({h for h, _ in expected}) == len(ds)  # all images distinct
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=_hash_collate)
     for _ in range(2):  # two epochs, fresh workers each
@@ -161,3 +162,51 @@ def test_train_loader_over_lmdb_with_two_workers(image_folder):
     b = batches[0]
     assert [tuple(v.shape) for v in b["views"]] == [(6, 3, 32, 32)] * 2
     assert b["label"].tolist() == [i // 6 for i in b["index"].tolist()]
+
+
+def test_two_lmdb_datasets_on_one_path_share_the_process_environment(image_folder, tmp_path):
+    from slimdet.data.build import build_test_loader, build_train_loader
+
+    out = str(tmp_path / "train.lmdb")
+    write_lmdb(FolderDataset(image_folder), out, progress=False)
+    first, second = LMDBDataset(out), LMDBDataset(out)
+    # py-lmdb refuses a second environment of the same files in one process.
+    expected = [(_digest(img), label) for img, label in (first[i] for i in range(len(first)))]
+    assert [(_digest(img), label) for img, label in (second[i] for i in range(18))] == expected
+    os.symlink(out, tmp_path / "link.lmdb")
+    third = LMDBDataset(str(tmp_path / "link.lmdb"))
+    first.close()  # closes the shared environment: the others reopen it when they read
+    assert (_digest(second[5][0]), second[5][1]) == expected[5] == (_digest(third[5][0]), third[5][1])
+    # Workers open their own while the main process holds one.
+    loader = torch.utils.data.DataLoader(second, batch_size=6, num_workers=2, collate_fn=_hash_collate)
+    assert sorted(x for batch in loader for x in batch) == sorted(expected)
+    # The reported run: an LMDB training set and its kNN memory bank with NUM_WORKERS 0.
+    cfg = get_cfg()
+    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = f"lmdb:{out}"
+    cfg.DATALOADER.NUM_WORKERS, cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.CROP_SIZE = 0, 6, 16
+    assert len(next(iter(build_train_loader(cfg)))["label"]) == 6
+    bank = list(build_test_loader(cfg, cfg.DATASETS.TRAIN, batch_size=9))
+    assert torch.cat([b["label"] for b in bank]).tolist() == [label for _, label in expected]
+
+
+def test_a_path_that_is_not_an_lmdb_is_a_one_line_error(image_folder, tmp_path):
+    import lmdb
+    from slimdet.data.datasets import DatasetError
+
+    text, empty_file, empty_dir = tmp_path / "notes.txt", tmp_path / "zero.lmdb", tmp_path / "e"
+    text.write_text("not an lmdb\n" * 100)
+    empty_file.write_bytes(b"")
+    empty_dir.mkdir()
+    foreign = tmp_path / "foreign.lmdb"
+    env = lmdb.open(str(foreign))
+    with env.begin(write=True) as txn:
+        txn.put(b"some", b"thing")
+    env.close()
+    cfg = get_cfg()
+    for path in (image_folder, text, empty_file, empty_dir, foreign):
+        cfg.DATASETS.TEST = f"lmdb:{path}"
+        with pytest.raises(DatasetError) as err:
+            get_dataset(cfg.DATASETS.TEST, cfg)
+        message = str(err.value)
+        assert message.startswith(f"{path} is not an LMDB made by datasets/prepare_lmdb.py (")
+        assert "\n" not in message

@@ -10,9 +10,11 @@ Layout (written by ``write_lmdb`` / ``datasets/prepare_lmdb.py``):
   * ``b"__meta__"`` -> JSON ``{"length", "classes", "fingerprint"}``, written only once every
     image is in (readers refuse an LMDB without it).
 
-Readers open the environment lazily, once per process: an LMDB environment must not cross a
-``fork``, so a DataLoader with ``num_workers > 0`` gets a fresh one in every worker (the
-reference code opened it in ``__init__`` and only worked with ``num_workers=0``).
+Readers share one read-only environment per (process, LMDB): py-lmdb refuses to open the same
+files twice in one process, and two data sets often read one LMDB (the training set is also the
+kNN memory bank of its test loader). An environment must not cross a ``fork``, so a DataLoader
+worker closes the copies it inherited and opens its own (the reference code opened one in
+``__init__`` and only worked with ``num_workers=0``).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import json
 import logging
 import os
 import struct
-from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
+import threading
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 from iopath.common.file_io import g_pathmgr
@@ -71,6 +74,46 @@ def _open_env(path: str, readonly: bool, map_size: int = 1 << 30):
     return lmdb.open(local, subdir=True, map_size=map_size, readahead=False, meminit=False)
 
 
+# Real local path of an LMDB -> (pid of the process that opened it, read-only environment).
+_READERS: Dict[str, Tuple[int, Any]] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def _reader(key: str):
+    """This process's read-only environment of the LMDB at (real local path) ``key``."""
+    with _READERS_LOCK:
+        entry = _READERS.get(key)
+        if entry is not None and entry[0] == os.getpid():
+            return entry[1]
+        if entry is not None:
+            # Inherited through fork: unusable here, and it blocks opening the files again in
+            # this process. Closing the child's copy (read-only, no lock file) leaves the
+            # parent's environment untouched.
+            entry[1].close()
+            del _READERS[key]
+        env = _open_env(key, readonly=True)
+        _READERS[key] = (os.getpid(), env)
+        return env
+
+
+def _close_reader(key: str) -> None:
+    """Close the shared read-only environment of ``key`` (readers reopen it when they read)."""
+    with _READERS_LOCK:
+        entry = _READERS.pop(key, None)
+    if entry is not None:
+        entry[1].close()
+
+
+def _reader_key(path: str) -> str:
+    return os.path.realpath(g_pathmgr.get_local_path(path))
+
+
+def _not_an_lmdb(path: str, detail: str) -> DatasetError:
+    return DatasetError(f"{path} is not an LMDB made by datasets/prepare_lmdb.py ({detail}); "
+                        "make one with: python datasets/prepare_lmdb.py IMAGE_FOLDER OUT.lmdb "
+                        "(an image folder itself is read as folder:PATH)")
+
+
 class LMDBDataset(EncodedImageDataset):
     """Items ``(PIL image, label)`` from an LMDB written by ``write_lmdb``."""
 
@@ -80,15 +123,28 @@ class LMDBDataset(EncodedImageDataset):
         if not g_pathmgr.exists(path):
             raise FileNotFoundError(f"LMDB not found: {path} (make it with "
                                     "datasets/prepare_lmdb.py)")
-        env = _open_env(path, readonly=True)
+        self._key = _reader_key(path)
+        if os.path.isdir(self._key) and not os.path.isfile(os.path.join(self._key, "data.mdb")):
+            raise _not_an_lmdb(path, "a folder without data.mdb")
+        if os.path.isfile(self._key) and os.path.getsize(self._key) == 0:
+            raise _not_an_lmdb(path, "an empty file")
+        import lmdb
+
         try:
+            env = _reader(self._key)
             with env.begin() as txn:
                 meta = txn.get(META_KEY)
                 progress = txn.get(PROGRESS_KEY)
                 labels = txn.get(LABELS_KEY)
-        finally:
-            env.close()  # never keep an environment that a forked worker could inherit
+            entries = env.stat()["entries"]
+        except lmdb.Error as e:
+            # py-lmdb's message starts with the path, which ours already names.
+            raise _not_an_lmdb(path, str(e).split(": ", 1)[-1]) from e
         if meta is None:
+            _close_reader(self._key)  # a rerun of prepare_lmdb.py in this process writes to it
+            if progress is None and entries:
+                raise _not_an_lmdb(path, "an LMDB without slimdet's __meta__ / __progress__ "
+                                         "keys")
             done = int(progress) if progress is not None else 0
             raise DatasetError(f"LMDB {path} is incomplete ({done} images written): rerun "
                                "datasets/prepare_lmdb.py to resume the conversion")
@@ -96,31 +152,14 @@ class LMDBDataset(EncodedImageDataset):
         self.length: int = meta["length"]
         self.classes: List[str] = meta["classes"]
         self._labels = np.frombuffer(labels, dtype=np.int32).tolist() if labels else None
-        self._env = None
-        self._pid: Optional[int] = None
 
     def _txn(self):
-        if self._env is None or self._pid != os.getpid():
-            if self._env is not None:
-                # Inherited through fork: unusable here, and py-lmdb refuses to open the same
-                # environment twice in one process. Closing the child's copy (read-only, no
-                # lock file) leaves the parent's handle untouched.
-                self._env.close()
-            self._env = _open_env(self.path, readonly=True)
-            self._pid = os.getpid()
-        return self._env.begin(buffers=True)
+        return _reader(self._key).begin(buffers=True)
 
     def close(self) -> None:
-        """Close this process's environment (py-lmdb allows one per path and process, so e.g.
-        a writer in the same process needs this first)."""
-        if self._env is not None and self._pid == os.getpid():
-            self._env.close()
-        self._env, self._pid = None, None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_env"], state["_pid"] = None, None
-        return state
+        """Close this process's environment of the LMDB, shared by every reader of it (they
+        reopen it when they next read)."""
+        _close_reader(self._key)
 
     def _num_records(self) -> int:
         return self.length
@@ -155,8 +194,21 @@ def write_lmdb(source: "FolderDataset", path: str, commit_every: int = 1000,
     samples = source.samples
     n = len(samples)
     fingerprint = samples_fingerprint(samples)
-    g_pathmgr.mkdirs(path)
-    env = _open_env(path, readonly=False)
+    if g_pathmgr.exists(path) and not g_pathmgr.isdir(path):
+        raise DatasetError(f"LMDB output {path} is a file; the LMDB is written as a folder, so "
+                           "give a new folder's path")
+    if g_pathmgr.isdir(path) and "data.mdb" not in g_pathmgr.ls(path) and g_pathmgr.ls(path):
+        # Never write an LMDB into, say, the image folder itself.
+        raise DatasetError(f"LMDB output {path} is a folder that holds other files and no LMDB "
+                           "(data.mdb); give a new or empty folder's path")
+    try:
+        g_pathmgr.mkdirs(path)
+        # py-lmdb allows one environment per LMDB and process: readers of this one in this
+        # process reopen theirs when they next read.
+        _close_reader(_reader_key(path))
+        env = _open_env(path, readonly=False)
+    except (OSError, lmdb.Error) as e:
+        raise DatasetError(f"cannot write the LMDB {path}: {e}") from e
     try:
         with env.begin() as txn:
             complete = txn.get(META_KEY) is not None
