@@ -120,12 +120,6 @@ def validate_det_cfg(cfg: CN, eval_only: bool = False) -> None:
     are not registered or not there (``DATASETS.TEST``, and ``DATASETS.TRAIN`` unless
     ``eval_only``); for the slimmable detector its own keys (:func:`validate_slim_det_cfg`)."""
     check_datasets(cfg, ("TEST",) if eval_only else ("TRAIN", "TEST"))
-    weights = cfg.MODEL.WEIGHTS
-    # A local file (not a detectron2:// or URL name) that is not there is known now, before
-    # --overwrite removes a previous run or anything is written.
-    if weights and "://" not in weights and not os.path.isfile(weights):
-        raise ConfigError(f"MODEL.WEIGHTS {weights} does not exist"
-                          + (" (it is a folder)" if os.path.isdir(weights) else ""))
     if is_slimmable(cfg):
         validate_slim_det_cfg(cfg)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Type
 
 import torch
@@ -12,6 +13,7 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..config import ConfigError
 from ..engine.run_folder import check_output_dir, clear_previous_run
 from .config import is_slimmable, load_det_cfg, validate_det_cfg
 from .trainer import DetectionTrainer, SlimDetTrainer
@@ -30,6 +32,12 @@ def setup_detection(args: argparse.Namespace) -> CfgNode:
     validate_det_cfg(cfg, eval_only=args.eval_only)
     cfg.freeze()
     overwrite = getattr(args, "overwrite", False)
+    weights = cfg.MODEL.WEIGHTS
+    # A local file (not a detectron2:// or URL name) that is not there is known now, before
+    # --overwrite removes a previous run or anything is written.
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise ConfigError(f"MODEL.WEIGHTS {weights} does not exist"
+                          + (" (it is a folder)" if os.path.isdir(weights) else ""))
     if comm.is_main_process() and not args.eval_only:
         # The run-folder rule of tools/train_net.py: a previous run is continued (--resume) or
         # replaced (--overwrite), never mixed with a new one in its metrics and checkpoints.
