@@ -27,7 +27,7 @@ from slimdet.d2.checkpoint import stock_d2_overrides, to_slim_d2_state, to_stock
 from slimdet.engine import run_cli
 from slimdet.config import check_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
-from slimdet.utils.file_io import atomic_write
+from slimdet.utils.file_io import atomic_write, check_not_input
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -73,6 +73,8 @@ def _group(keys: List[str]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.input is not None:
+        check_not_input(args.output, {"CKPT": args.input}, "-o/--output")
     if args.random_init is not None:
         widths = args.widths or [1.0, 0.75, 0.5, 0.25]
         resnet = SlimResNet(depth=args.random_init, widths=widths).eval()
