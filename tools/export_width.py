@@ -84,10 +84,14 @@ def main() -> None:
     add_widths(method.backbone, [w])
     if uncalibrated_widths(method.backbone, [w]):
         if args.calibrate_batches <= 0:
+            stale = bool(method.backbone.bn_statistics_stale)
+            # A stale trained width can also be fixed in the checkpoint itself, once for all uses.
+            once = (" (or once in the checkpoint: tools/recalibrate_bn.py)"
+                    if stale and w in widths else "")
             raise CheckpointError(
                 f"--width {w:g} has no BN statistics in {args.weights!r} (trained widths "
-                f"{widths}{', statistics stale after sandwich-rule training' if bool(method.backbone.bn_statistics_stale) else ''}): "
-                "pass --calibrate-batches N to estimate them on N training batches")
+                f"{widths}{', statistics stale after sandwich-rule training' if stale else ''}): "
+                f"pass --calibrate-batches N to estimate them on N training batches{once}")
         recalibrate_bn(method.backbone, CalibrationImages(cfg, torch.device("cpu")),
                        args.calibrate_batches, widths=[w])
 
