@@ -13,10 +13,12 @@ every width (RESULTS: a JSON dict such as {"top1/w1": 70.1, ...} or a run's metr
 ``--reference`` overlays the paper's ImageNet numbers (docs/method.md §7).
 """
 import argparse
+import os
 
 import torch
 
-from slimdet.engine import WidthsAction, load_cfg, parse_tool_args
+from slimdet.config import ConfigError
+from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
 from slimdet.evaluation import format_profile, profile_widths
 from slimdet.modeling import build_backbone
 
@@ -37,14 +39,20 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="overlay the paper's numbers")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parse_tool_args(parser)
+    if args.latency_batch < 0:
+        raise ConfigError(f"--latency-batch {args.latency_batch}: give a batch size (0: no latency)")
+    if args.plot and not args.results:
+        raise ConfigError("--plot needs --results (the accuracies to draw)")
+    if args.results and not os.path.isfile(args.results):
+        raise ConfigError(f"--results {args.results!r}: no such file")
     cfg = load_cfg(args.config_file, args.opts)
     num_classes = cfg.MODEL.NUM_CLASSES if args.num_classes is None else args.num_classes
     model = build_backbone(cfg, num_classes=num_classes)
     widths = args.widths or list(cfg.MODEL.WIDTHS)
     outside = [w for w in widths if not min(cfg.MODEL.WIDTHS) <= w <= max(cfg.MODEL.WIDTHS)]
     if outside:
-        parser.error(f"--widths {outside[0]:g} is outside MODEL.WIDTHS' range "
-                     f"[{min(cfg.MODEL.WIDTHS):g}, {max(cfg.MODEL.WIDTHS):g}]")
+        raise ConfigError(f"--widths {outside[0]:g} is outside MODEL.WIDTHS' range "
+                          f"[{min(cfg.MODEL.WIDTHS):g}, {max(cfg.MODEL.WIDTHS):g}]")
     rows = profile_widths(model, cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS, widths,
                           latency_batch=args.latency_batch, device=args.device)
     b = cfg.MODEL.BACKBONE
@@ -53,8 +61,6 @@ def main() -> None:
           f"({torch.get_num_threads()} threads)")
     print(format_profile(rows, args.latency_batch))
     if args.plot:
-        if not args.results:
-            parser.error("--plot needs --results")
         from slimdet.analysis.plots import load_results, plot_accuracy_vs_cost
 
         title = f"{b.NAME}-{b.DEPTH} (base {b.BASE_CHANNELS}), {cfg.INPUT.CROP_SIZE} px"
@@ -63,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # a missing config, a bad key or value: one line, exit status 2

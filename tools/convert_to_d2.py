@@ -22,12 +22,14 @@ from typing import Dict, List, Optional
 
 import torch
 
-from slimdet.checkpoint import backbone_from_checkpoint, infer_architecture, read_checkpoint
+from slimdet.checkpoint import (CheckpointError, backbone_from_checkpoint, infer_architecture,
+                               read_checkpoint)
 from slimdet.d2.checkpoint import stock_d2_overrides, to_slim_d2_state, to_stock_d2_state
 from slimdet.engine import run_cli
 from slimdet.config import check_widths
+from slimdet.layers import uncalibrated_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
-from slimdet.utils.file_io import atomic_write
+from slimdet.utils.file_io import atomic_write, check_not_input
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -73,6 +75,8 @@ def _group(keys: List[str]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.input is not None:
+        check_not_input(args.output, {"CKPT": args.input}, "-o/--output")
     if args.random_init is not None:
         widths = args.widths or [1.0, 0.75, 0.5, 0.25]
         resnet = SlimResNet(depth=args.random_init, widths=widths).eval()
@@ -103,6 +107,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"error: width {args.width} is not one of the checkpoint's widths {resnet.widths}",
                   file=sys.stderr)
             return 2
+        if uncalibrated_widths(resnet, [args.width]):
+            # A trained width without statistics: sandwich-rule training keeps none that fit.
+            raise CheckpointError(
+                f"width {args.width:g} of {source!r} has stale BN statistics (sandwich-rule "
+                "training): re-estimate them first with tools/recalibrate_bn.py --config-file "
+                f"CONFIG --weights {source} --output NEW.pth, then convert NEW.pth")
         state, dropped = to_stock_d2_state(resnet, args.width)
         counters = [k for k in dropped if k.endswith("num_batches_tracked")]
         others = [k for k in dropped if k not in counters]

@@ -12,7 +12,7 @@ every BN folded into its convolution, traced (torch.jit.load) or exported to ONN
 needs pip install -e .[onnx]); input: images of INPUT.CROP_SIZE normalised as in training (any
 batch size); output: pooled features, or class logits for a probe / supervised model. Each file
 is run after writing and compared with the eager model at that width (max |difference| printed;
-a mismatch is an error).
+a mismatch is an error, and the file replaces --output only once it passed).
 
 A width the checkpoint was not trained at (any width in [min(MODEL.WIDTHS), 1.0]; every width of
 a sandwich-trained checkpoint) needs --calibrate-batches N: its BN statistics are estimated on N
@@ -31,13 +31,14 @@ from slimdet.checkpoint import CheckpointError, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
                                        export_width_state_dict, run_exported, write_onnx,
                                        write_torchscript)
+from slimdet.config import ConfigError
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
 from slimdet.modeling.methods.base import ClassificationMethod
-from slimdet.utils.file_io import atomic_write
+from slimdet.utils.file_io import atomic_write, check_not_input
 
 
 def main() -> None:
@@ -55,6 +56,16 @@ def main() -> None:
                         help="images of the check against the eager model (torchscript, onnx)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parse_tool_args(parser)
+    if args.check_batch < 1:
+        raise ConfigError(f"--check-batch {args.check_batch}: the written file is checked on that "
+                          "many images; give at least 1")
+    if args.init_fc_classes < 0:
+        raise ConfigError(f"--init-fc-classes {args.init_fc_classes}: give 0 (no fc) or a number "
+                          "of classes")
+    if args.calibrate_batches < 0:
+        raise ConfigError(f"--calibrate-batches {args.calibrate_batches}: give a number of "
+                          "training batches (0: no calibration)")
+    check_not_input(args.output, {"--weights": args.weights})
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)
@@ -73,10 +84,14 @@ def main() -> None:
     add_widths(method.backbone, [w])
     if uncalibrated_widths(method.backbone, [w]):
         if args.calibrate_batches <= 0:
+            stale = bool(method.backbone.bn_statistics_stale)
+            # A stale trained width can also be fixed in the checkpoint itself, once for all uses.
+            once = (" (or once in the checkpoint: tools/recalibrate_bn.py)"
+                    if stale and w in widths else "")
             raise CheckpointError(
                 f"--width {w:g} has no BN statistics in {args.weights!r} (trained widths "
-                f"{widths}{', statistics stale after sandwich-rule training' if bool(method.backbone.bn_statistics_stale) else ''}): "
-                "pass --calibrate-batches N to estimate them on N training batches")
+                f"{widths}{', statistics stale after sandwich-rule training' if stale else ''}): "
+                f"pass --calibrate-batches N to estimate them on N training batches{once}")
         recalibrate_bn(method.backbone, CalibrationImages(cfg, torch.device("cpu")),
                        args.calibrate_batches, widths=[w])
 
@@ -90,19 +105,27 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     example = torch.randn(2, channels, size, size, generator=g)
     model = deployable_width(method, w, args.init_fc_classes)
-    (write_onnx if args.format == "onnx" else write_torchscript)(model, example, args.output)
-    # The file as its users run it, on another batch size than the traced one, against eager.
+    # The file as its users run it, on another batch size than the traced one, against eager;
+    # checked before it replaces --output, so a file that fails never takes an earlier one's place.
     images = torch.randn(args.check_batch, channels, size, size, generator=g)
-    got = run_exported(args.output, args.format, images)
     want = eager_output(method, w, images, args.init_fc_classes)
-    diff = (got - want).abs().max().item()
-    tolerance = 1e-4 * max(1.0, want.abs().max().item())
-    if got.shape != want.shape or not diff <= tolerance:
-        raise ExportError(f"{args.output}: the {args.format} model's output differs from the eager "
-                          f"model's at width {w:g} by {diff:.3g} (shape {tuple(got.shape)} vs "
-                          f"{tuple(want.shape)}); the file is kept for inspection")
-    print(f"wrote width {w:g} as {args.format} to {args.output}: output {tuple(got.shape)} on "
-          f"{args.check_batch} images, max |difference| to the eager model {diff:.2e}")
+    measured = {}
+
+    def check(written: str) -> None:
+        got = run_exported(written, args.format, images)
+        diff = (got - want).abs().max().item() if got.shape == want.shape else float("nan")
+        tolerance = 1e-4 * max(1.0, want.abs().max().item())
+        if not diff <= tolerance:
+            raise ExportError(f"{args.output}: the {args.format} model's output differs from the "
+                              f"eager model's at width {w:g} by {diff:.3g} (shape "
+                              f"{tuple(got.shape)} vs {tuple(want.shape)}); not written (an "
+                              "existing file there is left as it was)")
+        measured.update(shape=tuple(got.shape), diff=diff)
+
+    (write_onnx if args.format == "onnx" else write_torchscript)(model, example, args.output,
+                                                                 check=check)
+    print(f"wrote width {w:g} as {args.format} to {args.output}: output {measured['shape']} on "
+          f"{args.check_batch} images, max |difference| to the eager model {measured['diff']:.2e}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ import torch
 from slimdet.analysis.landscape import (TaskLossEvaluator, compute_landscape, load_trajectory,
                                         plot_landscape)
 from slimdet.data import build_train_loader
-from slimdet.engine import WidthsAction, load_cfg, parse_tool_args
+from slimdet.config import ConfigError
+from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
 from slimdet.modeling import build_model
 
 logger = logging.getLogger("slimdet.landscape")
@@ -77,6 +78,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parse_tool_args(parser, argv)
+    if args.grid < 3 or args.grid % 2 == 0:
+        raise ConfigError(f"--grid {args.grid}: give an odd number >= 3 (its centre point is the "
+                          "final weights)")
+    for flag, value in (("--batches", args.batches), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{flag} {value}: give at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = load_cfg(args.config_file, args.opts)
     res = run(cfg, args.checkpoints, args.grid, args.widths, args.batches, args.batch_size,
@@ -87,4 +94,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # a missing folder, too few weight files, a bad flag or key: one line, exit 2

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from slimdet.analysis.plots import plot_run
+from slimdet.engine import run_cli
 
 
 def main(argv=None) -> list:
@@ -24,4 +25,4 @@ def main(argv=None) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)  # a missing folder or metrics.json: one line, exit status 2

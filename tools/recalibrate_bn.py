@@ -24,13 +24,14 @@ import sys
 import torch
 
 from slimdet.checkpoint import load_weights
+from slimdet.config import ConfigError
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import recalibrate_bn
 from slimdet.modeling import build_model
-from slimdet.utils.file_io import atomic_write
+from slimdet.utils.file_io import atomic_write, check_not_input
 
 
 def main() -> None:
@@ -42,6 +43,12 @@ def main() -> None:
     parser.add_argument("--eval", action="store_true", help="run TEST.EVALUATORS before and after")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parse_tool_args(parser)
+    if args.num_batches < 1:
+        raise ConfigError(f"--num-batches {args.num_batches}: the statistics are estimated on that "
+                          "many training batches; give at least 1")
+    # The output holds the weights only: written over --weights it would lose the trainer state
+    # (no --resume) and any part the config's method does not load.
+    check_not_input(args.output, {"--weights": args.weights})
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)

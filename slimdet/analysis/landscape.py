@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import read_file
+from ..config import ConfigError
 from ..layers import set_width
 from .gradients import preserved_state
 
@@ -81,11 +82,11 @@ def _unflat(vec: torch.Tensor, like: StateDict, names: Sequence[str]) -> StateDi
 def pca_directions(states: Sequence[StateDict], names: Sequence[str]) -> Tuple[StateDict, StateDict, np.ndarray]:
     """The two principal directions of ``states[i] - states[-1]`` (centred PCA) and the
     fraction of the variance each explains."""
+    if len(states) < 4:  # before stacking: one file would leave nothing to stack
+        raise ConfigError(f"PCA of a trajectory needs at least 4 weight files (got {len(states)}); "
+                          "save more with ANALYSIS.TRAJECTORY_PERIOD or a smaller CHECKPOINT_PERIOD")
     final = _flat(states[-1], names)
     rows = torch.stack([_flat(s, names) - final for s in states[:-1]])
-    if rows.shape[0] < 3:
-        raise ValueError(f"PCA of a trajectory needs at least 4 weight files (got {len(states)}); "
-                         "save more with ANALYSIS.TRAJECTORY_PERIOD or a smaller CHECKPOINT_PERIOD")
     rows = rows - rows.mean(0, keepdim=True)
     gram = (rows @ rows.T).double()
     evals, evecs = torch.linalg.eigh(gram)  # ascending
@@ -125,7 +126,7 @@ def project(states: Sequence[StateDict], final: StateDict, d1: StateDict, d2: St
 def symmetric_axis(extent: float, n: int) -> np.ndarray:
     """``n`` (odd) points on [-extent, extent] with an exact 0 in the middle."""
     if n < 3 or n % 2 == 0:
-        raise ValueError(f"the grid size must be odd and >= 3 (got {n}) so its centre is the final weights")
+        raise ConfigError(f"the grid size must be odd and >= 3 (got {n}) so its centre is the final weights")
     xs = np.linspace(-extent, extent, n)
     xs[n // 2] = 0.0
     return xs

@@ -17,6 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+from ..config.config import ConfigError
 from ..config.widths import normalized_width
 from ..utils.results import width_key
 
@@ -210,12 +211,12 @@ def pick_accuracy_metric(results: Dict[str, float], metric: Optional[str] = None
     names = {(_WIDTH.match(k).group("metric")) for k in results if _WIDTH.match(k)}
     if metric:
         if metric not in names:
-            raise ValueError(f"metric {metric!r} not in the results; per-width metrics: {sorted(names)}")
+            raise ConfigError(f"metric {metric!r} not in the results; per-width metrics: {sorted(names)}")
         return metric
     for cand in sorted(names, key=lambda n: (("knn" in n), n)):
         if "top1" in cand or "acc" in cand:
             return cand
-    raise ValueError(f"no per-width accuracy (top1/acc) in the results; found {sorted(names)}")
+    raise ConfigError(f"no per-width accuracy (top1/acc) in the results; found {sorted(names)}")
 
 
 def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, float], path: str,
@@ -231,7 +232,7 @@ def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, f
     pts = [(r["width"], r["macs"] / 1e9, r["params"] / 1e6, results[width_key(metric, r["width"])])
            for r in rows if width_key(metric, r["width"]) in results]
     if not pts:
-        raise ValueError(f"no width of the model has {metric}/w... in the results")
+        raise ConfigError(f"no width of the model has {metric}/w... in the results")
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, col, xlabel in ((axes[0], 1, "FLOPs (G multiply-adds)"), (axes[1], 2, "parameters (M)")):
         xs = [p[col] for p in pts]

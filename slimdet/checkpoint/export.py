@@ -19,7 +19,7 @@ width, or one added and calibrated: ``slimdet.layers.any_width``). From there:
 from __future__ import annotations
 
 import io
-from typing import Dict, Iterator, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -46,14 +46,25 @@ def _backbone(method: nn.Module) -> SlimResNet:
     return backbone
 
 
+FRESH_FC_SEED = 0
+
+
 def _classifier(method: nn.Module, width: float, init_fc_classes: int = 0):
     """The width's classifier as a plain Linear: a classification method's, a fresh one (N(0,
-    0.01), zero bias, the probe's init) of ``init_fc_classes`` outputs, or None."""
+    0.01), zero bias, the probe's init) of ``init_fc_classes`` outputs, or None.
+
+    The fresh one is drawn from its own generator seeded with ``FRESH_FC_SEED``: every call
+    returns the same weights (the exported file, the eager reference it is checked against and a
+    torchvision export of the same width all hold one fc), whatever the global random state."""
     head = method.classifier_for(float(width)) if isinstance(method, ClassificationMethod) else None
     if head is None and init_fc_classes > 0:
-        head = nn.Linear(_backbone(method).feature_dim(float(width)), init_fc_classes)
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
+        # skip_init: nn.Linear's own init would draw from the global generator for nothing.
+        head = nn.utils.skip_init(nn.Linear, _backbone(method).feature_dim(float(width)),
+                                  init_fc_classes)
+        with torch.no_grad():
+            nn.init.normal_(head.weight, 0.0, 0.01,
+                            generator=torch.Generator().manual_seed(FRESH_FC_SEED))
+            nn.init.zeros_(head.bias)
     return head
 
 
@@ -145,15 +156,19 @@ def eager_output(method: nn.Module, width: float, images: torch.Tensor,
         method.train(was_training)
 
 
-def write_torchscript(model: nn.Module, example: torch.Tensor, path: str) -> None:
-    """Trace ``model`` on ``example`` and write it atomically (``torch.jit.load`` reads it)."""
+def write_torchscript(model: nn.Module, example: torch.Tensor, path: str,
+                      check: Optional[Callable[[str], None]] = None) -> None:
+    """Trace ``model`` on ``example`` and write it atomically (``torch.jit.load`` reads it);
+    ``check(temporary path)`` may refuse the complete file before it replaces ``path``."""
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
-    atomic_write(path, lambda f: torch.jit.save(traced, f))
+    atomic_write(path, lambda f: torch.jit.save(traced, f), check=check)
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, path: str, opset: int = 17) -> None:
-    """Export ``model`` to ONNX with a dynamic batch dimension, written atomically.
+def write_onnx(model: nn.Module, example: torch.Tensor, path: str, opset: int = 17,
+               check: Optional[Callable[[str], None]] = None) -> None:
+    """Export ``model`` to ONNX with a dynamic batch dimension, written atomically (``check`` as
+    in :func:`write_torchscript`).
 
     Uses torch's TorchScript-based exporter (``dynamo=False``): it needs only the ``onnx``
     package, where the default dynamo exporter of torch 2.14 also needs ``onnxscript``.
@@ -168,7 +183,7 @@ def write_onnx(model: nn.Module, example: torch.Tensor, path: str, opset: int = 
         torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output"],
                           dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), check=check)
 
 
 def run_exported(path: str, fmt: str, images: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import pickle
 import re
 import zipfile
@@ -434,11 +435,33 @@ class ResNetArchitecture:
                           cifar_stem=self.cifar_stem, zero_init_residual=False)
 
 
+def _simplest_width(sizes: Sequence[Tuple[int, int]]) -> Optional[float]:
+    """The width ``w`` with the fewest decimals (the smallest of those) for which
+    ``int(full * w) == size`` (``slimdet.layers.scaled``) holds for every ``(full, size)``, or
+    None when no width of up to 6 decimals (``normalized_width``) fits them all.
+
+    Each pair allows ``w`` in ``[size / full, (size + 1) / full)``; every candidate of the
+    intersection is verified with the very arithmetic that sized the layers."""
+    lo = max(size / full for full, size in sizes)
+    hi = min((size + 1) / full for full, size in sizes)
+    for decimals in range(1, 7):
+        scale = 10 ** decimals
+        first = math.ceil(lo * scale - 1e-6)
+        for k in range(first, min(math.floor(hi * scale + 1e-6), first + 1000) + 1):
+            w = round(k / scale, decimals)
+            if 0 < w <= 1 and all(int(full * w) == size for full, size in sizes):
+                return w
+    return None
+
+
 def infer_architecture(state: Mapping[str, torch.Tensor], path: str = "<checkpoint>") -> ResNetArchitecture:
     """Depth, widths, stem of a slimmable ResNet state dict in slimdet names (no prefix).
 
-    Widths are not stored; each is the ratio of that width's BN size to the full width's on the
-    widest layer (the last block's output BN).
+    Widths are not stored in a checkpoint: width ``i`` is the simplest multiplier (fewest
+    decimals) that gives every switchable BN ``<name>.bn.<i>`` its stored size from the full
+    width's ``<name>.bn.0`` (a single ratio would be rounded: 716 / 2048 = 0.349609 for 0.35).
+    A file whose sizes fit no such multiplier gets the ratios of the widest layer, for the
+    shape check to report.
     """
     if "conv1.weight" not in state:
         raise CheckpointError(f"{path!r}: no slimmable ResNet (no 'conv1.weight' in the backbone)")
@@ -452,9 +475,20 @@ def infer_architecture(state: Mapping[str, torch.Tensor], path: str = "<checkpoi
         sizes.append(state[f"{last_bn}.{len(sizes)}.running_mean"].shape[0])
     if not sizes:
         raise CheckpointError(f"{path!r}: no switchable BN '{last_bn}.<i>' in the backbone")
+    # (full size, size at width i) of every switchable BN, per width index.
+    per_width: Dict[int, List[Tuple[int, int]]] = {i: [] for i in range(1, len(sizes))}
+    for key, value in state.items():
+        m = re.fullmatch(r"(.*)\.bn\.(\d+)\.running_mean", key)
+        full = state.get(f"{m.group(1)}.bn.0.running_mean") if m else None
+        if full is not None and int(m.group(2)) in per_width:
+            per_width[int(m.group(2))].append((full.shape[0], value.shape[0]))
+    widths = [1.0]
+    for i in range(1, len(sizes)):
+        w = _simplest_width(per_width[i])
+        widths.append(w if w is not None else round(sizes[i] / sizes[0], 6))
     conv1 = state["conv1.weight"]
-    return ResNetArchitecture(depth, tuple(round(s / sizes[0], 6) for s in sizes),
-                              conv1.shape[0], conv1.shape[1], conv1.shape[-1] == 3)
+    return ResNetArchitecture(depth, tuple(widths), conv1.shape[0], conv1.shape[1],
+                              conv1.shape[-1] == 3)
 
 
 # ----------------------------------------------------------------------------------- loading

@@ -3,11 +3,12 @@ seeding, and the one-line report of a user's mistake."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -67,20 +68,72 @@ def parse_tool_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Name
       would stand, is parsed as the flag it is (with its value, if it takes one) instead of
       failing as an unknown config key; an unknown flag there fails as argparse fails on one.
       A word starting with ``-`` in a value's place (``SOLVER.WARMUP_FACTOR -1``) stays a value.
+
+    Required flags may stand before or after the overrides: the command line is read in
+    pieces, so argparse's own check (which would run on each piece) is replaced by one check
+    of the whole command line, with argparse's message.
     """
-    args = parser.parse_args(argv)
-    rest, overrides = _take_overrides(args), []
-    while (flag_at := _first_flag(rest)) is not None:
-        overrides += rest[:flag_at]
-        # Attributes already in ``args`` keep their values: argparse sets defaults only for
-        # those missing from the namespace it is given.
-        tail = rest[flag_at:]
-        parser.parse_args(tail, namespace=args)
-        rest = _take_overrides(args)
-        if rest == tail:  # argparse read the word as a value ("-1"): an override it stays
-            break
+    with _required_checked_once(parser) as check_required:
+        args = parser.parse_args(argv)
+        rest, overrides = _take_overrides(args), []
+        while (flag_at := _first_flag(rest)) is not None:
+            overrides += rest[:flag_at]
+            # Attributes already in ``args`` keep their values: argparse sets defaults only for
+            # those missing from the namespace it is given.
+            tail = rest[flag_at:]
+            parser.parse_args(tail, namespace=args)
+            rest = _take_overrides(args)
+            if rest == tail:  # argparse read the word as a value ("-1"): an override it stays
+                break
+        check_required(args)
     args.opts = overrides + rest
     return args
+
+
+_NOT_GIVEN = object()  # the default of a required flag while a command line is read in pieces
+
+
+@contextlib.contextmanager
+def _required_checked_once(parser: argparse.ArgumentParser) -> Iterator[Callable[[argparse.Namespace], None]]:
+    """Within: ``parser``'s required flags and required mutually exclusive groups are optional,
+    defaulting to a marker; the yielded ``check(args)`` fails as argparse does on those still
+    unset and puts the real defaults back for the rest. ``parser`` is restored on leaving."""
+    flags = [a for a in parser._actions if a.option_strings]
+    groups = [g for g in parser._mutually_exclusive_groups if g.required]
+    grouped = {id(a) for g in groups for a in g._group_actions}
+    saved = [(a, a.required, a.default) for a in flags]
+    required = [a for a in flags if a.required]
+    # --help and errors print the usage as it is, required flags without brackets.
+    usage = parser.usage
+    parser.usage = parser.format_usage().strip()[len("usage: "):].replace("%", "%%")
+    for a in flags:
+        if a.required or id(a) in grouped:
+            a.required, a.default = False, _NOT_GIVEN
+    for g in groups:
+        g.required = False
+
+    def check(args: argparse.Namespace) -> None:
+        missing = [a for a in required if getattr(args, a.dest) is _NOT_GIVEN]
+        if missing:
+            parser.error("the following arguments are required: " +
+                         ", ".join("/".join(a.option_strings) for a in missing))
+        for g in groups:
+            if all(getattr(args, a.dest) is _NOT_GIVEN for a in g._group_actions):
+                parser.error("one of the arguments " +
+                             " ".join("/".join(a.option_strings) for a in g._group_actions) +
+                             " is required")
+        for a, _, default in saved:
+            if getattr(args, a.dest, None) is _NOT_GIVEN:
+                setattr(args, a.dest, default)
+
+    try:
+        yield check
+    finally:
+        for a, was_required, default in saved:
+            a.required, a.default = was_required, default
+        for g in groups:
+            g.required = True
+        parser.usage = usage
 
 
 def _first_flag(words: List[str]) -> Optional[int]:

@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import socket
-from typing import Callable, List
+from typing import Callable, List, Mapping, Optional
 
 logger = logging.getLogger("slimdet")
 
@@ -56,10 +56,13 @@ def remove_stale_temp_files(folder: str) -> List[str]:
     return removed
 
 
-def atomic_write(path: str, write: Callable) -> None:
+def atomic_write(path: str, write: Callable, check: Optional[Callable[[str], None]] = None) -> None:
     """``write(f)`` to a temporary file beside ``path``, then rename it over ``path``: a crash
     mid-write leaves the old file (or none), never a truncated one. The folder is created if
-    needed; a failure names ``path`` (never the temporary file) and leaves no temporary file."""
+    needed; a failure names ``path`` (never the temporary file) and leaves no temporary file.
+
+    ``check(temporary path)``, when given, runs on the complete file before the rename: if it
+    raises, ``path`` is left as it was (an earlier good file is not replaced by a bad one)."""
     folder = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
@@ -72,9 +75,29 @@ def atomic_write(path: str, write: Callable) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(tmp)
         os.replace(tmp, path)
     except OSError as e:
         raise OutputError(f"cannot write {path!r}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (through links, ``..``, another spelling);
+    a path that does not exist yet is the other only if both resolve to the same name."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_not_input(output: str, inputs: Mapping[str, str], output_flag: str = "--output") -> None:
+    """:class:`OutputError` when ``output`` is one of ``inputs`` (``{flag: path}``): writing it
+    would replace the file being read (a checkpoint would lose what the output leaves out)."""
+    for flag, path in inputs.items():
+        if path and same_file(output, path):
+            raise OutputError(f"{output_flag} {output!r} is the {flag} file itself: writing it "
+                              f"would replace the input; choose another {output_flag}")

@@ -92,3 +92,78 @@ def test_export_tool_writes_a_calibrated_untrained_width(fmt, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.is_file() and "max |difference| to the eager model" in res.stdout
     assert run_exported(str(out), fmt, torch.randn(3, 1, 32, 32)).shape == (3, int(64 * 0.6))
+
+
+def test_a_fresh_fc_is_one_fc_in_every_export_whatever_the_global_generator():
+    method = _calibrated("MoCoV2")
+    torch.manual_seed(1)
+    model = deployable_width(method, 0.5, init_fc_classes=10)
+    torch.manual_seed(2)
+    state = export_width_state_dict(method, 0.5, init_fc_classes=10)
+    assert torch.equal(model[1].weight, state["fc.weight"]) and not state["fc.bias"].any()
+    assert 0.005 < state["fc.weight"].std().item() < 0.02  # N(0, 0.01): drawn, not left empty
+    x = torch.randn(3, 1, 16, 16)
+    assert torch.allclose(model(x), eager_output(method, 0.5, x, init_fc_classes=10), atol=1e-6)
+
+
+def test_a_written_file_that_fails_its_check_leaves_the_earlier_file(tmp_path):
+    from slimdet.utils.file_io import atomic_write
+
+    path = tmp_path / "w.ts"
+    path.write_bytes(b"good")
+
+    def refuse(written):
+        assert open(written, "rb").read() == b"bad"  # the check sees the complete new file
+        raise ValueError("differs")
+
+    with pytest.raises(ValueError, match="differs"):
+        atomic_write(str(path), lambda f: f.write(b"bad"), check=refuse)
+    assert path.read_bytes() == b"good" and os.listdir(tmp_path) == ["w.ts"]
+    atomic_write(str(path), lambda f: f.write(b"new"), check=lambda written: None)
+    assert path.read_bytes() == b"new" and os.listdir(tmp_path) == ["w.ts"]
+
+
+@pytest.fixture(scope="module")
+def demo_weights(tmp_path_factory):
+    from slimdet.engine import load_cfg
+
+    cfg = load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), SMALL)
+    path = tmp_path_factory.mktemp("weights") / "model.pth"
+    torch.save({"model": build_model(cfg).state_dict(), "trainer": {"iteration": 3}}, path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_export_tool_with_a_fresh_fc_replaces_an_earlier_file(fmt, demo_weights, tmp_path):
+    out = tmp_path / f"w.{fmt}"
+    out.write_bytes(b"an earlier export")
+    # Required flags before the overrides, an optional one after them (README: any order).
+    res = _run("--config-file", ROOT / "configs/demo/slimclr_mocov2_demo.yaml", "--weights",
+               demo_weights, "--width", "1.0", "--init-fc-classes", "10", "--output", out,
+               *SMALL, "--format", fmt)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "max |difference| to the eager model" in res.stdout
+    assert run_exported(str(out), fmt, torch.randn(3, 1, 32, 32)).shape == (3, 10)
+    assert sorted(os.listdir(tmp_path)) == [out.name]  # no temporary file left
+
+
+def test_export_tool_refuses_to_write_over_its_input_and_bad_flag_values(demo_weights, tmp_path):
+    import hashlib
+
+    digest = hashlib.sha1(demo_weights.read_bytes()).hexdigest()
+    common = ["--config-file", ROOT / "configs/demo/slimclr_mocov2_demo.yaml", "--weights",
+              demo_weights, "--width", "1.0"]
+    alias = tmp_path / "alias.pth"
+    alias.symlink_to(demo_weights)
+    cases = [(["--output", demo_weights], ["--output", "is the --weights file itself"]),
+             (["--output", alias], ["alias.pth", "is the --weights file itself"]),
+             (["--format", "torchscript", "--check-batch", "0", "--output", tmp_path / "x"],
+              ["--check-batch 0"]),
+             (["--init-fc-classes", "-1", "--output", tmp_path / "x"], ["--init-fc-classes -1"])]
+    for extra, fragments in cases:
+        res = _run(*common, *extra, *SMALL)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+        assert all(f in lines[0] for f in fragments), lines[0]
+    assert hashlib.sha1(demo_weights.read_bytes()).hexdigest() == digest
+    assert not (tmp_path / "x").exists()

@@ -244,6 +244,31 @@ def _bn0(key: str) -> str:
     return re.sub(r"((?:^|\.)(?:bn\d|downsample\.1))\.", r"\1.bn.0.", key)
 
 
+@pytest.mark.parametrize("depth, base, widths", [
+    (50, 64, [1.0, 0.35]),  # one ratio would say 716 / 2048 = 0.349609
+    (50, 64, [1.0, 0.9, 0.7, 0.6, 0.3, 0.1]),
+    (18, 8, [1.0, 0.75, 0.5, 0.25]),
+])
+def test_widths_are_the_simplest_that_give_every_bn_its_size(depth, base, widths):
+    net = SlimResNet(depth, widths, base_channels=base)
+    arch = infer_architecture(net.state_dict())
+    assert arch.widths == tuple(widths)
+    assert f"widths {widths}" in str(arch)
+    # The inferred widths rebuild exactly the stored shapes.
+    rebuilt = arch.build().state_dict()
+    assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in net.state_dict().items()}
+
+
+def test_widths_that_size_every_layer_alike_are_read_as_the_simplest():
+    # At base 8 (ResNet-18), 0.333333 and 0.33 give every layer the same channels: one network.
+    arch = infer_architecture(SlimResNet(18, [1.0, 0.333333], base_channels=8).state_dict())
+    assert arch.widths == (1.0, 0.33)
+    # Sizes no width of up to 6 decimals gives: the widest layer's ratio, for the shape check.
+    state = SlimResNet(18, [1.0, 0.5], base_channels=8).state_dict()
+    state["bn1.bn.1.running_mean"] = torch.zeros(7)  # 7 of 8 in the stem, 32 of 64 at the end
+    assert infer_architecture(state).widths == (1.0, 0.5)
+
+
 @pytest.mark.parametrize("depth", [18, 34, 50])
 def test_reference_depth_is_read_off_the_blocks(depth):
     state = {"module.encoder_q." + _reference_backbone_key(k, depth): v

@@ -228,3 +228,31 @@ def test_widths_a_stock_detectron2_resnet_cannot_hold_are_refused(depth, widths,
 
     with pytest.raises(ConfigError, match=match):
         to_stock_d2_state(SlimResNet(depth=depth, widths=list(widths), **kwargs), width)
+
+
+def test_widths_of_a_035_checkpoint_are_inferred_exactly(tmp_path, capsys):
+    """int(c * 0.35) sizes every layer: the widths read off the file are [1.0, 0.35] (not the
+    rounded ratio of one layer), so the file converts without --widths (with --slimmable: no
+    stock Detectron2 ResNet holds width 0.35, see the test above)."""
+    net = randomized_resnet(50, widths=(1.0, 0.35))
+    src = tmp_path / "r50_035.pth"
+    torch.save({"model": {"backbone." + k: v for k, v in net.state_dict().items()}}, src)
+    out = tmp_path / "w035.pkl"
+    assert convert_to_d2.main([str(src), "--slimmable", "-o", str(out)]) == 0
+    assert "widths [1.0, 0.35]," in capsys.readouterr().out
+    with open(out, "rb") as f:
+        meta = pickle.load(f)["slimdet"]
+    assert meta["widths"] == [1.0, 0.35]
+
+
+def test_a_stale_width_names_recalibrate_bn_not_a_flag_this_tool_lacks(tmp_path):
+    net = randomized_resnet(50, widths=(1.0, 0.5))
+    net.mark_statistics_stale()  # as sandwich-rule training leaves it
+    src = tmp_path / "stale.pth"
+    torch.save({"model": {"backbone." + k: v for k, v in net.state_dict().items()}}, src)
+    with pytest.raises(CheckpointError) as err:
+        convert_to_d2.main([str(src), "--width", "0.5", "-o", str(tmp_path / "x.pkl")])
+    msg = str(err.value)
+    assert "stale.pth" in msg and "tools/recalibrate_bn.py" in msg, msg
+    assert "--calibrate-batches" not in msg
+    assert not (tmp_path / "x.pkl").exists()

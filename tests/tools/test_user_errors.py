@@ -221,3 +221,48 @@ def test_eval_only_of_a_classifier_compares_test_classes_with_training_classes(t
     keys[1] = f"folder:{colour_folder}/missing"
     verify_run(load_cfg(probe, keys), training=False)
     assert "Cannot compare the classes of DATASETS.TEST" in caplog.text
+
+
+def test_every_tool_reports_a_users_mistake_in_one_line(tmp_path):
+    """Each tool's main runs under run_cli: a missing file, a bad key, flag value or an output
+    that is the input itself ends in one line and exit status 2; the input is left as it was."""
+    import torch
+
+    from slimdet.engine import load_cfg
+    from slimdet.modeling import build_model
+
+    demo = str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": build_model(load_cfg(demo)).state_dict(), "trainer": {"iteration": 2}},
+               weights)
+    digest = hashlib.sha1(weights.read_bytes()).hexdigest()
+    recal = ["tools/recalibrate_bn.py", "--config-file", demo, "--weights", str(weights)]
+    cases = [
+        (recal + ["--num-batches", "0", "--output", str(tmp_path / "r.pth")], ["--num-batches 0"]),
+        (recal + ["--num-batches", "-1", "--output", str(tmp_path / "r.pth")], ["--num-batches -1"]),
+        (recal + ["--output", str(tmp_path / "." / "model_final.pth")],
+         ["model_final.pth", "is the --weights file itself"]),
+        (["tools/convert_to_d2.py", str(weights), "--width", "1.0", "-o", str(weights)],
+         ["is the CKPT file itself"]),
+        (["tools/analyze_model.py", "--config-file", str(ROOT / "configs/demo/nope.yaml")],
+         ["nope.yaml"]),
+        (["tools/analyze_model.py", "--config-file", demo, "MODEL.BACKBONE.DEPTH", "19"],
+         ["MODEL.BACKBONE.DEPTH", "19"]),
+        (["tools/plot_metrics.py", str(tmp_path / "nonexist")], ["nonexist"]),
+        (["tools/plot_landscape.py", "--config-file", demo, "--checkpoints",
+          str(tmp_path / "nonexist")], ["nonexist"]),
+        (["tools/plot_landscape.py", "--config-file", demo, "--checkpoints", str(tmp_path),
+          "--grid", "4"], ["--grid 4"]),
+        # One weight file: too few for the trajectory's PCA (found after loading, not a crash).
+        (["tools/plot_landscape.py", "--config-file", demo, "--checkpoints", str(tmp_path),
+          "--grid", "3", "--batches", "1", "--batch-size", "8", "DATASETS.TRAIN_SUBSET", "64",
+          "--out", str(tmp_path / "ls")], ["at least 4 weight files"]),
+    ]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / args[0]), *args[1:]], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
+             for args, _ in cases]
+    for p, (args, fragments) in zip(procs, cases):
+        out, err = p.communicate(timeout=300)
+        assert_one_line_error(subprocess.CompletedProcess(args, p.returncode, out, err), *fragments)
+    assert hashlib.sha1(weights.read_bytes()).hexdigest() == digest
+    assert not (tmp_path / "r.pth").exists()

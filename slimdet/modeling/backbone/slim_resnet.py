@@ -253,7 +253,8 @@ def extract_subnet(model: SlimResNet, width_mult: float) -> SlimResNet:
         raise UncalibratedWidthError(
             f"width {w:g} has no estimated BN statistics (trained widths {model.widths}"
             f"{', statistics stale after sandwich-rule training' if bool(model.bn_statistics_stale) else ''}"
-            "): calibrate it first (add_widths + recalibrate_bn, --calibrate-batches)")
+            "): estimate them first (tools/recalibrate_bn.py re-estimates a checkpoint's trained "
+            "widths; another width: add_widths + recalibrate_bn)")
     plain = plain_network(model, w)
     with torch.no_grad():
         for name, target in plain.named_modules():
