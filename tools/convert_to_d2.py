@@ -95,6 +95,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"backbone: {_group(dropped)}")
 
     if args.slimmable:
+        stale = uncalibrated_widths(resnet, resnet.widths)
+        if stale:
+            # Detection keeps the converted statistics (frozen or as BN's start): stale ones
+            # would be wrong at every width from the first step.
+            raise CheckpointError(
+                f"widths {[f'{w:g}' for w in stale]} of {source!r} have stale BN statistics "
+                "(sandwich-rule training): re-estimate them first with tools/recalibrate_bn.py "
+                f"--config-file CONFIG --weights {source} --output NEW.pth, then convert NEW.pth")
         state = to_slim_d2_state(resnet)
         meta = {"widths": resnet.widths, "depth": resnet.depth}
         # Exact Detectron2 parameter names: no name-matching heuristics needed (or wanted).

@@ -255,4 +255,7 @@ def test_a_stale_width_names_recalibrate_bn_not_a_flag_this_tool_lacks(tmp_path)
     msg = str(err.value)
     assert "stale.pth" in msg and "tools/recalibrate_bn.py" in msg, msg
     assert "--calibrate-batches" not in msg
+    with pytest.raises(CheckpointError, match=r"widths \['1', '0.5'\] of .*stale.pth.* stale BN "
+                                              r"statistics.*tools/recalibrate_bn.py"):
+        convert_to_d2.main([str(src), "--slimmable", "-o", str(tmp_path / "x.pkl")])
     assert not (tmp_path / "x.pkl").exists()
