@@ -33,8 +33,16 @@ EXIT_STATUS_HELP = (
 
 def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
     """Detectron2's flags: --config-file --resume --eval-only --num-gpus --num-machines
-    --machine-rank --dist-url and trailing ``KEY VALUE`` overrides."""
-    return _d2_parser(epilog)
+    --machine-rank --dist-url and trailing ``KEY VALUE`` overrides. ``--dist-url`` defaults to
+    ``auto``, a port free at the start of a one-machine job: Detectron2's default is one fixed
+    port per user, so a second job started beside the first failed to bind it."""
+    parser = _d2_parser(epilog)
+    parser.set_defaults(dist_url="auto")
+    for action in parser._actions:
+        if action.dest == "dist_url":
+            action.help = ("rendezvous of the processes: auto (default) for a one-machine job, "
+                           "tcp://HOST0:PORT (machine rank 0's address) for several machines")
+    return parser
 
 
 class WidthsAction(argparse.Action):

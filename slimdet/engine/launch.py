@@ -57,6 +57,9 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     world_size = num_machines * num_gpus_per_machine
     if world_size <= 1:
         return main_func(*args)
+    if num_machines > 1 and dist_url in (None, "auto"):
+        raise ConfigError("--num-machines > 1 needs --dist-url tcp://HOST0:PORT, the address of "
+                          "machine rank 0 (the same on every machine)")
     errors = multiprocessing.get_context("spawn").SimpleQueue()
     worker = _ReportUserErrors(main_func, errors)
     # When one worker stops, torch terminates the others and says so on stderr; the stopped
@@ -80,8 +83,6 @@ def _launch_cpu(worker: Callable, per_machine: int, num_machines: int, machine_r
         "CUDA is not available: starting %d CPU processes per machine over gloo", per_machine)
     store = None
     if dist_url in (None, "auto"):
-        if num_machines > 1:
-            raise ConfigError("--dist-url tcp://HOST:PORT must be given for multi-machine jobs")
         # This process serves the rendezvous store, on a port the OS assigns as it binds it
         # (port 0), until the workers end. A port found free, released and then bound by rank 0
         # can be taken in between by another job starting at the same moment.

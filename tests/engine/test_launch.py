@@ -51,5 +51,28 @@ def test_a_user_error_in_a_worker_comes_back_as_one_line():
 
 
 def test_a_multi_machine_job_needs_an_address():
-    with pytest.raises(ConfigError, match="--dist-url"):
-        launch_module._launch_cpu(_report_rank, 2, 2, 0, "auto", (), launch_module.DEFAULT_TIMEOUT)
+    with pytest.raises(ConfigError, match="--num-machines > 1 needs --dist-url tcp://HOST0:PORT"):
+        launch(_report_rank, 2, num_machines=2, dist_url="auto")
+
+
+def test_a_second_job_started_from_the_command_line_does_not_need_the_first_ones_port(tmp_path):
+    """Detectron2's --dist-url default is one fixed port per user: a job started beside another
+    failed to bind it (EADDRINUSE, a traceback). slimdet's default is ``auto``: a free port."""
+    from detectron2.engine import default_argument_parser as d2_parser
+
+    from slimdet.engine.defaults import parse_tool_args, train_argument_parser
+
+    args = parse_tool_args(train_argument_parser(), ["--num-gpus", "2"])
+    assert args.dist_url == "auto"
+    d2_port = int(d2_parser().parse_args([]).dist_url.rsplit(":", 1)[1])
+    first_job = socket.socket()  # holds Detectron2's port, as a first job's rendezvous does
+    try:
+        first_job.bind(("127.0.0.1", d2_port))
+        first_job.listen()
+    except OSError:
+        pass  # something else holds it already: the same situation
+    try:
+        launch(_report_rank, 2, dist_url=args.dist_url, args=(str(tmp_path),))
+    finally:
+        first_job.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
