@@ -7,7 +7,9 @@
 
 Uses fvcore's precise BN per width on the training loader of the config (its augmentation).
 After sandwich-rule training (MODEL.SLIM.MODE sandwich) this is what makes the trained widths
-evaluable without calibration: the output's bn_statistics_stale flag is cleared. Widths the
+evaluable without calibration: the output's bn_statistics_stale flag is cleared; evaluate it
+with the run's config and MODEL.SLIM.MODE fixed (a sandwich config asks for calibration, as
+the run's own checkpoints need it). Widths the
 network was not trained at are estimated where they are used (TEST.WIDTHS with
 TEST.CALIBRATE_BATCHES, tools/export_width.py --calibrate-batches): a checkpoint holds the
 trained widths' statistics only.

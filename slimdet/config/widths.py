@@ -70,5 +70,9 @@ def validate_widths(cfg) -> None:
         why = ("MODEL.SLIM.MODE sandwich leaves no width with its own BN statistics"
                if s.MODE == "sandwich" else
                f"TEST.WIDTHS {[f'{w:g}' for w in pending]} are not among MODEL.WIDTHS {widths}")
+        # A sandwich-trained checkpoint recalibrated by tools/recalibrate_bn.py has statistics
+        # for its trained widths; the config cannot know that, MODE fixed says it.
+        again = (" (or, for a checkpoint written by tools/recalibrate_bn.py, MODEL.SLIM.MODE "
+                 "fixed)" if s.MODE == "sandwich" else "")
         raise ConfigError(f"{why}: set TEST.CALIBRATE_BATCHES (training batches to estimate "
-                          "their BN statistics on, e.g. 50)")
+                          f"their BN statistics on, e.g. 50){again}")

@@ -151,3 +151,12 @@ def test_numeric_keys_out_of_range_are_refused_naming_the_key(key, value, match)
     # The boundary values that mean something (0 = all / default) are accepted.
     if "negative" in match:
         load_cfg("", [key, "0" if "." not in value else "0.0"])
+
+
+def test_a_sandwich_config_without_calibration_names_both_ways_out():
+    with pytest.raises(ConfigError, match=r"sandwich leaves no width with its own BN statistics: "
+                                          r"set TEST\.CALIBRATE_BATCHES .*recalibrate_bn\.py, "
+                                          r"MODEL\.SLIM\.MODE fixed"):
+        load_cfg("", ["MODEL.WIDTHS", "[1.0, 0.5]", "MODEL.SLIM.MODE", "sandwich"])
+    load_cfg("", ["MODEL.WIDTHS", "[1.0, 0.5]", "MODEL.SLIM.MODE", "sandwich",
+                  "TEST.CALIBRATE_BATCHES", "2"])
