@@ -91,13 +91,16 @@ def profile_widths(model, image_size: int, in_channels: int = 3,
 def format_profile(rows: List[Dict[str, float]], latency_batch: int = 0) -> str:
     from tabulate import tabulate
 
-    headers = ["width", "params (M)", "FLOPs (G MACs)"]
+    # Small networks (the demo's: 2-35 M MACs) in M MACs, so that no width rounds to 0.
+    giga = max((r["macs"] for r in rows), default=0) >= 1e9
+    unit, scale = ("G", 1e9) if giga else ("M", 1e6)
+    headers = ["width", "params (M)", f"FLOPs ({unit} MACs)"]
     if any("latency_ms" in r for r in rows):
         headers += [f"latency (ms, batch {latency_batch})",
                     f"exported latency (ms, batch {latency_batch})"]
     table = []
     for r in rows:
-        line = [f"{r['width']:g}", f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e9:.2f}"]
+        line = [f"{r['width']:g}", f"{r['params'] / 1e6:.2f}", f"{r['macs'] / scale:.2f}"]
         if "latency_ms" in r:
             line += [f"{r['latency_ms']:.1f}", f"{r['exported_latency_ms']:.1f}"]
         table.append(line)

@@ -28,3 +28,16 @@ def test_analyze_model_tool_prints_table():
     rows = [line for line in out.splitlines() if line.startswith("|") and "---" not in line][1:]
     assert [r.split("|")[1].strip() for r in rows] == ["1", "0.6", "0.25"]  # any width
     assert all(len(r.split("|")) == 7 for r in rows)  # width, params, FLOPs, two latencies
+
+
+def test_a_small_network_is_shown_in_m_macs_so_no_width_rounds_to_zero():
+    from slimdet.evaluation.profiler import format_profile
+
+    # The demo network (CIFAR-stem ResNet-18, base 16, 32 px): 34.75 / 8.72 / 2.20 M MACs.
+    net = SlimResNet(18, [1.0, 0.5, 0.25], base_channels=16, cifar_stem=True, in_channels=1)
+    table = format_profile(profile_widths(net, 32, in_channels=1))
+    assert "FLOPs (M MACs)" in table
+    rows = [line.split("|") for line in table.splitlines()[2:]]
+    assert [r[3].strip() for r in rows] == ["34.75", "8.72", "2.2"]
+    # A ResNet-50 at 224 px stays in G MACs.
+    assert "FLOPs (G MACs)" in format_profile(profile_widths(SlimResNet(50, [1.0, 0.25]), 224))
