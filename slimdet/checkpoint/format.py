@@ -423,16 +423,20 @@ class ResNetArchitecture:
     base_channels: int
     in_channels: int
     cifar_stem: bool
+    # US-Nets' BN (MODEL.SLIM.BN shared): one affine weight and bias per layer for all widths.
+    shared_bn: bool = False
 
     def __str__(self) -> str:
         return (f"slimmable ResNet-{self.depth} with widths {list(self.widths)}, "
                 f"{self.base_channels} stem channels, {self.in_channels} input channel(s)"
-                f"{', CIFAR stem' if self.cifar_stem else ''}")
+                f"{', CIFAR stem' if self.cifar_stem else ''}"
+                f"{', shared BN (MODEL.SLIM.BN shared)' if self.shared_bn else ''}")
 
     def build(self, widths: Optional[Sequence[float]] = None) -> SlimResNet:
         return SlimResNet(depth=self.depth, widths=list(widths or self.widths),
                           base_channels=self.base_channels, in_channels=self.in_channels,
-                          cifar_stem=self.cifar_stem, zero_init_residual=False)
+                          cifar_stem=self.cifar_stem, zero_init_residual=False,
+                          shared_bn=self.shared_bn)
 
 
 def _simplest_width(sizes: Sequence[Tuple[int, int]]) -> Optional[float]:
@@ -487,14 +491,17 @@ def infer_architecture(state: Mapping[str, torch.Tensor], path: str = "<checkpoi
         w = _simplest_width(per_width[i])
         widths.append(w if w is not None else round(sizes[i] / sizes[0], 6))
     conv1 = state["conv1.weight"]
+    # Shared BN keeps the affine parameters beside the per-width statistics (bn1.weight), the
+    # switchable one inside each width's BN (bn1.bn.0.weight).
     return ResNetArchitecture(depth, tuple(widths), conv1.shape[0], conv1.shape[1],
-                              conv1.shape[-1] == 3)
+                              conv1.shape[-1] == 3, shared_bn="bn1.weight" in state)
 
 
 # ----------------------------------------------------------------------------------- loading
 ALL_PARTS = "all"
 # What to change when a file's backbone is not the config's (the default hint).
-CONFIG_FIX = "set MODEL.BACKBONE.DEPTH / MODEL.WIDTHS / MODEL.BACKBONE.* to match the file"
+CONFIG_FIX = ("set MODEL.BACKBONE.DEPTH / MODEL.WIDTHS / MODEL.BACKBONE.* / MODEL.SLIM.BN to "
+              "match the file")
 
 
 @dataclass
