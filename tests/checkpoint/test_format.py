@@ -611,4 +611,3 @@ def test_recalibrate_bn_tool_writes_only_what_it_read(reference_files, tmp_path)
     assert "queue_filled" not in state and torch.equal(state["queue"], source.queue)
     assert torch.equal(state["backbone.conv1.weight"], source.backbone.conv1.weight)
     assert not torch.equal(state["backbone.bn1.bn.1.running_mean"], source.backbone.bn1.bn[1].running_mean)
-
