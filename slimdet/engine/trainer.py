@@ -273,8 +273,11 @@ class SlimTrainer(WidthLoopTrainer):
         super().train(self.start_iter, self.max_iter)
         results = self.eval_hook.results if self.eval_hook is not None else {}
         if comm.is_main_process() and "best_iter" in results:
-            logger.info("Last evaluation and the best one (iteration %d, highest full-width %s):"
-                        "\n%s", results["best_iter"], self.cfg.TEST.BEST_METRIC,
+            # best_iter counts from 0 as metrics.json does: the evaluation after that many + 1
+            # steps.
+            logger.info("Last evaluation and the best one (iteration %d, i.e. after %d of %d "
+                        "steps; highest full-width %s):\n%s", results["best_iter"],
+                        results["best_iter"] + 1, self.max_iter, self.cfg.TEST.BEST_METRIC,
                         per_width_table(results))
         return results
 

@@ -4,6 +4,7 @@ training from ImageNet-style folders."""
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -325,3 +326,7 @@ def test_shortened_probe_steps_and_reports_best_and_last(tmp_path, caplog):
         assert results[f"top5_best/w{w}"] == _per_iteration(records, f"top5/w{w}")[best_iter]
     assert _per_iteration(records, "top1_best/w0.25")[10] == results["top1_best/w0.25"]
     assert "top1_best" in caplog.text.split("Last evaluation and the best one")[-1]
+    # The 0-based iteration of metrics.json, and the steps it means, which a reader counts.
+    best = re.search(r"the best one \(iteration (\d+), i\.e\. after (\d+) of \d+ steps",
+                     caplog.text)
+    assert best and int(best.group(2)) == int(best.group(1)) + 1
