@@ -518,8 +518,10 @@ class LoadReport:
         """One line: what came from the file, what did not, what the file had in excess."""
         line = (f"loaded {len(self.loaded)} tensors ({count_parts(self.loaded)}) from {self.layout} "
                 f"checkpoint {self.path}")
-        if self.left_out:
-            line += f"; not in the file, left at initialisation: {count_parts(self.left_out)}"
+        # Optional state (a probe's calibration record ...) is no news when a file lacks it.
+        left_out = [k for k in self.left_out if not _optional(k)]
+        if left_out:
+            line += f"; not in the file, left at initialisation: {count_parts(left_out)}"
         if self.unused:
             line += f"; in the file, not used: {count_parts(self.unused)}"
         return line
@@ -542,7 +544,9 @@ def _optional(key: str) -> bool:
     # BN's batch counter: PyTorch fills it in when a checkpoint lacks it; nothing reads it.
     # The backbone's stale-statistics flag: files from before it (and reference files) hold
     # statistics trained per width, which is what its absence means (SlimResNet).
-    return key.endswith(("num_batches_tracked", "bn_statistics_stale"))
+    # A probe's record of the calibration its classifiers were trained on: a file without it
+    # (older, or a reference probe) keeps the config's, and no difference is reported.
+    return key.endswith(("num_batches_tracked", "bn_statistics_stale", "trained_calibration"))
 
 
 def load_state(module: nn.Module, ckpt: Checkpoint,
@@ -565,7 +569,8 @@ def load_state(module: nn.Module, ckpt: Checkpoint,
     backbone = backbone_of(module)
     if isinstance(backbone, SlimResNet) and "backbone" in file_parts:
         check_architecture(backbone.state_dict(), ckpt.backbone_state(), ckpt.path, purpose, fix)
-    absent = [p for p in need if p in own_parts and p not in file_parts]
+    absent = [p for p in need if p in own_parts and p not in file_parts
+              and not all(_optional(k) for k in own if _part(k) == p)]
     if absent:
         keys = [k for k in own if _part(k) in absent]
         raise CheckpointError(
@@ -636,5 +641,6 @@ def load_weights(module: nn.Module, path: str, required: Union[str, Sequence[str
     """Read ``path`` (any layout) and load it into ``module`` (:func:`load_state`); logs the
     one-line summary, as a warning when some of the model's weights did not come from the file."""
     report = load_state(module, read_checkpoint(path, trusted, opt_in), required, purpose)
-    (logger.warning if report.left_out else logger.info)("%s", report.summary())
+    news = any(not _optional(k) for k in report.left_out)
+    (logger.warning if news else logger.info)("%s", report.summary())
     return report

@@ -6,6 +6,7 @@ TensorBoard) and under ``tools/train_net.py --eval-only``.
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, List
 
 import torch
@@ -21,6 +22,8 @@ from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
 from .knn import topk_accuracy
 from .profiler import profile_widths
+
+logger = logging.getLogger("slimdet")
 
 
 def _classify(method, images: torch.Tensor) -> torch.Tensor:
@@ -61,6 +64,10 @@ class ClassificationEvaluator(Evaluator):
         return calibration + [self.cfg.DATASETS.TEST]
 
     def evaluate(self, method) -> Dict[str, float]:
+        mismatch = (method.calibration_mismatch(self.cfg)
+                    if isinstance(method, ClassificationMethod) else "")
+        if mismatch and comm.is_main_process():
+            logger.warning("%s", mismatch)
         was_training = method.training
         method.eval()
         try:

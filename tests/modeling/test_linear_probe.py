@@ -157,3 +157,22 @@ def test_a_probe_without_weights_says_its_backbone_is_random(tmp_path, caplog):
     trainer.resume_or_load(resume=False)
     assert "MODEL.WEIGHTS is empty: the frozen backbone keeps its random initialisation" \
         in caplog.text
+
+
+def test_an_evaluation_calibrating_otherwise_than_the_probe_was_trained_says_so(tmp_path):
+    def cfg(batches):
+        return load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA + [
+            "TEST.WIDTHS", [1.0, 0.6], "TEST.CALIBRATE_BATCHES", batches])
+
+    trained = build_model(cfg(2))  # classifiers at the untrained 0.6 fit 2-batch statistics
+    path = tmp_path / "probe.pth"
+    torch.save({"model": trained.state_dict()}, path)
+    assert trained.calibration_mismatch(cfg(2)) == ""
+    evaluated = build_model(cfg(3))
+    load_weights(evaluated, str(path), evaluated.eval_parts(), "--eval-only")
+    assert "widths ['0.6'] were trained on BN statistics estimated with TEST.CALIBRATE_BATCHES 2 " \
+           "(now 3)" in evaluated.calibration_mismatch(cfg(3))
+    assert evaluated.calibration_mismatch(cfg(2)) == ""
+    # Trained widths alone need no calibration: nothing to compare.
+    plain = load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA)
+    assert build_model(plain).calibration_mismatch(cfg(3)) == ""

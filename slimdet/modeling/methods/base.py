@@ -101,6 +101,12 @@ class ClassificationMethod(TrainingMethod):
         copy), so that the width exports as a torchvision ResNet's ``fc``."""
         raise NotImplementedError
 
+    def calibration_mismatch(self, cfg) -> str:
+        """Why evaluating with ``cfg`` estimates BN statistics of untrained widths unlike those
+        the classifiers were trained on (their numbers then differ from the training run's),
+        or ``""``. Only a probe trains classifiers on calibrated widths."""
+        return ""
+
     def classifier_widths(self) -> Optional[List[float]]:
         """The widths ``classifier_for`` has a classifier for; None: any width (a slimmable
         classifier)."""

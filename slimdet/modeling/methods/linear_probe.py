@@ -24,6 +24,11 @@ from .base import ClassificationMethod
 from .build import METHOD_REGISTRY
 
 
+def calibration_setting(cfg) -> list:
+    """What the BN statistics of untrained widths are a function of, besides the weights."""
+    return [int(cfg.TEST.CALIBRATE_BATCHES), int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.SEED)]
+
+
 @METHOD_REGISTRY.register()
 class LinearProbe(ClassificationMethod):
     """Frozen ``backbone`` + ``classifier`` (one linear layer per width).
@@ -57,10 +62,26 @@ class LinearProbe(ClassificationMethod):
             self.backbone.num_features, widths, affine=False, eps=1e-6
         ) if cfg.MODEL.PROBE.FEATURE_BN else nn.Identity()
         self.freeze_backbone = cfg.MODEL.PROBE.FREEZE_BACKBONE
+        # The calibration the classifiers of untrained widths are trained on (saved with them;
+        # a file without it keeps the config's): TEST.CALIBRATE_BATCHES training batches of
+        # SOLVER.IMS_PER_BATCH images, drawn by SEED. Evaluation compares it with its own.
+        self.register_buffer("trained_calibration", torch.tensor(calibration_setting(cfg)))
+        self.untrained = list(untrained)
         if self.freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
         self.train()
+
+    def calibration_mismatch(self, cfg) -> str:
+        trained, now = self.trained_calibration.tolist(), calibration_setting(cfg)
+        if not self.untrained or trained == now:
+            return ""
+        names = ("TEST.CALIBRATE_BATCHES", "SOLVER.IMS_PER_BATCH", "SEED")
+        diff = ", ".join(f"{k} {a} (now {b})" for k, a, b in zip(names, trained, now) if a != b)
+        return (f"the classifiers of widths {[f'{w:g}' for w in self.untrained]} were trained on "
+                f"BN statistics estimated with {diff}: this evaluation estimates other ones, so "
+                "its numbers at those widths differ from the training run's; use the probe's "
+                "settings to reproduce them")
 
     def eval_parts(self):
         # A feature BN's running statistics are part of the classifier.
