@@ -9,10 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from slimdet.config import ConfigError, get_cfg
+from slimdet.config import ConfigError
 from slimdet.data.build import build_test_loader, verify_dataset
 from slimdet.data.datasets import BadImageError, FolderDataset, decode_image
 from slimdet.data.datasets.base import is_colour
+
+from image_helpers import data_cfg
 
 
 def _png(image: Image.Image) -> bytes:
@@ -32,14 +34,6 @@ def _noise_folder(root, classes, per_class: int, colour=(), seed: int = 0) -> st
             pixels = rng.integers(0, 256, shape, dtype=np.uint8)
             Image.fromarray(pixels).save(os.path.join(root, c, f"{i}.png"))
     return str(root)
-
-
-def _cfg(**datasets):
-    cfg = get_cfg()
-    for k, v in datasets.items():
-        setattr(cfg.DATASETS, k, v)
-    cfg.DATALOADER.NUM_WORKERS = 0
-    return cfg
 
 
 def test_16_bit_png_is_scaled_to_8_bit_not_clipped(tmp_path):
@@ -77,7 +71,7 @@ def test_pixels_without_an_8_bit_scale_are_refused_naming_the_file(tmp_path):
 
 def test_grey_first_class_then_colour_is_refused_for_one_channel(tmp_path):
     root = _noise_folder(tmp_path / "mixed", ["a_grey", "b", "c"], 12, colour=("b", "c"))
-    cfg = _cfg(TRAIN=f"folder:{root}")
+    cfg = data_cfg(TRAIN=f"folder:{root}")
     cfg.MODEL.BACKBONE.IN_CHANNELS = 1
     with pytest.raises(ConfigError, match=r"IN_CHANNELS is 1 but DATASETS\.TRAIN .* colour images "
                                           r"\(e\.g\. .*/(b|c)/\d+\.png\)"):
@@ -153,7 +147,7 @@ def test_evaluation_leaves_bad_images_out_instead_of_counting_others_twice(
         f.write(b"not a png")
     good = FolderDataset(root, channels=1)
     good_paths = [os.path.join(root, rel) for rel, _ in good.samples if rel != "a/3.png"]
-    cfg = _cfg(TEST=f"folder:{root}")
+    cfg = data_cfg(TEST=f"folder:{root}")
     cfg.MODEL.BACKBONE.IN_CHANNELS, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = 1, [0.5], [0.25]
     cfg.INPUT.AUGMENTATION, cfg.INPUT.CROP_SIZE = "LinearEval", 12
     cfg.DATALOADER.ON_BAD_IMAGE, cfg.DATALOADER.NUM_WORKERS = "skip", workers

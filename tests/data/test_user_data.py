@@ -7,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from slimdet.config import ConfigError, get_cfg
+from slimdet.config import ConfigError
 from slimdet.data.build import build_test_loader, build_train_loader, verify_dataset
 from slimdet.data.catalog import get_dataset
 from slimdet.data.datasets import BadImageError, FolderDataset, write_lmdb
+
+from image_helpers import data_cfg
 
 
 def _grey_folder(root: str, classes=("a", "b"), per_class: int = 5, size: int = 20) -> str:
@@ -23,20 +25,12 @@ def _grey_folder(root: str, classes=("a", "b"), per_class: int = 5, size: int = 
     return root
 
 
-def _cfg(**datasets):
-    cfg = get_cfg()
-    for k, v in datasets.items():
-        setattr(cfg.DATASETS, k, v)
-    cfg.DATALOADER.NUM_WORKERS = 0
-    return cfg
-
-
 def test_format_path_names_read_any_folder_lmdb_or_recordio(image_folder, tmp_path):
     from slimdet.data.datasets import write_recordio
 
     write_lmdb(FolderDataset(image_folder), str(tmp_path / "mine.lmdb"), progress=False)
     write_recordio(FolderDataset(image_folder), str(tmp_path / "mine.rec"), str(tmp_path / "mine.idx"))
-    cfg = _cfg(TRAIN=f"folder:{image_folder}", TEST=f"lmdb:{tmp_path / 'mine.lmdb'}")
+    cfg = data_cfg(TRAIN=f"folder:{image_folder}", TEST=f"lmdb:{tmp_path / 'mine.lmdb'}")
     folder, lmdb = get_dataset(cfg.DATASETS.TRAIN, cfg), get_dataset(cfg.DATASETS.TEST, cfg)
     rec = get_dataset(f"recordio:{tmp_path / 'mine.rec'}", cfg)
     assert len(folder) == len(lmdb) == len(rec) == 18 and folder.classes == ["cat", "dog", "eel"]
@@ -48,7 +42,7 @@ def test_format_path_names_read_any_folder_lmdb_or_recordio(image_folder, tmp_pa
 
 
 def test_unknown_name_and_missing_path_name_the_key(tmp_path):
-    cfg = _cfg(TRAIN="zip:/data/x", TEST=f"folder:{tmp_path / 'nope'}")
+    cfg = data_cfg(TRAIN="zip:/data/x", TEST=f"folder:{tmp_path / 'nope'}")
     with pytest.raises(ConfigError, match=r"DATASETS\.TRAIN: 'zip:/data/x' is neither.*folder"):
         get_dataset(cfg.DATASETS.TRAIN, cfg)
     with pytest.raises(FileNotFoundError, match=r"DATASETS\.TEST 'folder:.*nope'.*not found"):
@@ -57,7 +51,7 @@ def test_unknown_name_and_missing_path_name_the_key(tmp_path):
 
 def test_grey_folder_trains_and_evaluates_with_one_channel(tmp_path):
     root = _grey_folder(str(tmp_path / "grey"))
-    cfg = _cfg(TRAIN=f"folder:{root}", TEST=f"folder:{root}")
+    cfg = data_cfg(TRAIN=f"folder:{root}", TEST=f"folder:{root}")
     cfg.MODEL.BACKBONE.IN_CHANNELS = 1
     cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = [0.5], [0.25]
     cfg.INPUT.CROP_SIZE, cfg.SOLVER.IMS_PER_BATCH = 16, 4
@@ -74,7 +68,7 @@ def test_grey_folder_trains_and_evaluates_with_one_channel(tmp_path):
 
 
 def test_colour_images_read_as_grey_and_in_memory_channels_are_refused(image_folder):
-    cfg = _cfg(TRAIN=f"folder:{image_folder}")
+    cfg = data_cfg(TRAIN=f"folder:{image_folder}")
     cfg.MODEL.BACKBONE.IN_CHANNELS = 1
     with pytest.raises(ConfigError, match=r"IN_CHANNELS is 1 but DATASETS\.TRAIN 'folder:.*colour"):
         verify_dataset(cfg, cfg.DATASETS.TRAIN)
@@ -87,7 +81,7 @@ def test_colour_images_read_as_grey_and_in_memory_channels_are_refused(image_fol
 
 
 def test_more_classes_than_the_classifier_and_batch_larger_than_data(image_folder):
-    cfg = _cfg(TRAIN=f"folder:{image_folder}")
+    cfg = data_cfg(TRAIN=f"folder:{image_folder}")
     with pytest.raises(ConfigError, match=r"MODEL\.NUM_CLASSES is 2 but DATASETS\.TRAIN .* 3 classes"):
         verify_dataset(cfg, cfg.DATASETS.TRAIN, num_classes=2)
     cfg.SOLVER.IMS_PER_BATCH = 32
@@ -102,7 +96,7 @@ def test_more_classes_than_the_classifier_and_batch_larger_than_data(image_folde
 def test_bad_image_from_a_loader_worker_is_one_line(image_folder):
     bad = sorted(pathlib.Path(image_folder).glob("dog/*"))[0]
     bad.write_bytes(bad.read_bytes()[:200])
-    cfg = _cfg(TRAIN=f"folder:{image_folder}")
+    cfg = data_cfg(TRAIN=f"folder:{image_folder}")
     cfg.DATALOADER.ON_BAD_IMAGE, cfg.DATALOADER.NUM_WORKERS = "error", 1
     cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.CROP_SIZE = 18, 16
     with pytest.raises(BadImageError) as err:
@@ -115,7 +109,7 @@ def test_splits_with_other_class_folders_are_refused(tmp_path):
     from slimdet.data.build import check_same_classes
 
     train = _grey_folder(str(tmp_path / "train"), classes=("a", "b", "c"), per_class=2)
-    cfg = _cfg(TRAIN=f"folder:{train}")
+    cfg = data_cfg(TRAIN=f"folder:{train}")
     splits = {
         "lacks": (("a", "c"), r"has 2 classes, DATASETS\.TRAIN .* 3, and they differ from label 1 "
                               r"on \(it lacks \['b'\]\)"),
