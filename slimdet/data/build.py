@@ -124,6 +124,12 @@ def verify_dataset(cfg, name: str, num_classes: int = 0):
     return dataset
 
 
+def _few(verb: str, names: list) -> str:
+    """``it lacks ['a', 'b', 'c'] and 2 more``: at most three names in a message."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"{verb} {names[:3]}{more}"
+
+
 def check_same_classes(cfg, splits: Dict[str, object]) -> None:
     """The on-disk splits a run reads (``name -> data set``) name the same classes. Their labels
     are indices of the class names in sorted order, so a test folder that lacks one class of the
@@ -138,15 +144,14 @@ def check_same_classes(cfg, splits: Dict[str, object]) -> None:
     for name, classes in others:
         if list(classes) == list(ref):
             continue
-        missing = [c for c in ref if c not in set(classes)]
-        extra = [c for c in classes if c not in set(ref)]
+        theirs, ours = set(classes), set(ref)
+        missing = [c for c in ref if c not in theirs]
+        extra = [c for c in classes if c not in ours]
         first = next((i for i, (a, b) in enumerate(zip(ref, classes)) if a != b),
                      min(len(ref), len(classes)))
-        what = "; ".join(part for part in (
-            f"it lacks {missing[:3]}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            if missing else "",
-            f"it has {extra[:3]}" + (f" and {len(extra) - 3} more" if len(extra) > 3 else "")
-            if extra else "") if part) or "their order differs"
+        what = "; ".join(_few(verb, names) for verb, names in (("it lacks", missing),
+                                                                ("it has", extra)) if names)
+        what = what or "their order differs"
         raise ConfigError(
             f"{dataset_key(name, cfg)} {name!r} has {len(classes)} classes, "
             f"{dataset_key(ref_name, cfg)} {ref_name!r} {len(ref)}, and they differ from label "
