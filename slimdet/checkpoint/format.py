@@ -35,7 +35,7 @@ import pickle
 import re
 import zipfile
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -44,7 +44,7 @@ from iopath.common.file_io import g_pathmgr
 from torch import nn
 
 from ..modeling.backbone import STAGE_BLOCKS, SlimResNet
-from ..modeling.methods.base import backbone_of
+from ..modeling.methods.base import TrainingMethod, backbone_of
 
 logger = logging.getLogger("slimdet")
 
@@ -638,9 +638,18 @@ def backbone_from_checkpoint(ckpt: Checkpoint, widths: Optional[Sequence[float]]
 def load_weights(module: nn.Module, path: str, required: Union[str, Sequence[str]] = ALL_PARTS,
                  purpose: str = "this job", trusted: bool = False,
                  opt_in: str = TRUST_HINT) -> LoadReport:
-    """Read ``path`` (any layout) and load it into ``module`` (:func:`load_state`); logs the
-    one-line summary, as a warning when some of the model's weights did not come from the file."""
-    report = load_state(module, read_checkpoint(path, trusted, opt_in), required, purpose)
+    """Read ``path`` (any layout) and load it into ``module`` (:func:`load_state`) as the method
+    ``module`` sees it (:meth:`TrainingMethod.state_from_file`; a resume loads its own run's file
+    as it is); logs the one-line summary, as a warning when some of the model's weights did not
+    come from the file."""
+    ckpt = read_checkpoint(path, trusted, opt_in)
+    if isinstance(module, TrainingMethod):  # the method's own view of the file (a probe's widths)
+        try:
+            ckpt = replace(ckpt, state=module.state_from_file(ckpt.state))
+        except ValueError as e:
+            raise CheckpointError(f"{ckpt.path!r} ({ckpt.layout}) does not fit the model for "
+                                  f"{purpose}: {e}") from None
+    report = load_state(module, ckpt, required, purpose)
     news = any(not _optional(k) for k in report.left_out)
     (logger.warning if news else logger.info)("%s", report.summary())
     return report

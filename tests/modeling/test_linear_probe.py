@@ -176,3 +176,56 @@ def test_an_evaluation_calibrating_otherwise_than_the_probe_was_trained_says_so(
     # Trained widths alone need no calibration: nothing to compare.
     plain = load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA)
     assert build_model(plain).calibration_mismatch(cfg(3)) == ""
+
+
+def _trained_looking_probe(overrides=()):
+    """The demo probe (widths 1.0 / 0.5 / 0.25, feature BN) with random classifiers and
+    feature statistics, as a trained probe has."""
+    probe = build_model(load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), list(overrides)))
+    g = torch.Generator().manual_seed(0)
+    for i, linear in enumerate(probe.classifier.linears):
+        torch.nn.init.normal_(linear.weight, 0.0, 1.0, generator=g)
+        torch.nn.init.normal_(linear.bias, 0.0, 1.0, generator=g)
+        probe.feature_norm.bn[i].running_mean.normal_(generator=g)
+        probe.feature_norm.bn[i].running_var.uniform_(0.5, 2.0, generator=g)
+    return probe.eval()
+
+
+def test_a_probe_evaluates_some_of_its_widths_with_their_own_classifiers(tmp_path):
+    """``TEST.WIDTHS [0.5, 0.25]`` (or ``[0.25]``, ``[1.0, 0.25]``) of a probe file trained at
+    [1.0, 0.5, 0.25]: each width's logits are those of the full probe at that width."""
+    from slimdet.layers import use_width
+
+    trained = _trained_looking_probe()
+    path = tmp_path / "probe.pth"
+    torch.save({"model": trained.state_dict()}, path)
+    images = torch.randn(6, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    for widths in ([0.5, 0.25], [0.25], [1.0, 0.25], [1.0]):
+        probe = build_model(load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"),
+                                     ["TEST.WIDTHS", widths]))
+        load_weights(probe, str(path), probe.eval_parts(), "--eval-only")
+        probe.eval()
+        for w in widths:
+            with torch.no_grad(), use_width(probe, w), use_width(trained, w):
+                torch.testing.assert_close(probe.classify(images), trained.classify(images),
+                                           rtol=0, atol=0)
+
+
+def test_a_probe_file_without_a_width_or_with_feature_bn_is_refused_by_name(tmp_path):
+    from slimdet.checkpoint import CheckpointError
+
+    path = tmp_path / "probe.pth"
+    trained = _trained_looking_probe(["TEST.WIDTHS", [1.0, 0.5]])
+    torch.save({"model": trained.state_dict()}, path)
+    probe = build_model(load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), []))
+    with pytest.raises(CheckpointError, match=r"probe.pth' \(slimdet\) does not fit the model for "
+                       r"--eval-only: it holds probe classifiers for widths \['1', '0.5'\] .*none "
+                       r"for \['0.25'\] of this probe's widths \['1', '0.5', '0.25'\]"):
+        load_weights(probe, str(path), probe.eval_parts(), "--eval-only")
+    # Leaving the file's feature BN out would change every logit, with exit status 0.
+    torch.save({"model": _trained_looking_probe().state_dict()}, path)
+    plain = build_model(load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"),
+                                 ["MODEL.PROBE.FEATURE_BN", False]))
+    with pytest.raises(CheckpointError, match="trained on standardised features .*set "
+                       "MODEL.PROBE.FEATURE_BN True"):
+        load_weights(plain, str(path), plain.eval_parts(), "--eval-only")

@@ -28,6 +28,9 @@ class TrainingMethod(nn.Module):
       checkpoint a job loads (``slimdet.checkpoint`` refuses a file that lacks any of them).
     - ``after_weights_loaded(left_out)``: after ``MODEL.WEIGHTS`` initialised a training run,
       with the model keys the file did not have (MoCo's key encoder then copies the student).
+    - ``state_from_file(state)``: a checkpoint's state as this model holds it, before the
+      checkpoint code checks and loads it (a probe evaluated at some of its widths picks their
+      classifiers).
     """
 
     backbone: nn.Module
@@ -59,6 +62,12 @@ class TrainingMethod(nn.Module):
     def after_weights_loaded(self, left_out: Sequence[str]) -> None:
         """``MODEL.WEIGHTS`` initialised this model for training; ``left_out``: the model keys
         the file did not have (they kept their initialisation). Nothing to do here."""
+
+    def state_from_file(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``state`` (a checkpoint's tensors under slimdet's names) as this model holds it; the
+        checkpoint code then checks it key by key and shape by shape. Unchanged here. Raises
+        ValueError when the file cannot serve this model for a reason the model can name."""
+        return state
 
     def prepare(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return {}

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ...config import ConfigError, evaluation_widths
-from ...layers import SwitchableBatchNorm1d, SwitchableLinear, add_widths, normalized_width
+from ...layers import (SwitchableBatchNorm1d, SwitchableLinear, add_widths, normalized_width,
+                       set_width)
 from ..backbone import build_backbone
 from .base import ClassificationMethod
 from .build import METHOD_REGISTRY
@@ -70,6 +71,9 @@ class LinearProbe(ClassificationMethod):
         if self.freeze_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+        # The whole model at one of its classifiers' widths (the backbone's layers start at 1.0,
+        # which a probe of narrower widths only has no classifier for).
+        set_width(self, widths[0])
         self.train()
 
     def calibration_mismatch(self, cfg) -> str:
@@ -82,6 +86,50 @@ class LinearProbe(ClassificationMethod):
                 f"BN statistics estimated with {diff}: this evaluation estimates other ones, so "
                 "its numbers at those widths differ from the training run's; use the probe's "
                 "settings to reproduce them")
+
+    def state_from_file(self, state):
+        """A probe file trained at more widths than this probe's (``TEST.WIDTHS [0.25]`` of a
+        probe trained at [1.0, 0.5, 0.25]): keeps the classifier and feature BN of each of this
+        probe's widths, renumbered to its own layout. The file's ``classifier.linears.{i}`` is
+        recognised as a width by its number of input features (the backbone's features at that
+        width), so the order and number of the file's widths need not be known. A file whose
+        classifiers read standardised features (``feature_norm``) is refused by a probe without
+        ``MODEL.PROBE.FEATURE_BN``: leaving that part out would change every logit."""
+        prefix = "classifier.linears."
+        standardised = any(k.startswith("feature_norm.") for k in state)
+        if standardised and not isinstance(self.feature_norm, SwitchableBatchNorm1d):
+            # Not a part to leave out: the classifiers expect standardised features.
+            raise ValueError("its probe classifiers were trained on standardised features "
+                             "(feature_norm: MODEL.PROBE.FEATURE_BN True), which this probe "
+                             "does not standardise: set MODEL.PROBE.FEATURE_BN True")
+        file_features = {}  # the file's classifier index -> its input features
+        for key, tensor in state.items():
+            if key.startswith(prefix) and key.endswith(".weight"):
+                file_features[int(key[len(prefix):].split(".")[0])] = tensor.shape[-1]
+        own_features = [linear.in_features for linear in self.classifier.linears]
+        if not file_features or [file_features.get(i) for i in range(len(file_features))] == own_features:
+            return state  # no classifiers (a pre-training file), or the same layout
+        if len(set(file_features.values())) < len(file_features):
+            return state  # two classifiers of one size: not a probe file's layout; checked as is
+        index_of = {features: i for i, features in file_features.items()}
+        lacking = [w for w, f in zip(self.classifier.widths, own_features) if f not in index_of]
+        if lacking:
+            have = sorted(file_features.values(), reverse=True)
+            raise ValueError(
+                f"it holds probe classifiers for widths "
+                f"{[f'{f / self.backbone.num_features:.4g}' for f in have]} (recognised by their "
+                f"input features), none for {[f'{w:g}' for w in lacking]} of this probe's widths "
+                f"{[f'{w:g}' for w in self.classifier.widths]} (TEST.WIDTHS, default "
+                "MODEL.WIDTHS): evaluate some of the file's widths, or train a probe at those")
+        parts = (prefix, "feature_norm.bn.")
+        kept = {k: v for k, v in state.items() if not k.startswith(parts)}
+        for j, features in enumerate(own_features):
+            i = index_of[features]
+            for part in parts:
+                for key, tensor in state.items():
+                    if key.startswith(f"{part}{i}."):
+                        kept[f"{part}{j}.{key[len(part) + len(str(i)) + 1:]}"] = tensor
+        return kept
 
     def eval_parts(self):
         # A feature BN's running statistics are part of the classifier.
