@@ -22,6 +22,33 @@ from .format import (ALL_PARTS, CheckpointError, LoadReport, load_state, load_we
 
 logger = logging.getLogger("slimdet")
 
+def restore_optimizer(optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
+    """The optimizer state of a resumed run (the trainer's state in a checkpoint: momentum
+    buffers and the current ``lr``) into ``optimizer``, which keeps this run's other settings
+    (weight decay, momentum ...: a resume with a changed config key logs it and runs with it;
+    torch's ``load_state_dict`` alone would bring back the file's). An optimizer of another kind
+    or other parameter groups (``SOLVER.OPTIMIZER`` or the trained parameters changed since the
+    run started) is a :class:`CheckpointError` instead of a traceback at the first step."""
+    new_run = ("--resume continues a run with the optimizer it was started with: to change "
+               "it, start a new run (another OUTPUT_DIR) with MODEL.WEIGHTS set to the file")
+    ours = [{k: v for k, v in group.items() if k not in ("params", "lr")}
+            for group in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError) as e:  # torch's check of the groups' number and sizes
+        raise CheckpointError(f"its optimizer state does not fit this run's ({e}): "
+                              f"{new_run}") from None
+    # torch fills in the settings its own optimizers have gained since a file was saved; a
+    # setting still missing is one the file's optimizer never had (SGD's state into LARS).
+    lacking = sorted({k for settings, group in zip(ours, optimizer.param_groups)
+                      for k in set(settings) - set(group)})
+    if lacking:
+        raise CheckpointError(f"its optimizer state is of another optimizer than this run's "
+                              f"{type(optimizer).__name__} (no {', '.join(lacking)}): {new_run}")
+    for settings, group in zip(ours, optimizer.param_groups):
+        group.update(settings)
+
+
 class SlimCheckpointer(Checkpointer):
     """fvcore's Checkpointer (model + extra checkpointables such as the trainer's optimizer,
     scheduler, scaler and hook states) whose files are replaced atomically, and which loads
@@ -54,7 +81,10 @@ class SlimCheckpointer(Checkpointer):
             if key not in ckpt.extra:
                 raise CheckpointError(f"{path!r} has no {key!r} state to resume from (it is not "
                                       "a checkpoint saved during a slimdet run)")
-            self.checkpointables[key].load_state_dict(ckpt.extra.pop(key))
+            try:
+                self.checkpointables[key].load_state_dict(ckpt.extra.pop(key))
+            except CheckpointError as e:  # a checkpointable's own check (restore_optimizer)
+                raise CheckpointError(f"{path!r}: {e}") from None
         logger.info("Loaded every part of the model%s from %s",
                     "" if checkpointables == [] else " and the trainer state", path)
         return ckpt.extra

@@ -251,8 +251,6 @@ _C.TEST.IMS_PER_BATCH = 256
 _C.TEST.KNN = CN()
 _C.TEST.KNN.K = 200
 _C.TEST.KNN.TEMPERATURE = 0.1
-# Also evaluate a randomly initialised copy of the network (shows the gain of pre-training).
-_C.TEST.COMPARE_RANDOM_INIT = False
 # Widths to evaluate (kNN, classification; the linear probe trains one classifier per width):
 # [] = MODEL.WIDTHS. Any width in [min(MODEL.WIDTHS), 1.0] (channels int(c * w)); a width the
 # network was not trained at borrows the BN parameters of the nearest trained width at or above
@@ -268,7 +266,8 @@ _C.TEST.CALIBRATE_BATCHES = 0
 # Misc
 # ---------------------------------------------------------------------------------------------
 _C.OUTPUT_DIR = "./output"
-# Seed of everything random (data order, augmentation, init). Negative = from time.
+# Seed of everything random (data order, augmentation, init). Negative: one drawn at start (the
+# same for every process), logged and written to OUTPUT_DIR/config.yaml.
 _C.SEED = 0
 # Print metrics every N iterations.
 _C.LOG_PERIOD = 20

@@ -15,14 +15,14 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from detectron2.engine import SimpleTrainer, hooks
+from detectron2.engine import SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, TensorboardXWriter,
                                      get_event_storage)
 from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
-from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer
+from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
 from ..config import ConfigError
 from ..data import build_train_loader
 from ..evaluation import build_evaluators
@@ -144,7 +144,9 @@ class WidthLoopTrainer(SimpleTrainer):
         return ret
 
     def load_state_dict(self, state_dict):
-        super().load_state_dict(state_dict)
+        # SimpleTrainer's, with the optimizer restored through a check of its kind and groups.
+        TrainerBase.load_state_dict(self, state_dict)
+        restore_optimizer(self.optimizer, state_dict["optimizer"])
         if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
@@ -157,6 +159,12 @@ class SlimTrainer(WidthLoopTrainer):
         self.device = resolve_device(cfg)
         method = build_model(cfg).to(self.device)
         if comm.get_world_size() > 1 and cfg.MODEL.SYNC_BN:
+            if self.device.type != "cuda":
+                raise ConfigError(
+                    f"MODEL.SYNC_BN True: torch's SyncBatchNorm runs on CUDA devices only, and "
+                    f"these {comm.get_world_size()} processes run on the {self.device.type}: set "
+                    "MODEL.SYNC_BN False (each process then normalises over its own share of "
+                    "the batch)")
             method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
         if cfg.MODEL.COMPILE:
             compile_method(method, cfg.MODEL.COMPILE)
@@ -247,6 +255,7 @@ class SlimTrainer(WidthLoopTrainer):
         if resume and self.checkpointer.has_checkpoint():
             self.checkpointer.resume()
             self.start_iter = self.iter + 1
+            self._apply_schedule()
         elif self.cfg.MODEL.WEIGHTS:
             report = self.checkpointer.load_weights(
                 self.cfg.MODEL.WEIGHTS, self.method.frozen_parts(),
@@ -260,6 +269,15 @@ class SlimTrainer(WidthLoopTrainer):
                            ", ".join(self.method.frozen_parts()))
         self.data_loader.start_iter = self.start_iter
         self._weights_loaded = True
+
+    def _apply_schedule(self) -> None:
+        """After a resume, the LR of the first step is this config's schedule at that step: the
+        file's LR and base LRs belong to the schedule the run was started with, which a resume
+        with another SOLVER.MAX_ITER / BASE_LR / schedule key has replaced (the scheduler would
+        otherwise apply the new schedule from the second step on, at the old base LR)."""
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+            group["lr"] = lr
 
     def load_for_evaluation(self, resume: bool = False) -> None:
         """``--eval-only``'s weights (:func:`load_for_evaluation`)."""

@@ -266,3 +266,12 @@ def test_every_tool_reports_a_users_mistake_in_one_line(tmp_path):
         assert_one_line_error(subprocess.CompletedProcess(args, p.returncode, out, err), *fragments)
     assert hashlib.sha1(weights.read_bytes()).hexdigest() == digest
     assert not (tmp_path / "r.pth").exists()
+
+
+def test_sync_bn_on_cpu_processes_is_one_line_naming_the_key(tmp_path):
+    """The MoCo v3 and SimCLR recipes set MODEL.SYNC_BN; torch's SyncBatchNorm needs CUDA, so
+    `--num-gpus 2` on the CPU (gloo) says which key to change instead of a worker traceback."""
+    out = tmp_path / "run"
+    res = run(["--num-gpus", "2"] + TINY + ["MODEL.SYNC_BN", "True", "OUTPUT_DIR", str(out)])
+    assert_one_line_error(res, "MODEL.SYNC_BN True", "CUDA devices only", "set MODEL.SYNC_BN False")
+    assert not out.exists()
