@@ -13,8 +13,10 @@ from detectron2.engine import default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import read_file
 from ..config import ConfigError
-from ..engine.run_folder import check_output_dir, clear_previous_run
+from ..engine.run_folder import check_output_dir, clear_previous_run, previous_run_files
+from .checkpoint import detectron2_checkpoint
 from .config import is_slimmable, load_det_cfg, validate_det_cfg
 from .trainer import DetectionTrainer, SlimDetTrainer
 
@@ -41,7 +43,11 @@ def setup_detection(args: argparse.Namespace) -> CfgNode:
     if comm.is_main_process() and not args.eval_only:
         # The run-folder rule of tools/train_net.py: a previous run is continued (--resume) or
         # replaced (--overwrite), never mixed with a new one in its metrics and checkpoints.
-        check_output_dir(cfg.OUTPUT_DIR, args.resume, overwrite)
+        check_output_dir(cfg.OUTPUT_DIR, args.resume, overwrite, weights)
+        if overwrite and weights and "://" not in weights and previous_run_files(cfg.OUTPUT_DIR):
+            # Read once before the previous run goes: a corrupt or foreign file is an error
+            # now, not after --overwrite has removed the run it was to replace.
+            detectron2_checkpoint(read_file(weights, cfg.MODEL.WEIGHTS_TRUSTED), weights)
         if overwrite:
             removed = clear_previous_run(cfg.OUTPUT_DIR)
             if removed:

@@ -173,6 +173,18 @@ def load_cfg(config_file: str = "", opts=()) -> CfgNode:
     return cfg
 
 
+def draw_seed(cfg: CfgNode) -> str:
+    """``SEED`` negative: one seed drawn by the main process and shared by all, written into
+    ``cfg`` (so config.yaml records it, and the data order and augmentation, which are
+    functions of SEED, follow it on every rank alike). Returns the line to log, or ""."""
+    if cfg.SEED >= 0:
+        return ""
+    drawn = comm.all_gather(int.from_bytes(os.urandom(2), "little"))[0]
+    note = f"SEED {cfg.SEED}: drew seed {drawn} (set SEED {drawn} to run this again)"
+    cfg.SEED = drawn
+    return note
+
+
 def seed_all(seed: int) -> int:
     if seed < 0:
         seed = int.from_bytes(os.urandom(2), "little")
@@ -251,10 +263,14 @@ def setup(args: argparse.Namespace) -> CfgNode:
     needs; console logging and seeds. Writes nothing: ``run_folder.start_run_files`` does,
     once the trainer is built and its weights are loaded."""
     cfg = load_cfg(args.config_file, args.opts)
+    drawn = draw_seed(cfg)
     cfg.freeze()
     if comm.is_main_process() and not args.eval_only:
-        check_output_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False))
+        check_output_dir(cfg.OUTPUT_DIR, args.resume, getattr(args, "overwrite", False),
+                         cfg.MODEL.WEIGHTS)
     default_setup(cfg, args)
+    if drawn:
+        logger.info("%s", drawn)
     verify_run(cfg, training=not args.eval_only)
     return cfg
 

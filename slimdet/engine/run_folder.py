@@ -48,8 +48,9 @@ def previous_run_files(output_dir: str) -> List[str]:
                   if any(fnmatch.fnmatch(f, p) for p in RUN_FILE_PATTERNS))
 
 
-def check_output_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
-    """Refuse a fresh start into a previous run's folder (``OutputDirError``, one line)."""
+def check_output_dir(output_dir: str, resume: bool, overwrite: bool, weights: str = "") -> None:
+    """Refuse a fresh start into a previous run's folder (``OutputDirError``, one line), and an
+    ``--overwrite`` that would remove the file ``weights`` (MODEL.WEIGHTS) the job starts from."""
     if resume and overwrite:
         raise OutputDirError("--resume continues the run in OUTPUT_DIR and --overwrite replaces "
                              "it: give one of them")
@@ -59,11 +60,25 @@ def check_output_dir(output_dir: str, resume: bool, overwrite: bool) -> None:
     # A folder with only a config (a start that failed after writing it, an evaluation's)
     # holds no results to lose: a new start replaces that config.
     results = [f for f in found if not fnmatch.fnmatch(f, "config*.yaml")]
+    if overwrite and weights and _is_run_file_of(weights, output_dir):
+        raise OutputDirError(
+            f"MODEL.WEIGHTS {weights} is a file of the previous run in OUTPUT_DIR {output_dir}, "
+            "which --overwrite removes: copy it out of that folder first, or set another "
+            "OUTPUT_DIR")
     if results and not resume and not overwrite:
         shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
         raise OutputDirError(
             f"OUTPUT_DIR {output_dir} holds a previous run ({shown}): pass --resume to continue "
             "it, --overwrite to replace it, or set another OUTPUT_DIR")
+
+
+def _is_run_file_of(path: str, output_dir: str) -> bool:
+    """Whether the local file ``path`` is one :func:`clear_previous_run` removes from ``output_dir``."""
+    if "://" in path or not os.path.isfile(path) or not os.path.isdir(output_dir):
+        return False
+    folder, name = os.path.split(os.path.realpath(path))
+    return (os.path.samefile(folder, output_dir)
+            and any(fnmatch.fnmatch(name, p) for p in RUN_FILE_PATTERNS))
 
 
 def clear_previous_run(output_dir: str) -> List[str]:

@@ -96,3 +96,11 @@ def test_a_previous_run_folder_is_continued_or_replaced_never_restarted(tmp_path
     one_line_error(run_tool("train_det.py", "--overwrite", *common, "MODEL.WEIGHTS",
                             tmp_path / "missing.pkl"), "MODEL.WEIGHTS", "missing.pkl does not exist")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    # ... and a weights file that cannot be read (a truncated download), refused on reading it.
+    one_line_error(run_tool("train_det.py", "--overwrite", *common, "MODEL.WEIGHTS", weights),
+                   "is not a PyTorch or Detectron2 checkpoint", "weights.pkl")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+    # ... and the previous run's own model as MODEL.WEIGHTS, which --overwrite would remove.
+    one_line_error(run_tool("train_det.py", "--overwrite", *common, "MODEL.WEIGHTS",
+                            out / "model_final.pth"), "MODEL.WEIGHTS", "--overwrite removes")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files

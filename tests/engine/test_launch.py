@@ -22,6 +22,14 @@ def _report_rank(out_dir: str) -> None:
     Path(out_dir, f"rank{dist.get_rank()}").write_text(str(dist.get_world_size()))
 
 
+def _draw_seed(out_dir: str) -> None:
+    from slimdet.engine.defaults import draw_seed, load_cfg
+
+    cfg = load_cfg("", ["SEED", -1])
+    note = draw_seed(cfg)
+    Path(out_dir, f"rank{dist.get_rank()}").write_text(f"{cfg.SEED}\n{note}")
+
+
 def _user_mistake() -> None:
     raise ConfigError("SOLVER.BASE_LR: -1 is not a learning rate")
 
@@ -76,3 +84,13 @@ def test_a_second_job_started_from_the_command_line_does_not_need_the_first_ones
     finally:
         first_job.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rank0", "rank1"]
+
+
+def test_a_negative_seed_is_one_seed_drawn_for_every_process(tmp_path):
+    """SEED -1: the data order and augmentation are functions of SEED, so every rank must draw
+    the same one; it is written into the config (config.yaml records it) and logged."""
+    launch(_draw_seed, 2, args=(str(tmp_path),))
+    seeds = [p.read_text().splitlines() for p in sorted(tmp_path.iterdir())]
+    assert len(seeds) == 2 and seeds[0] == seeds[1]
+    seed, note = seeds[0]
+    assert int(seed) >= 0 and note == f"SEED -1: drew seed {seed} (set SEED {seed} to run this again)"

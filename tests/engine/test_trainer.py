@@ -121,3 +121,43 @@ def test_only_a_folder_with_results_counts_as_a_previous_run(tmp_path):
     (tmp_path / "metrics.json").write_text('{"iteration": 0}\n')
     with pytest.raises(OutputDirError, match=r"holds a previous run \(config\.yaml, metrics\.json\)"):
         check_output_dir(str(tmp_path), resume=False, overwrite=False)
+    # --overwrite removes the run's checkpoints: not the one MODEL.WEIGHTS starts from.
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "model_final.pth").write_bytes(b"weights")
+    with pytest.raises(OutputDirError, match=r"MODEL.WEIGHTS .*model_final.pth is a file of the "
+                       r"previous run .* which --overwrite removes"):
+        check_output_dir(str(tmp_path), resume=False, overwrite=True,
+                         weights=str(tmp_path / "sub" / ".." / "model_final.pth"))
+    (tmp_path / "sub" / "model_final.pth").write_bytes(b"weights")  # not a file of the run
+    check_output_dir(str(tmp_path), resume=False, overwrite=True,
+                     weights=str(tmp_path / "sub" / "model_final.pth"))
+
+
+def test_a_resume_with_changed_solver_keys_runs_the_new_schedule_from_its_first_step(tmp_path):
+    """The file's LR belongs to the schedule the run started with: a resume that extends
+    SOLVER.MAX_ITER (or changes the weight decay) runs the new config from the first step."""
+    from slimdet.engine import load_cfg
+    from slimdet.engine.trainer import SlimTrainer
+
+    def cfg(max_iter, weight_decay):
+        return load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), [
+            "DATASETS.TRAIN_SUBSET", 256, "SOLVER.IMS_PER_BATCH", 64, "TEST.EVALUATORS", [],
+            "MODEL.SLIM.SLOW_START_EPOCH", 0, "SOLVER.MAX_ITER", max_iter,
+            "SOLVER.WEIGHT_DECAY", weight_decay, "OUTPUT_DIR", str(tmp_path)])
+
+    first = SlimTrainer(cfg(4, 1e-4))
+    first.resume_or_load(resume=False)
+    first.train()
+    resumed = SlimTrainer(cfg(8, 5e-4))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 4
+    fresh = SlimTrainer(cfg(8, 5e-4)).scheduler  # the schedule of a run of 8 iterations
+    fresh.last_epoch = 4
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx(fresh.get_lr())
+    assert resumed.optimizer.param_groups[0]["lr"] > 0  # the old schedule ended at 0
+    assert resumed.optimizer.param_groups[0]["weight_decay"] == 5e-4
+    # The momentum buffers did come from the file.
+    p = resumed.optimizer.param_groups[0]["params"][0]
+    q = first.optimizer.param_groups[0]["params"][0]
+    torch.testing.assert_close(resumed.optimizer.state[p]["momentum_buffer"],
+                               first.optimizer.state[q]["momentum_buffer"])
