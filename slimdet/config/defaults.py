@@ -258,10 +258,11 @@ _C.TEST.COMPARE_RANDOM_INIT = False
 # network was not trained at borrows the BN parameters of the nearest trained width at or above
 # it and gets its BN statistics estimated on TEST.CALIBRATE_BATCHES training batches.
 _C.TEST.WIDTHS = []
-# Training batches (the training augmentation's first view, the same batches every time) on
-# which BN statistics are estimated for widths that have none: untrained TEST.WIDTHS, and every
-# width after MODEL.SLIM.MODE "sandwich" training (fvcore's precise BN). 0 = never calibrate:
-# such widths are then a config error.
+# Training batches (the training augmentation's first view; the same whole SOLVER.IMS_PER_BATCH
+# batches every time, in every process, whatever --num-gpus) on which BN statistics are
+# estimated for widths that have none: untrained TEST.WIDTHS, and every width after
+# MODEL.SLIM.MODE "sandwich" training (fvcore's precise BN). 0 = never calibrate: such widths
+# are then a config error.
 _C.TEST.CALIBRATE_BATCHES = 0
 
 # ---------------------------------------------------------------------------------------------
