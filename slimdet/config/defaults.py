@@ -148,7 +148,10 @@ _C.DATASETS.ROOT = "datasets/imagenet"
 # Storage format of imagenet_train / imagenet_val under ROOT: "folder" (ROOT/train/<class>/*),
 # "lmdb" (ROOT/train.lmdb) or "recordio" (ROOT/train.rec + .idx). FORMAT:PATH names carry their own.
 _C.DATASETS.FORMAT = "folder"
-# Use only the first N // classes images of every class of the training / test set; 0 = all.
+# Use only N images of the training / test set (0 = all), spread evenly over the classes: the
+# first N // classes of every class and one more of each of the first N % classes classes (a
+# class with too few gives what it has, the others make up the rest). Evaluations log the
+# number of images they evaluate.
 _C.DATASETS.TRAIN_SUBSET = 0
 _C.DATASETS.TEST_SUBSET = 0
 
