@@ -148,7 +148,10 @@ _C.DATASETS.ROOT = "datasets/imagenet"
 # Storage format of imagenet_train / imagenet_val under ROOT: "folder" (ROOT/train/<class>/*),
 # "lmdb" (ROOT/train.lmdb) or "recordio" (ROOT/train.rec + .idx). FORMAT:PATH names carry their own.
 _C.DATASETS.FORMAT = "folder"
-# Use only the first N // classes images of every class of the training / test set; 0 = all.
+# Use only N images of the training / test set (0 = all), spread evenly over the classes: the
+# first N // classes of every class and one more of each of the first N % classes classes (a
+# class with too few gives what it has, the others make up the rest). Evaluations log the
+# number of images they evaluate.
 _C.DATASETS.TRAIN_SUBSET = 0
 _C.DATASETS.TEST_SUBSET = 0
 
@@ -256,10 +259,11 @@ _C.TEST.KNN.TEMPERATURE = 0.1
 # network was not trained at borrows the BN parameters of the nearest trained width at or above
 # it and gets its BN statistics estimated on TEST.CALIBRATE_BATCHES training batches.
 _C.TEST.WIDTHS = []
-# Training batches (the training augmentation's first view, the same batches every time) on
-# which BN statistics are estimated for widths that have none: untrained TEST.WIDTHS, and every
-# width after MODEL.SLIM.MODE "sandwich" training (fvcore's precise BN). 0 = never calibrate:
-# such widths are then a config error.
+# Training batches (the training augmentation's first view; the same whole SOLVER.IMS_PER_BATCH
+# batches every time, in every process, whatever --num-gpus) on which BN statistics are
+# estimated for widths that have none: untrained TEST.WIDTHS, and every width after
+# MODEL.SLIM.MODE "sandwich" training (fvcore's precise BN). 0 = never calibrate: such widths
+# are then a config error.
 _C.TEST.CALIBRATE_BATCHES = 0
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ recipes of ``transforms.py``; ``DATALOADER.BACKEND: dali`` uses the DALI pipelin
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -34,14 +34,22 @@ def augmentation_generator(seed: int, iteration: int, rank: int) -> torch.Genera
     return torch.Generator().manual_seed((seed * 1_000_003 + iteration) * 64 + rank)
 
 
+def _place(rank: Optional[int], world_size: Optional[int]) -> Tuple[int, int]:
+    """``(rank, world_size)`` of a loader: this process's place in the job unless given."""
+    return (comm.get_rank() if rank is None else rank,
+            comm.get_world_size() if world_size is None else world_size)
+
+
 class InMemoryTrainLoader:
-    """Iterates training batches of an in-memory data set from ``start_iter`` on, forever."""
+    """Iterates training batches of an in-memory data set from ``start_iter`` on, forever:
+    the share of ``rank`` of ``world_size`` processes (default: this process's place)."""
 
     def __init__(self, dataset: InMemoryImageDataset, augment, total_batch: int, seed: int,
-                 device: torch.device, start_iter: int = 0):
+                 device: torch.device, start_iter: int = 0, rank: Optional[int] = None,
+                 world_size: Optional[int] = None):
         self.dataset, self.augment, self.seed, self.device = dataset, augment, seed, device
-        self.indices = IterationIndices(len(dataset), total_batch, seed, comm.get_rank(),
-                                        comm.get_world_size())
+        self.indices = IterationIndices(len(dataset), total_batch, seed,
+                                        *_place(rank, world_size))
         self.iters_per_epoch = self.indices.iters_per_epoch
         self.start_iter = start_iter
 
@@ -75,14 +83,16 @@ class _SeededViews(torch.utils.data.Dataset):
 
 
 class PerImageTrainLoader:
-    """A PyTorch DataLoader over a per-image data set, moving batches to the device."""
+    """A PyTorch DataLoader over a per-image data set, moving batches to the device (the share
+    of ``rank`` of ``world_size`` processes, default: this process's place)."""
 
-    def __init__(self, cfg, dataset, device: torch.device, start_iter: int = 0):
+    def __init__(self, cfg, dataset, device: torch.device, start_iter: int = 0,
+                 rank: Optional[int] = None, world_size: Optional[int] = None):
         from .transforms import build_view_transform
 
         self.cfg, self.device, self.start_iter = cfg, device, start_iter
         self.indices = IterationIndices(len(dataset), cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
-                                        comm.get_rank(), comm.get_world_size())
+                                        *_place(rank, world_size))
         self.iters_per_epoch = self.indices.iters_per_epoch
         self.dataset = _SeededViews(dataset, build_view_transform(cfg, is_train=True), _seed_of(cfg))
 
@@ -159,9 +169,11 @@ def check_same_classes(cfg, splits: Dict[str, object]) -> None:
             "both splits need the same class folders (an empty folder keeps a class's label)")
 
 
-def check_batch_size(cfg, name: str, size: int) -> None:
-    """``SOLVER.IMS_PER_BATCH`` splits over the processes and fits in the training set."""
-    batch, world = cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size()
+def check_batch_size(cfg, name: str, size: int, world_size: Optional[int] = None) -> None:
+    """``SOLVER.IMS_PER_BATCH`` splits over the ``world_size`` processes (default: the job's)
+    and fits in the training set."""
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    world = comm.get_world_size() if world_size is None else world_size
     if batch % world:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is not divisible by the {world} "
                           "processes (--num-gpus x --num-machines)")
@@ -172,19 +184,27 @@ def check_batch_size(cfg, name: str, size: int) -> None:
                           f"{note}, which has {size} images: lower the batch or add images")
 
 
-def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: int = 0):
-    """The training loader of ``cfg.DATASETS.TRAIN``; has ``iters_per_epoch`` and ``start_iter``."""
+def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: int = 0,
+                       rank: Optional[int] = None, world_size: Optional[int] = None):
+    """The training loader of ``cfg.DATASETS.TRAIN``; has ``iters_per_epoch`` and ``start_iter``.
+
+    Each batch is the share of process ``rank`` of ``world_size`` (default: this process's
+    place in the job, read from ``comm``). ``rank=0, world_size=1`` is the job-independent
+    view: whole ``SOLVER.IMS_PER_BATCH`` batches, augmented as one process would, in every
+    process of any job (BN calibration reads it, so statistics do not depend on --num-gpus).
+    """
     device = torch.device(device or "cpu")
     if cfg.DATALOADER.BACKEND == "dali":
         from .dali import build_dali_train_loader
 
-        return build_dali_train_loader(cfg, start_iter=start_iter)
+        return build_dali_train_loader(cfg, start_iter=start_iter, rank=rank,
+                                       world_size=world_size)
     dataset = verify_dataset(cfg, cfg.DATASETS.TRAIN)
-    check_batch_size(cfg, cfg.DATASETS.TRAIN, len(dataset))
+    check_batch_size(cfg, cfg.DATASETS.TRAIN, len(dataset), world_size)
     if isinstance(dataset, InMemoryImageDataset):
-        return InMemoryTrainLoader(dataset, build_batch_augment(cfg), cfg.SOLVER.IMS_PER_BATCH, _seed_of(cfg),
-                                   device, start_iter)
-    return PerImageTrainLoader(cfg, dataset, device, start_iter)
+        return InMemoryTrainLoader(dataset, build_batch_augment(cfg), cfg.SOLVER.IMS_PER_BATCH,
+                                   _seed_of(cfg), device, start_iter, rank, world_size)
+    return PerImageTrainLoader(cfg, dataset, device, start_iter, rank, world_size)
 
 
 def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,

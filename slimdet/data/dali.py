@@ -197,12 +197,14 @@ class DaliTrainLoader:
                    "label": d["label"].view(-1).long(), "index": d["index"].view(-1).long()}
 
 
-def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = None
+def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = None,
+                            rank: Optional[int] = None, world_size: Optional[int] = None
                             ) -> DaliTrainLoader:
     """The DALI training loader of ``cfg.DATASETS.TRAIN`` with the ``INPUT.AUGMENTATION`` recipe.
 
     Runs on the GPU unless ``MODEL.DEVICE`` is ``cpu`` or CUDA is missing (``device`` forces
-    "gpu" or "cpu"). ``DATALOADER.NUM_WORKERS`` is DALI's CPU thread count.
+    "gpu" or "cpu"). ``DATALOADER.NUM_WORKERS`` is DALI's CPU thread count. Each batch is the
+    share of ``rank`` of ``world_size`` processes (default: this process's place in the job).
     """
     try:
         import nvidia.dali  # noqa: F401
@@ -221,10 +223,10 @@ def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = No
         raise ConfigError(f"DATALOADER.BACKEND: 'dali' needs an on-disk image data set (folder, "
                           f"LMDB, RecordIO); DATASETS.TRAIN={cfg.DATASETS.TRAIN!r} is a "
                           f"{type(dataset).__name__}")
-    check_batch_size(cfg, cfg.DATASETS.TRAIN, len(dataset))
+    check_batch_size(cfg, cfg.DATASETS.TRAIN, len(dataset), world_size)
     if device is None:
         device = "gpu" if torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu" else "cpu"
     return DaliTrainLoader(
         dataset, views, cfg.SOLVER.IMS_PER_BATCH, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD,
         device=device, num_threads=cfg.DATALOADER.NUM_WORKERS, seed=max(cfg.SEED, 0),
-        start_iter=start_iter)
+        start_iter=start_iter, rank=rank, world_size=world_size)

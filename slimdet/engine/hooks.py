@@ -160,7 +160,9 @@ class CalibrationHook(HookBase):
     no BN statistics (untrained ``TEST.WIDTHS``; every width of a sandwich-trained checkpoint)
     get them before the first step, in place, from the calibration batches evaluation uses
     (``slimdet.evaluation.calibration``), so training and a later ``--eval-only`` see the same
-    statistics. After a resume they are estimated again from the same batches."""
+    statistics. Every process calibrates on those same whole batches, so under DDP every rank's
+    classifiers train on the statistics rank 0 saves, whatever the number of processes. After a
+    resume they are estimated again from the same batches."""
 
     def __init__(self, cfg, method, device):
         self.cfg, self.method, self.device = cfg, method, device

@@ -5,9 +5,12 @@ training, has no BN statistics of its own. Evaluators call :func:`with_calibrate
 which returns the model itself when all requested widths are ready, else a copy with the
 missing widths added and calibrated (``slimdet.layers.any_width``): evaluation never changes
 the model being trained. The calibration batches are the first ``TEST.CALIBRATE_BATCHES``
-batches of a fresh training loader (training augmentation, first view): the same batches at
-every evaluation, in every process that evaluates, so a width's statistics are a function of
-the weights and the config.
+batches of a fresh single-process view of the training set (whole ``SOLVER.IMS_PER_BATCH``
+batches, training augmentation, first view): the same batches at every evaluation, in every
+process and whatever the number of processes, so a width's statistics are a function of the
+weights and the config. (Not the job's own sharded loader: rank 0 of a two-process job would
+calibrate on its half batches with its own augmentation, and a one-process ``--eval-only`` of
+the same checkpoint would give other numbers.)
 """
 from __future__ import annotations
 
@@ -26,11 +29,12 @@ logger = logging.getLogger("slimdet")
 
 
 class CalibrationImages:
-    """Re-iterable first views of the training loader's batches from iteration 0 (each
-    ``iter()`` starts again at the same first batch)."""
+    """Re-iterable first views of the training batches from iteration 0 as one process would
+    see them (each ``iter()`` starts again at the same first batch), in any process of any job."""
 
     def __init__(self, cfg, device: torch.device):
-        self.loader = build_train_loader(cfg, device)
+        # Rank 0 of 1, not this process's place in the job: see the module docstring.
+        self.loader = build_train_loader(cfg, device, rank=0, world_size=1)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         for batch in self.loader:

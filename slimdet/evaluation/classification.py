@@ -47,6 +47,8 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
                 correct_logits.append(_classify(method, batch["image"]).float())
                 labels.append(batch["label"])
         scores, y = torch.cat(correct_logits), torch.cat(labels)
+        if not results:  # every width reads the same images: their number is logged once
+            logger.info("Classification: %d test images of %r", len(y), dataset_name)
         ks = (1, min(5, scores.shape[1]))
         acc = topk_accuracy(scores, y, ks=ks)
         results[width_key("top1", w)] = acc[1]

@@ -6,6 +6,7 @@ proxy for linear-probe accuracy, so it also runs periodically during pre-trainin
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Dict, List
 
 import torch
@@ -19,6 +20,8 @@ from ..modeling import backbone_of
 from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
+
+logger = logging.getLogger("slimdet")
 
 
 @torch.no_grad()
@@ -56,14 +59,20 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict
 
 @torch.no_grad()
 def knn_top1(cfg, features: Callable[[torch.Tensor], torch.Tensor],
-             device: torch.device) -> float:
+             device: torch.device, log_sizes: bool = False) -> float:
     """Weighted kNN top-1 (%) on ``DATASETS.TEST`` with ``DATASETS.TRAIN`` as the memory bank,
     for any feature function of the evaluation view (a backbone at one width, or
-    ``lambda x: x`` for raw pixels, the reference a representation has to beat)."""
+    ``lambda x: x`` for raw pixels, the reference a representation has to beat). With
+    ``log_sizes`` it logs how many images the bank and the queries hold."""
     bank, bank_y = extract_features(features, build_test_loader(cfg, cfg.DATASETS.TRAIN, device),
                                     device)
     test, test_y = extract_features(features, build_test_loader(cfg, cfg.DATASETS.TEST, device),
                                     device)
+    if log_sizes:
+        # The counts read (DATASETS.*_SUBSET, images left out as bad), not the config's.
+        logger.info("kNN: %d test images of DATASETS.TEST %r against a memory bank of %d "
+                    "images of DATASETS.TRAIN %r", len(test_y), cfg.DATASETS.TEST, len(bank_y),
+                    cfg.DATASETS.TRAIN)
     num_classes = int(max(bank_y.max(), test_y.max())) + 1
     scores = knn_predict(test, bank, bank_y, num_classes, cfg.TEST.KNN.K, cfg.TEST.KNN.TEMPERATURE)
     return topk_accuracy(scores, test_y, ks=(1,))[1]
@@ -88,9 +97,11 @@ class KNNEvaluator(Evaluator):
             if comm.is_main_process():
                 widths = evaluation_widths(self.cfg)
                 net = with_calibrated_widths(self.cfg, backbone, widths, device).eval()
-                for w in widths:
+                for i, w in enumerate(widths):
                     with use_width(net, w):
-                        results[width_key("knn_top1", w)] = knn_top1(self.cfg, net, device)
+                        # Every width reads the same images: their number is logged once.
+                        results[width_key("knn_top1", w)] = knn_top1(self.cfg, net, device,
+                                                                     log_sizes=i == 0)
         finally:
             backbone.train(was_training)
         comm.synchronize()

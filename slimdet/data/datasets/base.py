@@ -200,7 +200,8 @@ class EncodedImageDataset(Dataset):
         return view
 
     def stratified_subset(self, n: int) -> "EncodedImageDataset":
-        """The first ``n // num_classes`` items of every class (``DATASETS.*_SUBSET``)."""
+        """``n`` items spread evenly over the classes (``DATASETS.*_SUBSET``;
+        :func:`slimdet.data.in_memory.stratified_subset` says how)."""
         from ..in_memory import stratified_subset
 
         labels = self.labels

@@ -26,7 +26,11 @@ from .build import METHOD_REGISTRY
 
 
 def calibration_setting(cfg) -> list:
-    """What the BN statistics of untrained widths are a function of, besides the weights."""
+    """What the BN statistics of untrained widths are a function of, besides the weights and
+    the data keys. Not the number of processes: calibration reads the same whole batches in
+    every process of any job (``slimdet.evaluation.calibration``), so a probe trained with
+    ``--num-gpus 2`` and a one-process evaluation of it agree on this record and on the
+    statistics."""
     return [int(cfg.TEST.CALIBRATE_BATCHES), int(cfg.SOLVER.IMS_PER_BATCH), int(cfg.SEED)]
 
 

@@ -1,0 +1,88 @@
+"""slimdet/evaluation/calibration.py: the batches untrained widths are calibrated on are the
+same whole batches in every process of any job."""
+import os
+
+import torch
+from detectron2.utils import comm
+
+from slimdet.data import build_train_loader
+from slimdet.engine import load_cfg
+from slimdet.evaluation.calibration import CalibrationImages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+US_DEMO = os.path.join(ROOT, "configs/demo/us_mocov2_demo.yaml")
+SMALL = ["DATASETS.TRAIN_SUBSET", 300, "DATASETS.TEST_SUBSET", 100, "SOLVER.IMS_PER_BATCH", 50,
+         "TEST.CALIBRATE_BATCHES", 2, "MODEL.DEVICE", "cpu"]
+
+
+def _first_batches(images, n: int = 2):
+    it = iter(images)
+    return [next(it) for _ in range(n)]
+
+
+def test_calibration_batches_do_not_depend_on_the_rank_or_the_number_of_processes(monkeypatch):
+    cfg = load_cfg(US_DEMO, SMALL)
+    device = torch.device("cpu")
+    alone = _first_batches(CalibrationImages(cfg, device))
+    assert [b.shape[0] for b in alone] == [50, 50]  # whole SOLVER.IMS_PER_BATCH batches
+    for rank in (0, 1):  # each process of a two-process job
+        monkeypatch.setattr(comm, "get_rank", lambda: rank)
+        monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+        # The job's own loader is sharded there (half batches, a rank's own augmentation) ...
+        shard = _first_batches(build_train_loader(cfg, device), 1)[0]["views"][0]
+        assert shard.shape[0] == 25
+        # ... the calibration batches are not.
+        seen = _first_batches(CalibrationImages(cfg, device))
+        assert all(torch.equal(a, b) for a, b in zip(seen, alone)), rank
+    # Re-iterable: the next evaluation starts again at the same first batch.
+    images = CalibrationImages(cfg, device)
+    assert torch.equal(_first_batches(images, 1)[0], _first_batches(images, 1)[0])
+
+
+PROBE = os.path.join(ROOT, "configs/demo/lincls_demo.yaml")
+# A probe at the untrained width 0.6: its BN statistics are calibrated before the probe trains.
+PROBE_KEYS = SMALL + ["MODEL.BACKBONE.BASE_CHANNELS", 8, "TEST.WIDTHS", [1.0, 0.6, 0.25],
+                      "SOLVER.AMP.ENABLED", False]
+
+
+def _calibrated_statistics() -> dict:
+    """Width 0.6's BN statistics as the probe's ``CalibrationHook`` estimates them in this
+    process (alone, or one of a job's): ``{"<bn>.running_mean": ..., "<bn>.running_var": ...}``.
+    They are not in the state dict (never saved), so they are read from each switchable BN."""
+    from slimdet.engine.hooks import CalibrationHook
+    from slimdet.layers import SwitchableBatchNorm, uncalibrated_widths
+    from slimdet.modeling import build_model
+
+    cfg = load_cfg(PROBE, PROBE_KEYS)
+    torch.manual_seed(0)  # the same random backbone in every process
+    method = build_model(cfg)
+    assert uncalibrated_widths(method.backbone, [0.6]) == [0.6]
+    CalibrationHook(cfg, method, torch.device("cpu")).before_train()
+    assert uncalibrated_widths(method.backbone, [0.6]) == []
+    out = {}
+    for name, m in method.backbone.named_modules():
+        if isinstance(m, SwitchableBatchNorm):
+            bn = m.statistics_at(0.6)
+            out[f"{name}.running_mean"] = bn.running_mean.clone()
+            out[f"{name}.running_var"] = bn.running_var.clone()
+    return out
+
+
+def _save_calibrated_statistics(out_dir: str) -> None:
+    # Runs in each worker of a launched job (spawned: a module-level function).
+    torch.save(_calibrated_statistics(), os.path.join(out_dir, f"rank{comm.get_rank()}.pt"))
+
+
+def test_two_processes_calibrate_the_statistics_one_process_does(tmp_path):
+    """The probe's untrained widths under DDP (two CPU processes over gloo): every rank
+    estimates the statistics a one-process run (a later --eval-only) estimates, bit for bit."""
+    from slimdet.engine.launch import launch
+
+    alone = _calibrated_statistics()
+    assert len(alone) == 2 * 20  # the 20 BNs of the CIFAR-stem ResNet-18 backbone
+    launch(_save_calibrated_statistics, 2, args=(str(tmp_path),))
+    for rank in (0, 1):
+        theirs = torch.load(tmp_path / f"rank{rank}.pt")
+        assert sorted(theirs) == sorted(alone)
+        differ = [k for k in alone if not torch.equal(theirs[k], alone[k])]
+        assert not differ, (rank, differ[:3])
