@@ -102,7 +102,8 @@ _C.MODEL.MOCOV2.HIDDEN_DIM = 2048
 _C.MODEL.MOCOV2.QUEUE_SIZE = 65536
 _C.MODEL.MOCOV2.MOMENTUM = 0.999
 _C.MODEL.MOCOV2.TEMPERATURE = 0.2
-# Shuffle-BN for the key encoder across processes (needs >1 process to have an effect).
+# Shuffle-BN for the key encoder across processes (needs >1 process to have an effect). The
+# permutation is a function of (SEED, iteration), so a resumed run draws the same ones.
 _C.MODEL.MOCOV2.SHUFFLE_BN = True
 # Fill the queue with real keys from the first batches before training (small-data demos: a
 # random queue made slimmable models collapse).
