@@ -1,8 +1,8 @@
 """MoCo v2 (docs/method.md §3): query encoder + EMA key encoder, 2-layer MLP head, a queue of keys,
 InfoNCE at temperature 0.2, shuffle-BN for keys across processes.
 
-Shuffle-BN's permutation is a function of (SEED, iteration), so a resumed run computes the keys
-the uninterrupted one computed.
+Shuffle-BN's permutation and the queue prefill's batches are functions of (SEED, iteration), so
+a resumed run computes the keys the uninterrupted one computed.
 
 Slimmable: keys always come from the key encoder at full width and only they enter the queue;
 every width's query contrasts against the same positive and queue. Distillation compares raw
@@ -11,6 +11,7 @@ cosine logits (before dividing by T).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Dict, List
 
 import numpy as np
@@ -73,7 +74,7 @@ class MoCoV2(MomentumEncoderMethod):
     def training_hooks(self, cfg, clock, data_loader) -> List[HookBase]:
         ret: List[HookBase] = [ShuffleIterationHook(self)]
         if cfg.MODEL.MOCOV2.PREFILL_QUEUE:
-            ret.append(QueuePrefillHook(self, data_loader))
+            ret.append(QueuePrefillHook(self, data_loader, cfg.SOLVER.IMS_PER_BATCH))
         return ret
 
     def queue_is_full(self) -> bool:
@@ -134,21 +135,35 @@ class ShuffleIterationHook(HookBase):
 
 class QueuePrefillHook(HookBase):
     """Fills the queue with real keys before the first step (a random queue made small
-    slimmable models collapse). Skipped when the queue already holds real keys (a resume)."""
+    slimmable models collapse). Skipped when the queue already holds real keys (a resume: the
+    queue is in the checkpoint, so the resumed run continues with the uninterrupted run's).
 
-    def __init__(self, method: MoCoV2, data_loader):
-        self.method, self.data_loader = method, data_loader
+    The keys come from the ``n`` iterations just before the loader's first, ``start_iter - n``
+    to ``start_iter - 1``: other batches and augmentations than the steps that follow (the
+    loaders seed both by iteration), so no query meets its own positive key in the queue as a
+    negative. A steady-state queue holds the keys of the previous steps the same way."""
+
+    def __init__(self, method: MoCoV2, data_loader, total_batch: int):
+        self.method, self.data_loader, self.total_batch = method, data_loader, total_batch
 
     def before_train(self) -> None:
         if self.method.queue_is_full():
             return
-        first = self.trainer.start_iter
-        batches = iter(self.data_loader)  # a separate pass over the first batches
+        missing = self.method.queue.shape[1] - int(self.method.queue_filled)
+        n = math.ceil(missing / self.total_batch)
+        first = self.data_loader.start_iter
         was_training = self.method.training
         self.method.train()
-        n = 0
-        while not self.method.queue_is_full():
-            self.method.prefill_queue(next(batches), first + n)
-            n += 1
+        # Every loader reads start_iter when its iteration begins (the first next()), so the
+        # training iterator, made before this hook runs, still starts at ``first``.
+        self.data_loader.start_iter = first - n
+        batches = iter(self.data_loader)
+        try:
+            for j in range(n):
+                self.method.prefill_queue(next(batches), first - n + j)
+        finally:
+            batches.close()
+            self.data_loader.start_iter = first
         self.method.train(was_training)
-        logger.info("Queue of %d keys filled from %d batches", self.method.queue.shape[1], n)
+        logger.info("Queue of %d keys filled from %d batches (iterations %d to %d)",
+                    self.method.queue.shape[1], n, first - n, first - 1)
