@@ -102,10 +102,13 @@ _C.MODEL.MOCOV2.HIDDEN_DIM = 2048
 _C.MODEL.MOCOV2.QUEUE_SIZE = 65536
 _C.MODEL.MOCOV2.MOMENTUM = 0.999
 _C.MODEL.MOCOV2.TEMPERATURE = 0.2
-# Shuffle-BN for the key encoder across processes (needs >1 process to have an effect).
+# Shuffle-BN for the key encoder across processes (needs >1 process to have an effect). The
+# permutation is a function of (SEED, iteration), so a resumed run draws the same ones.
 _C.MODEL.MOCOV2.SHUFFLE_BN = True
-# Fill the queue with real keys from the first batches before training (small-data demos: a
-# random queue made slimmable models collapse).
+# Fill the queue with real keys before training (small-data demos: a random queue made
+# slimmable models collapse), from the batches of the iterations just before the first (-n to
+# -1): other batches and augmentations than the first steps', whose positive keys would
+# otherwise sit in the queue as negatives. A resumed run takes the queue from the checkpoint.
 _C.MODEL.MOCOV2.PREFILL_QUEUE = False
 
 # MoCo v3 (slimdet/modeling/methods/moco_v3.py)

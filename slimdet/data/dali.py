@@ -61,6 +61,7 @@ class _ShardSource:
     """
 
     def __init__(self, dataset: EncodedImageDataset, indices: IterationIndices, start_iter: int):
+        # start_iter: the iteration of the pipeline's first batch (its info.iteration 0).
         self.dataset, self.indices, self.start_iter = dataset, indices, start_iter
         self.bad_images: List[str] = []
 
@@ -156,7 +157,14 @@ def build_dali_pipeline(source: _ShardSource, views: Sequence[ViewSpec], batch_s
 
 class DaliTrainLoader:
     """Infinite iterator of training batch dicts from a DALI pipeline (like the torch backend's
-    loaders: ``iters_per_epoch`` and ``start_iter`` attributes, one batch per iteration)."""
+    loaders: ``iters_per_epoch`` and ``start_iter`` attributes, one batch per iteration, each
+    ``iter()`` starting at ``start_iter`` as it is when iteration begins).
+
+    The pipeline is one stream that prefetches ahead, so a new ``iter()`` must start where the
+    previous one stopped: the MoCo queue prefill reads iterations ``-n .. -1``, then training
+    continues the stream at 0. Any other start is refused, rather than silently giving the
+    stream's next batch for another iteration. Augmentation comes from DALI's own generators
+    (seeded once per pipeline), so unlike the sample order it does not follow a resume."""
 
     def __init__(self, dataset: EncodedImageDataset, views: Sequence[ViewSpec],
                  total_batch: int, mean: Sequence[float],
@@ -168,31 +176,31 @@ class DaliTrainLoader:
         self.indices = IterationIndices(len(dataset), total_batch, seed, rank, world_size)
         self.iters_per_epoch = self.indices.iters_per_epoch
         self.num_views = len(views)
+        # Set by SlimTrainer.resume_or_load (and the queue prefill) before iteration begins.
+        self.start_iter = start_iter
         self.source = _ShardSource(dataset, self.indices, start_iter)
         self.pipeline = build_dali_pipeline(
             self.source, views, self.indices.local_batch, mean, std, device=device,
             num_threads=num_threads, seed=seed * 1000 + rank)
         self._names = [f"view{i}" for i in range(self.num_views)] + ["label", "index"]
         self._iterator = None
-
-    @property
-    def start_iter(self) -> int:
-        return self.source.start_iter
-
-    @start_iter.setter
-    def start_iter(self, value: int) -> None:
-        # Set by SlimTrainer.resume_or_load before the first batch; the pipeline asks its
-        # source for iteration start_iter + i, so a resumed run continues the sample order.
-        self.source.start_iter = value
+        self._next_iter = start_iter  # the iteration of the stream's next batch
 
     def __iter__(self) -> Iterator[Dict[str, object]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
         if self._iterator is None:
+            # The pipeline asks its source for iteration start_iter + i from here on.
+            self.source.start_iter = self._next_iter = self.start_iter
             self.pipeline.build()
             self._iterator = DALIGenericIterator(self.pipeline, self._names)
+        elif self.start_iter != self._next_iter:
+            raise ValueError(
+                f"DALI loader: cannot start at iteration {self.start_iter}: its pipeline is "
+                f"one stream, already prefetching from iteration {self._next_iter}")
         for out in self._iterator:
             d = out[0]
+            self._next_iter += 1
             yield {"views": [d[f"view{i}"] for i in range(self.num_views)],
                    "label": d["label"].view(-1).long(), "index": d["index"].view(-1).long()}
 

@@ -7,7 +7,7 @@ the batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch.utils.data import Sampler
@@ -25,7 +25,8 @@ class IterationIndices:
         self.rank, self.world_size = rank, world_size
         self.local_batch = total_batch // world_size
         self.iters_per_epoch = size // total_batch
-        self._cache: Tuple[int, torch.Tensor] = (-1, torch.empty(0))
+        # No epoch yet: epochs before 0 are real ones (the MoCo queue prefill reads them).
+        self._cache: Tuple[Optional[int], torch.Tensor] = (None, torch.empty(0))
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if self._cache[0] != epoch:
@@ -34,7 +35,7 @@ class IterationIndices:
         return self._cache[1]
 
     def batch(self, iteration: int) -> torch.Tensor:
-        """This rank's sample indices at ``iteration``."""
+        """This rank's sample indices at ``iteration`` (a negative one: of an epoch before 0)."""
         epoch, step = divmod(iteration, self.iters_per_epoch)
         start = step * self.total_batch + self.rank * self.local_batch
         return self._perm(epoch)[start:start + self.local_batch]

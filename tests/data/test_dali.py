@@ -95,3 +95,22 @@ def test_start_iter_set_after_construction_resumes_sample_order(image_folder):
     resumed.start_iter = 2
     first = next(iter(resumed))
     assert first["index"].tolist() == uninterrupted[2]["index"].tolist()
+
+
+def test_training_continues_the_stream_after_the_queue_prefill(image_folder):
+    """The MoCo queue prefill reads iterations -2, -1 through the same pipeline; training's
+    iterator then gets iteration 0 on, not the prefill's continuation at iteration 2."""
+    ds = FolderDataset(image_folder)
+    loader = _loader(ds)
+    loader.start_iter = -2
+    prefill = iter(loader)
+    before = [next(prefill)["index"].tolist() for _ in range(2)]
+    prefill.close()
+    loader.start_iter = 0
+    train = iter(loader)
+    after = [next(train)["index"].tolist() for _ in range(4)]
+    assert before == [loader.indices.batch(it).tolist() for it in (-2, -1)]
+    assert after == [loader.indices.batch(it).tolist() for it in range(4)]
+    loader.start_iter = 0  # the stream is at iteration 4 now
+    with pytest.raises(ValueError, match="one stream, already prefetching from iteration 4"):
+        next(iter(loader))

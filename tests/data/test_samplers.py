@@ -47,3 +47,13 @@ def test_sampler_resumed_at_an_iteration_yields_what_the_uninterrupted_run_did()
 def test_impossible_batches_are_refused(size, batch, world, match):
     with pytest.raises(ValueError, match=match):
         IterationIndices(size, batch, world_size=world)
+
+
+def test_iterations_before_0_are_whole_epochs_of_their_own():
+    # The MoCo queue prefill reads the iterations before the first step; epoch -1 was once
+    # the cache's empty "no epoch yet" entry.
+    indices = IterationIndices(40, 8, seed=3)
+    before = [indices.batch(it) for it in range(-5, 0)]
+    assert all(b.dtype == torch.long and len(b) == 8 for b in before)
+    assert sorted(torch.cat(before).tolist()) == list(range(40))  # epoch -1: a permutation
+    assert not torch.equal(torch.cat(before), torch.cat([indices.batch(it) for it in range(5)]))

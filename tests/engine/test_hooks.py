@@ -6,8 +6,10 @@ import pytest
 import torch
 from detectron2.engine.train_loop import TrainerBase
 
+from slimdet.data import build_train_loader
 from slimdet.engine import load_cfg
 from slimdet.engine.hooks import EpochCounterHook, EvaluationHook, drop_untrained_widths
+from slimdet.layers import use_width
 from slimdet.modeling import build_model
 from slimdet.modeling.methods.moco_v2 import QueuePrefillHook
 
@@ -121,26 +123,33 @@ def _small_moco(queue_size=64):
 
 
 class Batches:
-    """A loader of random two-view batches that counts what it gave."""
+    """A loader of random two-view batches that counts what it gave; like the real loaders it
+    starts at ``start_iter``, read when iteration begins, and records the iterations it gave."""
 
     def __init__(self, batch: int, size: int = 32):
-        self.batch, self.size, self.given = batch, size, 0
+        self.batch, self.size, self.given, self.start_iter = batch, size, 0, 0
+        self.iterations = []
 
     def __iter__(self):
+        it = self.start_iter
         g = torch.Generator().manual_seed(1)
         while True:
             self.given += 1
+            self.iterations.append(it)
             views = [torch.randn(self.batch, 1, self.size, self.size, generator=g)
                      for _ in range(2)]
             yield {"views": views}
+            it += 1
 
 
 def test_queue_prefill_writes_real_keys_into_every_slot_before_the_first_step():
     method = _small_moco(queue_size=64)
     random_queue = method.queue.clone()
     loader = Batches(batch=24)
-    _train([QueuePrefillHook(method, loader)], max_iter=1)
+    _train([QueuePrefillHook(method, loader, total_batch=24)], max_iter=1)
     assert loader.given == math.ceil(64 / 24)
+    # The iterations just before the first step, and the loader left to start at the first.
+    assert loader.iterations == [-3, -2, -1] and loader.start_iter == 0
     assert method.queue_is_full() and int(method.queue_filled) == 64
     assert not torch.isclose(method.queue, random_queue).all(0).any()  # every column replaced
     # Keys are unit vectors, written in order; the pointer wrapped around once.
@@ -149,10 +158,36 @@ def test_queue_prefill_writes_real_keys_into_every_slot_before_the_first_step():
     assert method.training  # the mode it was in
 
 
+def test_queue_prefill_holds_no_key_of_the_first_training_steps(tmp_path):
+    """On the demo data: a prefill that read the first steps' batches put each of their
+    queries' positive keys into the queue as a negative (cosine 1)."""
+    cfg = load_cfg("configs/demo/slimclr_mocov2_demo.yaml",
+                   ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCOV2.HIDDEN_DIM", "32",
+                    "MODEL.MOCOV2.DIM", "16", "MODEL.MOCOV2.QUEUE_SIZE", "96",
+                    "SOLVER.IMS_PER_BATCH", "32", "DATASETS.TRAIN_SUBSET", "256",
+                    "MODEL.DEVICE", "cpu"])
+    method = build_model(cfg)
+    loader = build_train_loader(cfg)
+    _train([QueuePrefillHook(method, loader, cfg.SOLVER.IMS_PER_BATCH)], max_iter=1)
+    assert method.queue_is_full()
+    batches = iter(loader)  # what training reads: iterations 0, 1, 2
+    with torch.no_grad(), use_width(method, 1.0):
+        keys = torch.cat([method._keys(next(batches)["views"][1], it) for it in range(3)])
+    cosine = keys @ method.queue
+    assert cosine.max() < 0.999, cosine.max()
+    # The same keys are found where they are: the prefill's batches computed again.
+    loader.start_iter = -3
+    batches = iter(loader)
+    with torch.no_grad(), use_width(method, 1.0):
+        prefill_keys = torch.cat([method._keys(next(batches)["views"][1], it)
+                                  for it in range(-3, 0)])
+    assert (prefill_keys @ method.queue).diagonal().min() > 0.999
+
+
 def test_queue_prefill_leaves_a_full_queue_alone():
     method = _small_moco(queue_size=64)
     method.queue_filled.fill_(64)  # as restored from a checkpoint
     before = method.queue.clone()
     loader = Batches(batch=24)
-    _train([QueuePrefillHook(method, loader)], max_iter=1)
+    _train([QueuePrefillHook(method, loader, total_batch=24)], max_iter=1)
     assert loader.given == 0 and torch.equal(method.queue, before)
