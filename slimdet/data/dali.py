@@ -12,7 +12,15 @@ grayscale p0.2 as saturation 0, i.e. the same luma weights as torchvision) -> Ga
 sigma ~ U(0.1, 2) [-> solarize] -> flip + normalise to float CHW. Every view is normalised (the
 MoCo v3 reference left its second view unnormalised). Differences from the per-image PIL path,
 on purpose: jitter factors are applied in one fixed order, and the blur kernel is DALI's
-(radius ceil(3 sigma)) rather than PIL's box approximation.
+(radius ceil(3 sigma)) rather than PIL's box approximation. Differences DALI's colour twist
+brings (not matched here; the two backends' augmentations are alike in distribution, not
+equal): contrast pivots on mid-grey (128) where torchvision pivots on each image's mean grey,
+brightness, contrast, saturation and hue are one affine colour transform with no clamping to
+[0, 255] between them (torchvision clamps after each), and hue is a rotation in YIQ space where
+torchvision shifts HSV hue. EXIF orientation is ignored, as the PIL path ignores it.
+Augmentation is drawn by DALI's generators, seeded once per pipeline (SEED and the rank), so a
+resumed run repeats the sample order but not the augmentations. Only training reads through
+DALI: evaluation and BN calibration use the torch backend.
 
 These pipelines follow the reference's torchvision pipelines (docs/method.md §4 takes those as
 the reference for augmentation), not its DALI pipelines, which differ from them: bicubic resizing
@@ -143,8 +151,10 @@ def build_dali_pipeline(source: _ShardSource, views: Sequence[ViewSpec], batch_s
         encoded, label, index = fn.external_source(source=source, num_outputs=3, batch=True,
                                                    batch_info=True,
                                                    dtype=[types.UINT8, types.INT64, types.INT64])
+        # EXIF orientation ignored, as the PIL path (datasets/base.py) and torchvision's image
+        # folders read images: a photo's pixels are the same whichever loader trains on them.
         images = fn.decoders.image(encoded, device="mixed" if device == "gpu" else "cpu",
-                                   output_type=types.RGB)
+                                   output_type=types.RGB, adjust_orientation=False)
         outs = [_augment_view(images, v, mean, std) for v in views]
         return (*outs, label, index)
 
@@ -201,8 +211,13 @@ class DaliTrainLoader:
         for out in self._iterator:
             d = out[0]
             self._next_iter += 1
-            yield {"views": [d[f"view{i}"] for i in range(self.num_views)],
-                   "label": d["label"].view(-1).long(), "index": d["index"].view(-1).long()}
+            views = [d[f"view{i}"] for i in range(self.num_views)]
+            # external_source outputs stay on the host; a probe's or supervised run's loss
+            # compares labels with logits on the views' device.
+            device = views[0].device
+            yield {"views": views,
+                   "label": d["label"].view(-1).long().to(device, non_blocking=True),
+                   "index": d["index"].view(-1).long().to(device, non_blocking=True)}
 
 
 def build_dali_train_loader(cfg, start_iter: int = 0, device: Optional[str] = None,

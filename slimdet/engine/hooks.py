@@ -9,11 +9,11 @@ from typing import Callable, Dict, List, Sequence
 from detectron2.engine import hooks as d2_hooks
 from detectron2.engine.hooks import EvalHook
 from detectron2.engine.train_loop import HookBase
-from detectron2.utils import comm
 
 from ..evaluation.calibration import calibrate
 from ..layers import CalibrationAware
 from ..solver import EpochClock
+from ..utils.ddp import wait_for_main_process
 from ..utils.results import split_width_key, width_key
 
 logger = logging.getLogger("slimdet")
@@ -113,7 +113,7 @@ class EvaluationHook(EvalHook):
         self.results = results
         if results:
             self.trainer.storage.put_scalars(**results, smoothing_hint=False)
-        comm.synchronize()
+        wait_for_main_process()
 
     def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
         key = width_key(self.best_metric, self.full_width)

@@ -23,6 +23,7 @@ from detectron2.utils import comm
 
 from ..config import ConfigError
 from ..utils.d2compat import set_local_process_group
+from ..utils.ddp import start_wait_group
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 # Exit status of a worker that stopped on a user error (its message is in the error queue).
@@ -43,6 +44,7 @@ class _ReportUserErrors:
     def __call__(self, *args):
         from .defaults import one_line, user_errors
 
+        start_wait_group()  # collective: every worker, before any of them can diverge
         try:
             return self.main_func(*args)
         except user_errors() as e:

@@ -166,6 +166,10 @@ class SlimTrainer(WidthLoopTrainer):
                     "MODEL.SYNC_BN False (each process then normalises over its own share of "
                     "the batch)")
             method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+            if cfg.MODEL.SLIM.MODE == "sandwich":
+                logger.warning("MODEL.SYNC_BN with MODEL.SLIM.MODE sandwich: the widths drawn "
+                               "each step have no BN module of their own and normalise over "
+                               "each process's share of the batch; the fixed widths synchronise")
         if cfg.MODEL.COMPILE:
             compile_method(method, cfg.MODEL.COMPILE)
         optimizer = build_optimizer(cfg, method)

@@ -33,6 +33,12 @@ class CalibrationImages:
     see them (each ``iter()`` starts again at the same first batch), in any process of any job."""
 
     def __init__(self, cfg, device: torch.device):
+        # The torch backend whatever DATALOADER.BACKEND: each iter() (one per calibrated width)
+        # starts again at the first batch, where a DALI pipeline is one stream; and its
+        # augmentation is a function of (SEED, iteration, index) on any machine.
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.DATALOADER.BACKEND = "torch"
         # Rank 0 of 1, not this process's place in the job: see the module docstring.
         self.loader = build_train_loader(cfg, device, rank=0, world_size=1)
 
@@ -60,12 +66,25 @@ def calibrate(cfg, model: nn.Module, widths: Sequence[float], device: torch.devi
                    widths=pending)
 
 
+class _ProcessBatchNorm(nn.SyncBatchNorm):
+    """A SyncBatchNorm that normalises over this process's batch alone (plain BN's forward),
+    for the copy an evaluation calibrates: evaluations run on the main process only, where a
+    SyncBatchNorm in training mode would wait for the other processes to join its all-reduce
+    (they wait for the evaluation instead: a hang until the job's timeout)."""
+
+    forward = nn.modules.batchnorm._BatchNorm.forward
+
+
 def with_calibrated_widths(cfg, model: nn.Module, widths: Sequence[float],
                            device: torch.device) -> nn.Module:
-    """``model`` when every width in ``widths`` has BN statistics, else a calibrated copy."""
+    """``model`` when every width in ``widths`` has BN statistics, else a calibrated copy (its
+    SyncBatchNorms, MODEL.SYNC_BN, normalising over this process's batches)."""
     backbone = backbone_of(model)
     if not uncalibrated_widths(backbone, widths):
         return model
     twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if type(m) is nn.SyncBatchNorm:
+            m.__class__ = _ProcessBatchNorm  # the same module, another forward
     calibrate(cfg, twin, widths, device)
     return twin

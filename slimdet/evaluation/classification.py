@@ -17,6 +17,7 @@ from ..data import build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
 from ..modeling.methods import ClassificationMethod
+from ..utils.ddp import wait_for_main_process
 from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
@@ -77,7 +78,7 @@ class ClassificationEvaluator(Evaluator):
                 if comm.is_main_process() else {}
         finally:
             method.train(was_training)
-        comm.synchronize()
+        wait_for_main_process()
         return results
 
 

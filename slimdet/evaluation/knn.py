@@ -17,6 +17,7 @@ from ..config import evaluation_widths
 from ..data import build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
+from ..utils.ddp import wait_for_main_process
 from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY, Evaluator
 from .calibration import with_calibrated_widths
@@ -104,5 +105,5 @@ class KNNEvaluator(Evaluator):
                                                                      log_sizes=i == 0)
         finally:
             backbone.train(was_training)
-        comm.synchronize()
+        wait_for_main_process()
         return results

@@ -2,10 +2,12 @@
 process serves, so no other job can take its port in between."""
 import importlib
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from slimdet.config import ConfigError
 from slimdet.engine.launch import WorkerUserError, launch
@@ -28,6 +30,15 @@ def _draw_seed(out_dir: str) -> None:
     cfg = load_cfg("", ["SEED", -1])
     note = draw_seed(cfg)
     Path(out_dir, f"rank{dist.get_rank()}").write_text(f"{cfg.SEED}\n{note}")
+
+
+def _slow_main_process(out_dir: str, seconds: float, wait) -> None:
+    import time
+
+    if dist.get_rank() == 0:
+        time.sleep(seconds)  # an evaluation on the main process alone
+    wait()
+    Path(out_dir, f"rank{dist.get_rank()}").write_text("waited")
 
 
 def _user_mistake() -> None:
@@ -94,3 +105,22 @@ def test_a_negative_seed_is_one_seed_drawn_for_every_process(tmp_path):
     assert len(seeds) == 2 and seeds[0] == seeds[1]
     seed, note = seeds[0]
     assert int(seed) >= 0 and note == f"SEED -1: drew seed {seed} (set SEED {seed} to run this again)"
+
+
+def test_the_others_wait_for_the_main_process_longer_than_a_collective_may(tmp_path):
+    """An evaluation runs on the main process alone and can outlast the timeout of the job's
+    collectives (30 minutes; 2 s here): the other processes wait for it in a group of its own."""
+    from detectron2.utils import comm
+
+    from slimdet.utils.ddp import wait_for_main_process
+
+    (tmp_path / "sync").mkdir()
+    with pytest.raises(mp.ProcessRaisedException, match="Timed out waiting 2000ms"):
+        # The job's own barrier gives up.
+        launch(_slow_main_process, 2, args=(str(tmp_path / "sync"), 6.0, comm.synchronize),
+               timeout=timedelta(seconds=2))
+    assert not (tmp_path / "sync" / "rank1").exists()
+    (tmp_path / "wait").mkdir()
+    launch(_slow_main_process, 2, args=(str(tmp_path / "wait"), 6.0, wait_for_main_process),
+           timeout=timedelta(seconds=2))
+    assert sorted(p.name for p in (tmp_path / "wait").iterdir()) == ["rank0", "rank1"]

@@ -34,6 +34,11 @@ def test_calibration_batches_do_not_depend_on_the_rank_or_the_number_of_processe
         # ... the calibration batches are not.
         seen = _first_batches(CalibrationImages(cfg, device))
         assert all(torch.equal(a, b) for a, b in zip(seen, alone)), rank
+    # The torch backend whatever DATALOADER.BACKEND: a DALI pipeline is one stream that
+    # cannot restart at the first batch for each calibrated width.
+    dali = load_cfg(US_DEMO, SMALL + ["DATALOADER.BACKEND", "dali"])
+    assert all(torch.equal(a, b) for a, b in zip(_first_batches(CalibrationImages(dali, device)),
+                                                  alone))
     # Re-iterable: the next evaluation starts again at the same first batch.
     images = CalibrationImages(cfg, device)
     assert torch.equal(_first_batches(images, 1)[0], _first_batches(images, 1)[0])
@@ -86,3 +91,51 @@ def test_two_processes_calibrate_the_statistics_one_process_does(tmp_path):
         assert sorted(theirs) == sorted(alone)
         differ = [k for k in alone if not torch.equal(theirs[k], alone[k])]
         assert not differ, (rank, differ[:3])
+
+
+def _statistics_calibrated_for_an_evaluation(sync_bn: bool) -> dict:
+    """The BN statistics of widths 1.0, 0.6 (untrained) and 0.25 in the copy an evaluation
+    calibrates (``with_calibrated_widths``) of the demo's sandwich network, its BNs
+    SyncBatchNorms with ``sync_bn``."""
+    from slimdet.evaluation.calibration import with_calibrated_widths
+    from slimdet.layers import SwitchableBatchNorm, uncalibrated_widths
+    from slimdet.modeling import build_model
+
+    cfg = load_cfg(US_DEMO, SMALL)
+    torch.manual_seed(0)  # the same random network in every process
+    model = build_model(cfg).eval()
+    model.backbone.mark_statistics_stale()  # as sandwich-rule training leaves it
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    widths = [1.0, 0.6, 0.25]  # trained widths (their BNs SyncBatchNorms) and an untrained one
+    assert uncalibrated_widths(model.backbone, widths) == widths
+    twin = with_calibrated_widths(cfg, model, widths, torch.device("cpu"))
+    assert twin is not model and uncalibrated_widths(model.backbone, widths) == widths
+    return {f"{name}.{w}.{k}": getattr(m.statistics_at(w), k).clone()
+            for name, m in twin.backbone.named_modules() if isinstance(m, SwitchableBatchNorm)
+            for w in widths for k in ("running_mean", "running_var")}
+
+
+def _evaluate_on_the_main_process(out_dir: str) -> None:
+    # As the evaluators run: the main process calibrates and evaluates, the others wait.
+    from slimdet.utils.ddp import wait_for_main_process
+
+    if comm.is_main_process():
+        torch.save(_statistics_calibrated_for_an_evaluation(sync_bn=True),
+                   os.path.join(out_dir, "main.pt"))
+    wait_for_main_process()
+
+
+def test_an_evaluation_of_a_sync_bn_job_calibrates_on_the_main_process_alone(tmp_path):
+    """MODEL.SYNC_BN under DDP: a SyncBatchNorm in training mode all-reduces with the other
+    processes, which wait for the evaluation instead (a hang on GPUs; on these CPU processes
+    torch refuses the all-reduce). The calibrated copy normalises over its own batches, as
+    plain BN does: the statistics a one-process plain-BN network gets."""
+    from slimdet.engine.launch import launch
+
+    launch(_evaluate_on_the_main_process, 2, args=(str(tmp_path),))
+    ours = torch.load(tmp_path / "main.pt")
+    alone = _statistics_calibrated_for_an_evaluation(sync_bn=False)
+    assert sorted(ours) == sorted(alone) and alone
+    for k in alone:
+        torch.testing.assert_close(ours[k], alone[k])

@@ -81,7 +81,7 @@ def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_fold
     shutil.copytree(colour_folder / "val" / "bee", bee_only / "bee")
     cases = [
         (["MODEL.WIDTHS", "[1.0, 0.001]"], ["MODEL.WIDTHS", "0.001", "backbone.conv1"]),
-        (["SOLVER.IMS_PER_BATCH", "512"], ["SOLVER.IMS_PER_BATCH 512", "250 images"]),
+        (["SOLVER.IMS_PER_BATCH", "512"], ["SOLVER.IMS_PER_BATCH 512", "which has 256 images"]),
         # The demo config reads grey images; pointed at a colour folder it must say so.
         (folder_keys(colour_folder, channels=1), ["IN_CHANNELS is 1", "colour", "train"]),
         # A missing test split is found at the start, not after training.
