@@ -200,6 +200,7 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     evaluator of ``TEST.EVALUATORS`` (a missing test split is not found after training)."""
     from ..data import get_dataset, verify_dataset
     from ..data.build import check_batch_size, check_same_classes
+    from ..data.catalog import dataset_key
     from ..evaluation import build_evaluators
     from ..modeling.methods import METHOD_REGISTRY
     from ..modeling.methods.base import ClassificationMethod
@@ -213,6 +214,7 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     opened = {}
     for name in dict.fromkeys(names):  # each once, in order
         opened[name] = verify_dataset(cfg, name, num_classes=num_classes)
+        logger.info("%s %s: %d images", dataset_key(name, cfg), name, len(opened[name]))
         if training and name == cfg.DATASETS.TRAIN:
             check_batch_size(cfg, name, len(opened[name]))
     if num_classes and cfg.DATASETS.TRAIN not in opened:

@@ -141,12 +141,20 @@ class WidthLoopTrainer(SimpleTrainer):
         ret = super().state_dict()
         if self.grad_scaler is not None:
             ret["grad_scaler"] = self.grad_scaler.state_dict()
+        ret["world_size"] = comm.get_world_size()
         return ret
 
     def load_state_dict(self, state_dict):
         # SimpleTrainer's, with the optimizer restored through a check of its kind and groups.
         TrainerBase.load_state_dict(self, state_dict)
         restore_optimizer(self.optimizer, state_dict["optimizer"])
+        saved, now = state_dict.get("world_size"), comm.get_world_size()
+        if saved is not None and saved != now:
+            # The same total batch, samples and augmentation, but BN (per process, shuffle-BN)
+            # sees other shares of each batch: not the loss sequence the run would have had.
+            logger.warning("Resuming a run of %d process(es) with %d: SOLVER.IMS_PER_BATCH is "
+                           "split anew, so BN statistics (per process) differ from the "
+                           "uninterrupted run's from here on", saved, now)
         if self.grad_scaler is not None and "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 

@@ -184,3 +184,18 @@ def test_a_resume_with_changed_solver_keys_runs_the_new_schedule_from_its_first_
     q = first.optimizer.param_groups[0]["params"][0]
     torch.testing.assert_close(resumed.optimizer.state[p]["momentum_buffer"],
                                first.optimizer.state[q]["momentum_buffer"])
+
+
+def test_a_resume_with_another_number_of_processes_says_so(tmp_path, caplog):
+    from slimdet.engine import load_cfg
+    from slimdet.engine.trainer import SlimTrainer
+
+    trainer = SlimTrainer(load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), [
+        "DATASETS.TRAIN_SUBSET", 256, "SOLVER.IMS_PER_BATCH", 64, "TEST.EVALUATORS", [],
+        "OUTPUT_DIR", str(tmp_path)]))
+    state = trainer.state_dict()
+    assert state["world_size"] == 1
+    trainer.load_state_dict(state)
+    assert "Resuming a run of" not in caplog.text
+    trainer.load_state_dict(dict(state, world_size=2))
+    assert "Resuming a run of 2 process(es) with 1" in caplog.text
