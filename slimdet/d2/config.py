@@ -9,8 +9,9 @@ errors into one :class:`~slimdet.config.ConfigError` naming the file or override
 from __future__ import annotations
 
 import difflib
+import logging
 import os
-from typing import List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from detectron2.config import CfgNode as CN
@@ -18,8 +19,12 @@ from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import ConfigError, check_widths
+from ..data.datasets import DatasetError
 from ..modeling.slim import loss_weights
-from .datasets import PREPARE_COMMAND, TINY_COCO_SPLITS, datasets_root
+from .datasets import (COCO_PATH_FORM, PREPARE_COMMAND, TINY_COCO_SPLITS, CocoSummary,
+                       coco_summary, datasets_root, is_coco_path, register_coco_path)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_WIDTHS = [1.0, 0.75, 0.5, 0.25]
 SLIM_META_ARCHITECTURE = "SlimGeneralizedRCNN"
@@ -95,30 +100,197 @@ def is_slimmable(cfg: CN) -> bool:
     return cfg.MODEL.META_ARCHITECTURE == SLIM_META_ARCHITECTURE
 
 
+OWN_DATA_HINT = (f"name your own COCO-format data by its files, {COCO_PATH_FORM} "
+                 "(README, Your own data)")
+
+
+def _where(path: str) -> str:
+    """Where a relative data path is looked for: a job reads it from the folder it runs in."""
+    if os.path.isabs(path):
+        return ""
+    return f" (relative to the current folder {os.getcwd()})"
+
+
+def _missing(key: str, name: str, path: str, what: str) -> ConfigError:
+    if name in TINY_COCO_SPLITS:
+        how = (f"prepare it with {PREPARE_COMMAND}, or set $DETECTRON2_DATASETS to the folder "
+               "that holds tiny_coco")
+    elif is_coco_path(name):
+        how = f"the name is {COCO_PATH_FORM}"
+    else:
+        env = os.getenv("DETECTRON2_DATASETS")
+        how = ("data sets are read from $DETECTRON2_DATASETS "
+               + (f"({env})" if env else f"(not set: {datasets_root()}/)")
+               + ", see datasets/README.md; or " + OWN_DATA_HINT)
+    return ConfigError(f"DATASETS.{key}: {name!r} needs the {what} {path}{_where(path)}, which "
+                       f"does not exist; {how}")
+
+
+def _describe_set(key: str, name: str, summary: CocoSummary) -> str:
+    return f"DATASETS.{key} {name!r} ({summary.json_file})"
+
+
+def _first_difference(ours: Sequence[Tuple[int, str]], theirs: Sequence[Tuple[int, str]],
+                      us: str, them: str) -> str:
+    """Where two (id, name) lists sorted by id first part: the label and both categories."""
+    for label, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            return f"label {label} is id {b[0]} {b[1]!r} in {them}, id {a[0]} {a[1]!r} in {us}"
+    label = min(len(ours), len(theirs))
+    longer, where = (ours, us) if len(ours) > len(theirs) else (theirs, them)
+    return f"label {label} (id {longer[label][0]} {longer[label][1]!r}) is only in {where}"
+
+
+def _registered_categories(name: str) -> Optional[Tuple[Tuple[int, str], ...]]:
+    """The (id, name) categories a set's metadata fixes before it is loaded (Detectron2's
+    builtin coco_* sets: the 80 COCO classes), or None when loading sets them."""
+    meta = MetadataCatalog.get(name)
+    id_map, classes = meta.get("thing_dataset_id_to_contiguous_id"), meta.get("thing_classes")
+    if not id_map or not classes or len(id_map) != len(classes):
+        return None
+    return tuple((i, classes[label]) for i, label in sorted(id_map.items(), key=lambda x: x[1]))
+
+
+def _read_set(key: str, name: str) -> Optional[CocoSummary]:
+    """The summary of a registered set's annotation file (None: not a COCO-format set), after
+    checking that it and the image folder are there and that the file fits the metadata."""
+    meta = MetadataCatalog.get(name)
+    json_file, image_root = meta.get("json_file"), meta.get("image_root")
+    if not json_file:
+        return None
+    if not os.path.isfile(json_file):
+        raise _missing(key, name, json_file, "annotation file")
+    if image_root and not os.path.isdir(image_root):
+        raise _missing(key, name, image_root, "image folder")
+    try:
+        summary = coco_summary(json_file)
+    except DatasetError as e:
+        raise DatasetError(f"DATASETS.{key} {name!r}: {e}") from None
+    registered = _registered_categories(name)
+    if registered is not None and registered != summary.categories:
+        # Detectron2 fixes these names' classes (its builtin metadata): loading the file would
+        # fail on them, or map the file's ids to other classes.
+        raise ConfigError(
+            f"{_describe_set(key, name, summary)} has {len(summary.categories)} categories "
+            f"that are not the {len(registered)} this name is registered with (Detectron2's "
+            "COCO classes for its coco_* names): "
+            f"{_first_difference(registered, summary.categories, 'the registered classes', 'the file')}; "
+            + OWN_DATA_HINT)
+    return summary
+
+
 def check_datasets(cfg: CN, keys: Sequence[str] = ("TRAIN", "TEST")) -> None:
-    """Every data set named in ``DATASETS.<key>`` is registered, and its annotation file (the
-    ``json_file`` of its metadata, for COCO-format sets) exists; else one
-    :class:`ConfigError` naming the key, the set and the file."""
+    """The data sets of ``DATASETS.<key>`` before anything runs: each one registered
+    (``coco:JSON_FILE:IMAGE_FOLDER`` names are registered here), its annotation file and image
+    folder there, the file a COCO instances file read once (:func:`coco_summary`), and every
+    split with the categories of the first training set, which the model's labels are
+    (indices of the sorted category ids: the same names under other ids, or a category less,
+    give other labels and wrong AP without an error). With only ``TEST`` (``--eval-only``) the
+    test sets are compared with ``DATASETS.TRAIN`` where its categories can be known without
+    it, or its file is there. ``MODEL.ROI_HEADS.NUM_CLASSES`` holds every category.
+    A mistake is one :class:`ConfigError` / :class:`DatasetError` naming the key and the set."""
+    for key in ("TRAIN", "TEST"):
+        for name in cfg.DATASETS[key]:
+            if is_coco_path(name):
+                try:
+                    register_coco_path(name)
+                except ValueError as e:
+                    raise ConfigError(f"DATASETS.{key}: {e}") from None
     registered = DatasetCatalog.list()
+    read: Dict[Tuple[str, str], Optional[CocoSummary]] = {}
     for key in keys:
         for name in cfg.DATASETS[key]:
             if name not in registered:
                 close = difflib.get_close_matches(name, registered, n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"DATASETS.{key}: {name!r} is not a registered data set{hint}")
-            json_file = MetadataCatalog.get(name).get("json_file")
-            if json_file and not os.path.isfile(json_file):
-                how = (f"prepare it with {PREPARE_COMMAND}" if name in TINY_COCO_SPLITS else
-                       f"data sets are read from $DETECTRON2_DATASETS ({datasets_root()}), "
-                       "see datasets/README.md")
-                raise ConfigError(f"DATASETS.{key}: {name!r} needs {json_file}, which does "
-                                  f"not exist; {how}")
+                raise ConfigError(f"DATASETS.{key}: {name!r} is not a registered data set"
+                                  f"{hint}; or {OWN_DATA_HINT}")
+            read[(key, name)] = summary = _read_set(key, name)
+            if summary is None:
+                continue
+            if key == "TRAIN" and not summary.has_annotations:
+                raise DatasetError(f"{_describe_set(key, name, summary)} has no 'annotations': "
+                                   "an image-info file, nothing to train on")
+            if key == "TRAIN" and not summary.annotated_images:
+                raise DatasetError(f"{_describe_set(key, name, summary)}: none of its "
+                                   f"{summary.images} images has an annotation (crowd ones aside), "
+                                   "so Detectron2 has no image to train on")
+            if key == "TEST" and not summary.has_annotations:
+                logger.warning("%s has no 'annotations': its predictions are written, not "
+                               "evaluated", _describe_set(key, name, summary))
+    reference = _training_categories(cfg, read)
+    if reference is None:
+        return
+    ref_key, ref_name, ref_file, ref_categories = reference
+    for (key, name), summary in read.items():
+        if summary is None or summary.categories == ref_categories:
+            continue
+        first = _first_difference(ref_categories, summary.categories, f"DATASETS.{ref_key}",
+                                  f"DATASETS.{key}")
+        raise ConfigError(
+            f"{_describe_set(key, name, summary)} has {len(summary.categories)} categories, "
+            f"DATASETS.{ref_key} {ref_name!r} ({ref_file}) {len(ref_categories)}, and they "
+            f"differ: {first}; labels are indices of the sorted category ids, so every split "
+            "needs the same categories (ids and names), also those it has no annotation of")
+    _check_num_classes(cfg, f"DATASETS.{ref_key} {ref_name!r} ({ref_file})", len(ref_categories))
+
+
+def _training_categories(cfg: CN, read) -> Optional[Tuple[str, str, str, Tuple]]:
+    """(key, name, file, categories) of the first training set, whose categories the model's
+    labels are; without it (--eval-only, its file not there) the first test set's."""
+    train = list(cfg.DATASETS.TRAIN)
+    if train and ("TRAIN", train[0]) not in read:
+        # --eval-only: the training set is read only where its labels cannot be known otherwise.
+        name = train[0]
+        registered = _registered_categories(name) if name in DatasetCatalog.list() else None
+        if registered is not None:
+            return "TRAIN", name, "its registered classes", registered
+        json_file = MetadataCatalog.get(name).get("json_file")
+        if json_file and os.path.isfile(json_file):
+            summary = _read_set("TRAIN", name)
+            return "TRAIN", name, summary.json_file, summary.categories
+        logger.warning("Cannot compare the categories of DATASETS.TEST with those of "
+                       "DATASETS.TRAIN %r, which the model was trained on (its annotation file "
+                       "is not there): the test set must have the same categories (ids and "
+                       "names)", name)
+    first = next(((k, n, s) for (k, n), s in read.items() if s is not None), None)
+    return None if first is None else (first[0], first[1], first[2].json_file,
+                                       first[2].categories)
+
+
+def num_classes_key(cfg: CN) -> str:
+    """The config key of the detector's number of classes."""
+    return ("MODEL.RETINANET.NUM_CLASSES" if cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
+            else "MODEL.ROI_HEADS.NUM_CLASSES")
+
+
+def _check_num_classes(cfg: CN, source: str, categories: int) -> None:
+    key = num_classes_key(cfg)
+    value = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \
+        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if value < categories:
+        raise ConfigError(f"{key} {value} is smaller than the {categories} categories of "
+                          f"{source}: the last ones would be trained as background (or "
+                          f"fail); set {key} {categories}")
+    if value > categories:
+        logger.warning("%s %d is larger than the %d categories of %s: the %d extra classes are "
+                       "never trained", key, value, categories, source, value - categories)
 
 
 def validate_det_cfg(cfg: CN, eval_only: bool = False) -> None:
-    """Fail early, naming the key, on settings a detection job cannot honour: data sets that
-    are not registered or not there (``DATASETS.TEST``, and ``DATASETS.TRAIN`` unless
-    ``eval_only``); for the slimmable detector its own keys (:func:`validate_slim_det_cfg`)."""
+    """Fail early, naming the key, on settings a detection job cannot honour: numbers out of
+    range; the data sets (:func:`check_datasets`: ``DATASETS.TEST``, and ``DATASETS.TRAIN``
+    unless ``eval_only``); for the slimmable detector its own keys
+    (:func:`validate_slim_det_cfg`)."""
+    key = num_classes_key(cfg)
+    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \
+        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if num_classes < 1:
+        raise ConfigError(f"{key} must be at least 1 (the number of categories), got "
+                          f"{num_classes}")
+    if cfg.SOLVER.IMS_PER_BATCH < 1:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH must be at least 1, got "
+                          f"{cfg.SOLVER.IMS_PER_BATCH}")
     check_datasets(cfg, ("TEST",) if eval_only else ("TRAIN", "TEST"))
     if is_slimmable(cfg):
         validate_slim_det_cfg(cfg)

@@ -2,14 +2,19 @@
 in one line and exit status 2, and no weights file ever runs code."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from slimdet.config import ConfigError
+from slimdet.d2 import load_det_cfg
+from slimdet.d2.datasets import ImageCheckingMapper, tiny_coco_root
+from slimdet.data.datasets import DatasetError
 
 from d2_helpers import SLIM_DEMO, SMALL, STOCK_CONVERTED, STOCK_SMALL, one_line_error, run_tool
 
@@ -104,3 +109,63 @@ def test_a_previous_run_folder_is_continued_or_replaced_never_restarted(tmp_path
     one_line_error(run_tool("train_det.py", "--overwrite", *common, "MODEL.WEIGHTS",
                             out / "model_final.pth"), "MODEL.WEIGHTS", "--overwrite removes")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+def _tiny_copy(tmp_path, edit_val=None) -> tuple:
+    """``coco:JSON:IMAGES`` names of copies of the tiny set's files (its val file edited)."""
+    tiny = Path(tiny_coco_root()).resolve()
+    names = []
+    for split in ("train", "val"):
+        doc = json.loads((tiny / "annotations" / f"instances_{split}.json").read_text())
+        if split == "val" and edit_val:
+            edit_val(doc)
+        (tmp_path / f"{split}.json").write_text(json.dumps(doc))
+        names.append(f"coco:{tmp_path / f'{split}.json'}:{tiny / 'images'}")
+    return tuple(names)
+
+
+def test_own_coco_files_by_path_train_and_evaluate(tiny_coco, tmp_path):
+    train, val = _tiny_copy(tmp_path)
+    res = run_tool("train_det.py", "--config-file", SLIM_DEMO, *SMALL, "MODEL.WEIGHTS", "",
+                   "MODEL.WIDTHS", "[1.0, 0.5]", "SOLVER.MAX_ITER", "1", "DATASETS.TRAIN",
+                   f"('{train}',)", "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", tmp_path / "out")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "AP of every width" in res.stderr + res.stdout
+
+
+def test_a_test_set_with_other_category_ids_is_one_line_before_anything_is_written(tiny_coco,
+                                                                                  tmp_path):
+    def renumber(doc):  # the same names, ids reversed
+        n = len(doc["categories"])
+        for c in doc["categories"]:
+            c["id"] = n + 1 - c["id"]
+        for a in doc["annotations"]:
+            a["category_id"] = n + 1 - a["category_id"]
+
+    train, val = _tiny_copy(tmp_path, renumber)
+    one_line_error(run_tool("train_det.py", "--config-file", SLIM_DEMO, *SMALL, "MODEL.WEIGHTS",
+                            "", "DATASETS.TRAIN", f"('{train}',)", "DATASETS.TEST", f"('{val}',)",
+                            "OUTPUT_DIR", tmp_path / "out"),
+                   f"DATASETS.TEST '{val}' ({tmp_path}/val.json)",
+                   f"DATASETS.TRAIN '{train}' ({tmp_path}/train.json)", "label 0 is id 1 'track'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_image_is_one_error_naming_it(tiny_coco, tmp_path):
+    tiny = Path(tiny_coco_root()).resolve() / "images" / "2011_000003.jpg"
+    truncated, not_image = tmp_path / "truncated.jpg", tmp_path / "notes.jpg"
+    truncated.write_bytes(tiny.read_bytes()[:2000])
+    not_image.write_text("not an image\n")
+    cfg = load_det_cfg(SLIM_DEMO)
+    for is_train in (True, False):
+        mapper = ImageCheckingMapper(cfg, is_train)
+        with Image.open(tiny) as im:
+            good = {"file_name": str(tiny), "width": im.width, "height": im.height, "image_id": 0,
+                    "annotations": []}
+        assert mapper(dict(good))["image"].shape[0] == 3
+        for path, why in ((truncated, "image file is truncated"),
+                          (not_image, "not an image file PIL can read")):
+            with pytest.raises(DatasetError, match=f"^cannot read image {path} \\({why}"):
+                mapper(dict(good, file_name=str(path)))
+        with pytest.raises(DatasetError, match=f"^image {tiny}: .*"):
+            mapper(dict(good, width=good["width"] + 7))
