@@ -131,10 +131,27 @@ def to_slim_d2_state(resnet: SlimResNet) -> Dict[str, np.ndarray]:
     return {SLIM_D2_PREFIX + k: v.detach().cpu().numpy() for k, v in resnet.state_dict().items()}
 
 
-def stock_d2_overrides(resnet: SlimResNet, width: float) -> List[str]:
+IMAGENET_PIXEL_MEAN = [123.675, 116.280, 103.530]  # torchvision's, in 0-255 pixel units
+IMAGENET_PIXEL_STD = [58.395, 57.120, 57.375]
+
+
+def input_overrides(pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+                    pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
+    """``INPUT.FORMAT`` and ``MODEL.PIXEL_MEAN/STD`` (0-255 units) of a backbone pre-trained on
+    RGB (3 values) or grey (1 value) images normalised by these statistics."""
+    fmt = "L" if len(pixel_mean) == 1 else "RGB"
+    return ["INPUT.FORMAT", fmt,
+            "MODEL.PIXEL_MEAN", "[" + ",".join(f"{v:.3f}" for v in pixel_mean) + "]",
+            "MODEL.PIXEL_STD", "[" + ",".join(f"{v:.3f}" for v in pixel_std) + "]"]
+
+
+def stock_d2_overrides(resnet: SlimResNet, width: float,
+                       pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+                       pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
     """``KEY VALUE`` overrides that make stock ``mask_rcnn_R_*_FPN`` fit a converted width.
 
-    Pre-training used torchvision's RGB normalisation, hence the input format and pixel stats.
+    Pre-training normalised RGB images with ``pixel_mean`` / ``pixel_std`` (0-255 units;
+    default torchvision's ImageNet statistics), hence the input format and pixel stats.
     """
     stem = int(resnet.conv1.out_channels * width)
     res2 = int(resnet.stage_channels[0] * width)
@@ -142,10 +159,21 @@ def stock_d2_overrides(resnet: SlimResNet, width: float) -> List[str]:
             "MODEL.RESNETS.STEM_OUT_CHANNELS", str(stem),
             "MODEL.RESNETS.RES2_OUT_CHANNELS", str(res2),
             "MODEL.RESNETS.WIDTH_PER_GROUP", str(stem),
-            "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-            "INPUT.FORMAT", "RGB",
-            "MODEL.PIXEL_MEAN", "[123.675,116.280,103.530]",
-            "MODEL.PIXEL_STD", "[58.395,57.120,57.375]"]
+            "MODEL.RESNETS.STRIDE_IN_1X1", "False"] + input_overrides(pixel_mean, pixel_std)
+
+
+def slim_d2_overrides(resnet: SlimResNet,
+                      pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+                      pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
+    """``KEY VALUE`` overrides that make the slimmable detector's backbone (``MODEL.RESNETS.*``
+    at full width, ``MODEL.WIDTHS``) fit a ``--slimmable`` export: a ResNet-18/34 has 64
+    res2 channels, not the 256 of the R-50 configs."""
+    stem = resnet.conv1.out_channels
+    return ["MODEL.RESNETS.DEPTH", str(resnet.depth),
+            "MODEL.RESNETS.STEM_OUT_CHANNELS", str(stem),
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", str(resnet.stage_channels[0]),
+            "MODEL.RESNETS.WIDTH_PER_GROUP", str(stem),
+            "MODEL.WIDTHS", f'"{resnet.widths}"'] + input_overrides(pixel_mean, pixel_std)
 
 
 def detector_part(key: str) -> str:
