@@ -11,22 +11,27 @@ CKPT is any checkpoint slimdet reads (docs/checkpoints.md): a slimdet checkpoint
 (``module.encoder_q.features.N...``); it is read without running code (--trust-checkpoint
 unpickles a trusted file fully). Every backbone weight must be in it. The converter prints the
 architecture it found, what it wrote and which parts it dropped (heads, momentum encoder, queue,
-classifier).
+classifier), and the config keys that make a detector fit the file. Their pixel statistics
+come from the pre-training run's config.yaml when it lies beside CKPT (INPUT.PIXEL_MEAN / STD,
+x 255 for Detectron2's 0-255 pixels); otherwise the hint says it assumes ImageNet's. An
+existing -o file is replaced only with --overwrite.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from slimdet.checkpoint import (CheckpointError, backbone_from_checkpoint, infer_architecture,
                                read_checkpoint)
-from slimdet.d2.checkpoint import stock_d2_overrides, to_slim_d2_state, to_stock_d2_state
+from slimdet.config import ConfigError, check_widths
+from slimdet.d2.checkpoint import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, slim_d2_overrides,
+                                   stock_d2_overrides, to_slim_d2_state, to_stock_d2_state)
 from slimdet.engine import run_cli
-from slimdet.config import check_widths
 from slimdet.layers import uncalibrated_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
 from slimdet.utils.file_io import atomic_write, check_not_input
@@ -42,6 +47,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     mode.add_argument("--slimmable", action="store_true",
                       help="export every width for build_slim_resnet_fpn_backbone")
     p.add_argument("-o", "--output", required=True, help="output .pkl")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     p.add_argument("--widths", type=float, nargs="+", default=None,
                    help="width list of the checkpoint (default: inferred from its BN sizes)")
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -73,10 +79,48 @@ def _group(keys: List[str]) -> str:
                      for part, members in groups.items())
 
 
+def pixel_statistics(ckpt_path: Optional[str], in_channels: int) -> Tuple[List[float], List[float], str]:
+    """MODEL.PIXEL_MEAN / PIXEL_STD (0-255) for a backbone pre-trained by the run whose
+    ``config.yaml`` lies beside ``ckpt_path`` (its INPUT.PIXEL_MEAN / STD, in [0, 1] units), and
+    where they come from; ImageNet's when there is no such config, which the note says."""
+    import yaml
+
+    config = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "config.yaml") \
+        if ckpt_path else ""
+    if config and os.path.isfile(config):
+        try:
+            with open(config) as f:
+                inp = (yaml.safe_load(f) or {}).get("INPUT", {})
+            mean, std = [float(v) for v in inp["PIXEL_MEAN"]], [float(v) for v in inp["PIXEL_STD"]]
+        except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError):
+            mean = std = None  # not a slimdet pre-training config: say what is assumed instead
+        if mean is not None:
+            if len(mean) != in_channels or len(std) != in_channels:
+                raise ConfigError(f"{config}: INPUT.PIXEL_MEAN / PIXEL_STD have {len(mean)} / "
+                                  f"{len(std)} values, but the backbone in {ckpt_path} reads "
+                                  f"{in_channels}-channel images")
+            return ([v * 255 for v in mean], [v * 255 for v in std],
+                    f"pixel statistics: INPUT.PIXEL_MEAN / PIXEL_STD of {config} (x 255)")
+    if in_channels != 3:
+        raise ConfigError(f"the backbone reads {in_channels}-channel images and no pre-training "
+                          f"config.yaml lies beside {ckpt_path or 'it'} to give its pixel "
+                          "statistics: copy the run's config.yaml next to the checkpoint")
+    why = "no config.yaml beside the checkpoint" if ckpt_path else "random initialisation"
+    return (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD,
+            f"pixel statistics: ImageNet's assumed ({why}); if pre-training used other "
+            "INPUT.PIXEL_MEAN / PIXEL_STD, pass those x 255 instead")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.input is not None:
         check_not_input(args.output, {"CKPT": args.input}, "-o/--output")
+    if os.path.exists(args.output) and not args.overwrite:
+        # As train_net's run folders: a file someone made is replaced only when asked to.
+        raise ConfigError(f"-o/--output {args.output} exists: pass --overwrite to replace it, "
+                          "or choose another file")
+    if os.path.isdir(args.output):
+        raise ConfigError(f"-o/--output {args.output} is a folder, not a file")
     if args.random_init is not None:
         widths = args.widths or [1.0, 0.75, 0.5, 0.25]
         resnet = SlimResNet(depth=args.random_init, widths=widths).eval()
@@ -94,7 +138,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"dropped {len(dropped)} checkpoint tensors that are not the student "
                   f"backbone: {_group(dropped)}")
 
+    pixel_mean, pixel_std, pixel_note = pixel_statistics(args.input, resnet.conv1.in_channels)
     if args.slimmable:
+        if resnet.cifar_stem:
+            # The detector's SlimResNet always has the ImageNet stem; no config key changes it.
+            raise ConfigError(
+                f"{source!r} has a CIFAR stem (3x3 convolution, no max-pool); the slimmable "
+                "detector's backbone has a 7x7 stem and a max-pool, so no detector config can "
+                "load it: pre-train with MODEL.BACKBONE.CIFAR_STEM False for detection")
         stale = uncalibrated_widths(resnet, resnet.widths)
         if stale:
             # Detection keeps the converted statistics (frozen or as BN's start): stale ones
@@ -108,8 +159,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         # Exact Detectron2 parameter names: no name-matching heuristics needed (or wanted).
         out = {"model": state, "__author__": f"slimdet convert_to_d2 --slimmable ({source})",
                "matching_heuristics": False, "slimdet": meta}
-        hint = (f"use it with MODEL.WEIGHTS {args.output} MODEL.RESNETS.DEPTH {resnet.depth} "
-                f"MODEL.WIDTHS \"{resnet.widths}\"")
+        hint = (f"use it with MODEL.WEIGHTS {args.output} "
+                + " ".join(slim_d2_overrides(resnet, pixel_mean, pixel_std)))
     else:
         if args.width not in resnet.widths:
             print(f"error: width {args.width} is not one of the checkpoint's widths {resnet.widths}",
@@ -133,12 +184,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                "matching_heuristics": True,
                "slimdet": {"width": args.width, "widths": resnet.widths, "depth": resnet.depth}}
         hint = ("use it in stock Detectron2 with MODEL.WEIGHTS " + args.output + " " +
-                " ".join(stock_d2_overrides(resnet, args.width)))
+                " ".join(stock_d2_overrides(resnet, args.width, pixel_mean, pixel_std)))
     atomic_write(args.output, lambda f: pickle.dump(out, f))
     n_params = sum(v.size for v in state.values())
     print(f"wrote {args.output}: {len(state)} tensors, {n_params / 1e6:.2f}M values "
           f"(e.g. {_list(sorted(state), 3)})")
     print(hint)
+    print(pixel_note)
     return 0
 
 

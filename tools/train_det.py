@@ -14,19 +14,16 @@ tools/train_net.py, a start into an OUTPUT_DIR holding a previous run is refused
 or checkpoint ends in one line `error: ...` and exit status 2. The slimmable detector logs one
 table of box and mask AP of every width.
 """
-from slimdet.d2 import detection_trainer_class, setup_detection
+from slimdet.d2 import evaluate_detection, setup_detection, train_detection
 from slimdet.engine import launch_cli, parse_tool_args
 from slimdet.engine.defaults import train_argument_parser
 
 
 def main(args):
     cfg = setup_detection(args)
-    trainer_cls = detection_trainer_class(cfg)
-    if args.eval_only:
-        return trainer_cls.test(cfg, trainer_cls.load_for_evaluation(cfg, args.resume))
-    trainer = trainer_cls(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()  # the EvalHook evaluates (every width) after the last iteration
+    if args.eval_only:  # into OUTPUT_DIR/eval_<weights name>, with eval_results.json
+        return evaluate_detection(cfg, args.resume)
+    return train_detection(cfg, args.resume, getattr(args, "overwrite", False))
 
 
 if __name__ == "__main__":

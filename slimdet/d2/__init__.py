@@ -12,7 +12,8 @@ from .checkpoint import (SLIM_D2_PREFIX, SafeDetectionCheckpointer, SlimDetectio
 from .config import (add_slim_det_config, eval_widths, get_slim_det_cfg, is_slimmable,
                      load_det_cfg, validate_det_cfg, validate_slim_det_cfg)
 from .datasets import TINY_COCO_TRAIN, TINY_COCO_VAL, register_tiny_coco, tiny_coco_source
-from .defaults import detection_trainer_class, setup_detection
+from .defaults import (detection_trainer_class, eval_output_dir, evaluate_detection,
+                       setup_detection, train_detection)
 from .evaluation import evaluate_widths, format_width_table
 from .meta_arch import SlimGeneralizedRCNN
 from .trainer import DetectionTrainer, SlimDetTrainer
@@ -29,5 +30,5 @@ __all__ = [
     "TINY_COCO_TRAIN", "TINY_COCO_VAL", "register_tiny_coco", "tiny_coco_source",
     "evaluate_widths", "format_width_table",
     "SlimGeneralizedRCNN", "DetectionTrainer", "SlimDetTrainer", "detection_trainer_class",
-    "setup_detection",
+    "setup_detection", "train_detection", "evaluate_detection", "eval_output_dir",
 ]

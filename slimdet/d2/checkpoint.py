@@ -131,10 +131,27 @@ def to_slim_d2_state(resnet: SlimResNet) -> Dict[str, np.ndarray]:
     return {SLIM_D2_PREFIX + k: v.detach().cpu().numpy() for k, v in resnet.state_dict().items()}
 
 
-def stock_d2_overrides(resnet: SlimResNet, width: float) -> List[str]:
+IMAGENET_PIXEL_MEAN = [123.675, 116.280, 103.530]  # torchvision's, in 0-255 pixel units
+IMAGENET_PIXEL_STD = [58.395, 57.120, 57.375]
+
+
+def input_overrides(pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+                    pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
+    """``INPUT.FORMAT`` and ``MODEL.PIXEL_MEAN/STD`` (0-255 units) of a backbone pre-trained on
+    RGB (3 values) or grey (1 value) images normalised by these statistics."""
+    fmt = "L" if len(pixel_mean) == 1 else "RGB"
+    return ["INPUT.FORMAT", fmt,
+            "MODEL.PIXEL_MEAN", "[" + ",".join(f"{v:.3f}" for v in pixel_mean) + "]",
+            "MODEL.PIXEL_STD", "[" + ",".join(f"{v:.3f}" for v in pixel_std) + "]"]
+
+
+def stock_d2_overrides(resnet: SlimResNet, width: float,
+                       pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+                       pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
     """``KEY VALUE`` overrides that make stock ``mask_rcnn_R_*_FPN`` fit a converted width.
 
-    Pre-training used torchvision's RGB normalisation, hence the input format and pixel stats.
+    Pre-training normalised RGB images with ``pixel_mean`` / ``pixel_std`` (0-255 units;
+    default torchvision's ImageNet statistics), hence the input format and pixel stats.
     """
     stem = int(resnet.conv1.out_channels * width)
     res2 = int(resnet.stage_channels[0] * width)
@@ -142,10 +159,21 @@ def stock_d2_overrides(resnet: SlimResNet, width: float) -> List[str]:
             "MODEL.RESNETS.STEM_OUT_CHANNELS", str(stem),
             "MODEL.RESNETS.RES2_OUT_CHANNELS", str(res2),
             "MODEL.RESNETS.WIDTH_PER_GROUP", str(stem),
-            "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-            "INPUT.FORMAT", "RGB",
-            "MODEL.PIXEL_MEAN", "[123.675,116.280,103.530]",
-            "MODEL.PIXEL_STD", "[58.395,57.120,57.375]"]
+            "MODEL.RESNETS.STRIDE_IN_1X1", "False"] + input_overrides(pixel_mean, pixel_std)
+
+
+def slim_d2_overrides(resnet: SlimResNet,
+                      pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+                      pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
+    """``KEY VALUE`` overrides that make the slimmable detector's backbone (``MODEL.RESNETS.*``
+    at full width, ``MODEL.WIDTHS``) fit a ``--slimmable`` export: a ResNet-18/34 has 64
+    res2 channels, not the 256 of the R-50 configs."""
+    stem = resnet.conv1.out_channels
+    return ["MODEL.RESNETS.DEPTH", str(resnet.depth),
+            "MODEL.RESNETS.STEM_OUT_CHANNELS", str(stem),
+            "MODEL.RESNETS.RES2_OUT_CHANNELS", str(resnet.stage_channels[0]),
+            "MODEL.RESNETS.WIDTH_PER_GROUP", str(stem),
+            "MODEL.WIDTHS", f'"{resnet.widths}"'] + input_overrides(pixel_mean, pixel_std)
 
 
 def detector_part(key: str) -> str:
@@ -196,6 +224,30 @@ def detectron2_checkpoint(data: Dict[str, Any], filename: str) -> Dict[str, Any]
             raise CheckpointError(f"{filename!r}: weight {k!r} is a {type(v).__name__}, not a "
                                   "tensor or array")
     return data
+
+
+def _backbone_hint(in_file: Mapping[str, Any], meta: Optional[Mapping[str, Any]]) -> str:
+    """What makes the detector's ResNet fit a file's backbone: for one in stock Detectron2
+    names (a tools/convert_to_d2.py --width export), the MODEL.RESNETS overrides read from its
+    shapes, with the width and depth its slimdet metadata records."""
+    meta = meta if isinstance(meta, Mapping) else {}
+    if "stem.conv1.weight" not in in_file or "res2.0.conv1.weight" not in in_file:
+        return ("set MODEL.RESNETS.DEPTH / STEM_OUT_CHANNELS / RES2_OUT_CHANNELS / "
+                "WIDTH_PER_GROUP to the file's ResNet")
+    stem = np.shape(in_file["stem.conv1.weight"])[0]
+    bottleneck = "res2.0.conv3.weight" in in_file
+    res2 = np.shape(in_file["res2.0.conv3.weight" if bottleneck else "res2.0.conv2.weight"])[0]
+    keys = ([f"MODEL.RESNETS.DEPTH {meta['depth']}"] if "depth" in meta else []) + [
+        f"MODEL.RESNETS.STEM_OUT_CHANNELS {stem}", f"MODEL.RESNETS.RES2_OUT_CHANNELS {res2}"]
+    if bottleneck:
+        keys.append(f"MODEL.RESNETS.WIDTH_PER_GROUP {np.shape(in_file['res2.0.conv1.weight'])[0]}")
+    if "width" not in meta:
+        return f"set the detector's ResNet to the file's ({' '.join(keys)})"
+    keys.append("MODEL.RESNETS.STRIDE_IN_1X1 False")
+    depth = f"-{meta['depth']}" if "depth" in meta else ""
+    return (f"it is width {float(meta['width']):g} of a slimmable ResNet{depth} "
+            f"(tools/convert_to_d2.py): pass the overrides the converter printed "
+            f"({' '.join(keys)}, and its INPUT.FORMAT / MODEL.PIXEL_MEAN / PIXEL_STD)")
 
 
 def _missing(incompatible) -> List[str]:
@@ -274,10 +326,38 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         return detectron2_checkpoint(read_file(filename, trusted), filename)
 
     def _load_model(self, checkpoint: Dict[str, Any]):
+        # Names and shapes as in the file: Detectron2's name matching replaces the dict, and
+        # fvcore drops tensors of other shapes from it.
+        in_file = dict(checkpoint["model"])
         incompatible = super()._load_model(checkpoint)
         if self._current is not None and self._current.complete:
             self._require_every_weight(incompatible)
+        elif self._current is not None:
+            self._require_a_backbone(incompatible, in_file, checkpoint.get("slimdet"))
         return incompatible
+
+    def _require_a_backbone(self, incompatible, in_file: Mapping[str, Any],
+                            meta: Optional[Mapping[str, Any]]) -> None:
+        """Training from MODEL.WEIGHTS: a file that gives the backbone no weight at all (every
+        tensor missing or of another shape, e.g. a converted width without the channel
+        overrides) is refused; Detectron2 would warn and train a random backbone."""
+        backbone = [k for k in self.model.state_dict()
+                    if detector_part(k) == "backbone.bottom_up" and not _optional(k)]
+        not_loaded = set(incompatible.missing_keys) | {k for k, _, _ in incompatible.incorrect_shapes}
+        if not backbone or any(k not in not_loaded for k in backbone):
+            return
+        ours = self.model.state_dict()
+        first = f"{backbone[0]!r} is not in the file"
+        for k in backbone:  # the file's name: the model's, or without the detector's prefix
+            name = next((n for n in (k, k[len("backbone.bottom_up."):]) if n in in_file), None)
+            if name is not None:
+                first = (f"{name!r} is {tuple(np.shape(in_file[name]))} in the file, "
+                         f"{tuple(ours[k].shape)} in the model")
+                break
+        raise CheckpointError(
+            f"{self._source!r} gives the backbone no weight: all {len(backbone)} "
+            f"backbone.bottom_up tensors are missing from it or of another shape (first: "
+            f"{first}), so it would train from a random backbone; {_backbone_hint(in_file, meta)}")
 
     def _require_every_weight(self, incompatible) -> None:
         path, purpose = self._source, self._current.purpose
@@ -298,7 +378,9 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
                 f"{tuple(theirs)} in the file, {tuple(ours)} in the model)")
 
     def _log_incompatible_keys(self, incompatible) -> None:
-        own = list(self.model.state_dict())
+        # Real weights only: BN's batch counters are never "missing" (torch's BN fills them in
+        # when a file lacks them), so counting them said a backbone loaded when none did.
+        own = [k for k in self.model.state_dict() if not _optional(k)]
         reshaped = [k for k, _, _ in incompatible.incorrect_shapes]
         left_out = _missing(incompatible)
         loaded = [k for k in own if k not in incompatible.missing_keys and k not in reshaped]

@@ -12,7 +12,8 @@ logged as ``<loss name>/w<w>``.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+import os
+from typing import Dict, Optional, Tuple
 
 import torch
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
@@ -21,6 +22,8 @@ from detectron2.utils import comm
 from torch import nn
 
 from ..config import ConfigError
+from ..engine.hooks import DeferredPeriodicWriter
+from ..engine.run_folder import check_iterations_left, trim_metrics_for_resume
 from ..engine.trainer import WidthLoopTrainer, wrap_ddp
 from ..modeling.slim import WidthLoop
 from ..utils.d2compat import default_step_trainer, init_default_trainer
@@ -37,7 +40,12 @@ class DetectionTrainer(DefaultTrainer):
     - ``train()`` returning the results of the EvalHook's last evaluation (Detectron2 0.6 returns
       them only when ``TEST.EXPECTED_RESULTS`` is set, which is still checked);
     - :meth:`load_for_evaluation` for ``--eval-only``: every weight of the model, or an error;
-    - COCO evaluation with Detectron2's pure-Python ``COCOEvaluator`` (no C++ extension here).
+    - COCO evaluation with Detectron2's pure-Python ``COCOEvaluator`` (no C++ extension here),
+      its files in ``OUTPUT_DIR/inference/<dataset>``;
+    - nothing written into OUTPUT_DIR by the constructor: metrics.json and TensorBoard's events
+      file are opened when training starts, so ``tools/train_det.py`` can refuse weights that
+      do not fit (and ``--overwrite`` can remove a previous run) after building the trainer;
+    - a ``--resume`` with no iteration left refused (``run_folder.check_iterations_left``).
     """
 
     checkpointer_class = SafeDetectionCheckpointer
@@ -60,14 +68,40 @@ class DetectionTrainer(DefaultTrainer):
                                       **checkpointables)
 
     def build_hooks(self):
-        """Detectron2's hooks, its EvalHook replaced by one that keeps the results."""
+        """Detectron2's hooks, its EvalHook replaced by one that keeps the results and its
+        PeriodicWriter by one whose writers are made when training starts."""
+        # Detectron2's build_hooks calls build_writers, whose JSONWriter and TensorBoard writer
+        # open files in OUTPUT_DIR at once: while it runs, build_writers makes none.
+        self.build_writers = list
+        try:
+            built = super().build_hooks()
+        finally:
+            del self.build_writers
         return [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self._evaluate)
-                if isinstance(h, hooks.EvalHook) else h for h in super().build_hooks()]
+                if isinstance(h, hooks.EvalHook)
+                else DeferredPeriodicWriter(self.build_writers, period=20)  # Detectron2's period
+                if isinstance(h, hooks.PeriodicWriter) else h for h in built]
+
+    def build_writers(self):
+        """Detectron2's writers; a resumed run first drops the rows of metrics.json of the
+        iterations it runs again (a run killed after its last checkpoint)."""
+        if self.start_iter and self.cfg.OUTPUT_DIR:
+            trim_metrics_for_resume(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"),
+                                    self.start_iter)
+        return super().build_writers()
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        return COCOEvaluator(dataset_name, output_dir=output_folder or cfg.OUTPUT_DIR,
-                             use_fast_impl=False)
+        folder = output_folder or (os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+                                   if cfg.OUTPUT_DIR else None)
+        return COCOEvaluator(dataset_name, output_dir=folder, use_fast_impl=False)
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Detectron2's: the last checkpoint of OUTPUT_DIR (``resume``) or MODEL.WEIGHTS; a
+        resume whose SOLVER.MAX_ITER leaves no iteration to run is refused."""
+        super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR)
 
     # ----------------------------------------------------------------------------- running
     def _evaluate(self) -> Dict:
@@ -85,10 +119,11 @@ class DetectionTrainer(DefaultTrainer):
         return self.last_results
 
     @classmethod
-    def load_for_evaluation(cls, cfg, resume: bool = False) -> nn.Module:
+    def load_for_evaluation(cls, cfg, resume: bool = False) -> Tuple[nn.Module, str]:
         """``--eval-only``: the model with every weight from the run's last checkpoint
-        (``resume`` in a run's OUTPUT_DIR) or from MODEL.WEIGHTS. A file without some weight
-        of the model (e.g. a converted backbone without heads) or no file at all is an error."""
+        (``resume`` in a run's OUTPUT_DIR) or from MODEL.WEIGHTS, and that file's name. A file
+        without some weight of the model (e.g. a converted backbone without heads) or no file
+        at all is an error."""
         model = cls.build_model(cfg)
         checkpointer = cls.build_checkpointer(cfg, model)
         if resume and checkpointer.has_checkpoint():
@@ -100,7 +135,7 @@ class DetectionTrainer(DefaultTrainer):
                               "(or --resume in a run's OUTPUT_DIR)")
         checkpointer.load(path, checkpointables=[], complete=True,
                           purpose="evaluating the detector (--eval-only)")
-        return model
+        return model, path
 
 
 class SlimDetTrainer(DetectionTrainer):

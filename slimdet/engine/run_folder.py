@@ -193,6 +193,25 @@ def keep_config_of_resumed_run(path: str, new_dump: str) -> None:
         "config so far is kept as %s): %s", len(changes), kept, "; ".join(changes))
 
 
+def check_iterations_left(start_iter: int, max_iter: int, output_dir: str,
+                          limit: str = "") -> None:
+    """Refuse a ``--resume`` that has no iteration left to run (``OutputDirError``, one line):
+    the run in ``output_dir`` continues at ``start_iter`` and the config ends at ``max_iter``
+    (``limit`` says which keys set it; default ``SOLVER.MAX_ITER <max_iter>``). Without this
+    the loop runs no step and the job ends with exit 0 and no model_final.pth (a lowered
+    SOLVER.MAX_ITER) or starts a finished run again for nothing. Called before anything is
+    written, so config.yaml and metrics.json stay as they are."""
+    if start_iter < max_iter:
+        return
+    limit = limit or f"SOLVER.MAX_ITER {max_iter}"
+    problem = (f"it already ran the {max_iter} iterations of {limit}" if start_iter == max_iter
+               else f"{limit} ends before the {start_iter} iterations it already ran")
+    raise OutputDirError(
+        f"--resume of the run in OUTPUT_DIR {output_dir}: {problem}, so nothing is left to "
+        f"train: raise SOLVER.MAX_ITER above {start_iter} to train on, or evaluate the run "
+        "with --eval-only --resume")
+
+
 def trim_metrics_for_resume(path: str, start_iter: int) -> int:
     """Before a resumed run appends to ``metrics.json``: drop the rows of iterations it runs
     again (a killed run went on past its last checkpoint) and a last line cut off by the kill,

@@ -34,7 +34,7 @@ from ..utils.results import per_width_table
 from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, EvaluationHook,
                     StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
-from .run_folder import trim_metrics_for_resume
+from .run_folder import check_iterations_left, trim_metrics_for_resume
 
 logger = logging.getLogger("slimdet")
 
@@ -267,6 +267,8 @@ class SlimTrainer(WidthLoopTrainer):
         if resume and self.checkpointer.has_checkpoint():
             self.checkpointer.resume()
             self.start_iter = self.iter + 1
+            check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR,
+                                  self._iteration_limit())
             self._apply_schedule()
         elif self.cfg.MODEL.WEIGHTS:
             report = self.checkpointer.load_weights(
@@ -281,6 +283,12 @@ class SlimTrainer(WidthLoopTrainer):
                            ", ".join(self.method.frozen_parts()))
         self.data_loader.start_iter = self.start_iter
         self._weights_loaded = True
+
+    def _iteration_limit(self) -> str:
+        """The config keys that set ``max_iter``, for messages."""
+        if self.cfg.SOLVER.MAX_ITER:
+            return f"SOLVER.MAX_ITER {self.max_iter}"
+        return f"SOLVER.EPOCHS {self.cfg.SOLVER.EPOCHS:g} ({self.max_iter} iterations)"
 
     def _apply_schedule(self) -> None:
         """After a resume, the LR of the first step is this config's schedule at that step: the

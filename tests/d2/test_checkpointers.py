@@ -54,7 +54,9 @@ def test_training_from_a_backbone_keeps_new_heads_in_one_line(slim_model, resnet
     with caplog.at_level(logging.INFO, logger=LOGGER):
         SlimDetectionCheckpointer(slim_model).load(backbone_pkl, checkpointables=[])
     (line,) = _summaries(caplog)
-    n_backbone = len(resnet18.state_dict())
+    # Real weights: BN's batch counters (in the file, but filled in by torch even when not)
+    # are not counted.
+    n_backbone = len([k for k in resnet18.state_dict() if not k.endswith("num_batches_tracked")])
     assert line.startswith(f"loaded {n_backbone} of ") and f"backbone.bottom_up ({n_backbone})" in line
     assert "not in the file, left at initialisation: backbone.fpn (" in line
     assert "roi_heads.box_predictor (4)" in line and "proposal_generator.rpn_head (" in line
@@ -80,10 +82,10 @@ def test_stock_checkpointer_complete_partial_and_reshaped(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger=LOGGER):
         SafeDetectionCheckpointer(_stock_model()).load(str(tmp_path / "full.pth"), complete=True)
     assert _summaries(caplog) == [
-        "loaded 156 of 156 tensors (backbone.fpn (16), backbone.bottom_up (120), "
+        "loaded 136 of 136 tensors (backbone.fpn (16), backbone.bottom_up (100), "
         "proposal_generator.rpn_head (6), roi_heads.box_head (4), roi_heads.box_predictor (4), "
         f"roi_heads.mask_head (6)) from {tmp_path / 'full.pth'}"]
-    assert len(full) == 156
+    assert len(full) == 156  # and 20 BN batch counters, which are not weights
 
     no_heads = {k: v for k, v in full.items() if not k.startswith("roi_heads.")}
     torch.save({"model": no_heads}, tmp_path / "no_heads.pth")
@@ -102,6 +104,42 @@ def test_stock_checkpointer_complete_partial_and_reshaped(tmp_path, caplog):
            "roi_heads.mask_head" in _summaries(caplog)[-1]
     with pytest.raises(CheckpointError, match=r"shape mismatch.*'roi_heads.box_predictor"):
         SafeDetectionCheckpointer(other).load(str(tmp_path / "full.pth"))
+
+
+def test_a_converted_width_without_its_channel_overrides_is_refused(tmp_path, caplog):
+    """Stock Detectron2 from a tools/convert_to_d2.py --width export: without the channels
+    the converter printed, no backbone tensor fits; Detectron2 warns and trains a random
+    backbone, which is refused here; with them every backbone weight loads."""
+    from slimdet.d2.checkpoint import to_stock_d2_state
+
+    state, _ = to_stock_d2_state(randomized_resnet(50), 0.5)
+    path = tmp_path / "r50_w0.5.pkl"
+    with open(path, "wb") as f:  # as the converter writes it
+        pickle.dump({"model": state, "__author__": "slimdet convert_to_d2 --width 0.5",
+                     "matching_heuristics": True,
+                     "slimdet": {"width": 0.5, "widths": [1.0, 0.5], "depth": 50}}, f)
+    r50 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256"]
+    with pytest.raises(CheckpointError) as err:
+        SafeDetectionCheckpointer(_stock_model(*r50)).load(str(path), checkpointables=[])
+    assert str(err.value) == (
+        f"{str(path)!r} gives the backbone no weight: all {len(state)} backbone.bottom_up "
+        "tensors are missing from it or of another shape (first: 'stem.conv1.weight' is "
+        "(32, 3, 7, 7) in the file, (64, 3, 7, 7) in the model), so it would train from a "
+        "random backbone; it is width 0.5 of a slimmable ResNet-50 (tools/convert_to_d2.py): "
+        "pass the overrides the converter printed (MODEL.RESNETS.DEPTH 50 "
+        "MODEL.RESNETS.STEM_OUT_CHANNELS 32 MODEL.RESNETS.RES2_OUT_CHANNELS 128 "
+        "MODEL.RESNETS.WIDTH_PER_GROUP 32 MODEL.RESNETS.STRIDE_IN_1X1 False, and its "
+        "INPUT.FORMAT / MODEL.PIXEL_MEAN / PIXEL_STD)")
+    fitting = _stock_model("MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "32",
+                           "MODEL.RESNETS.RES2_OUT_CHANNELS", "128",
+                           "MODEL.RESNETS.WIDTH_PER_GROUP", "32")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        SafeDetectionCheckpointer(fitting).load(str(path), checkpointables=[])
+    line = _summaries(caplog)[-1]
+    assert line.startswith(f"loaded {len(state)} of ") and \
+        f"(backbone.bottom_up ({len(state)}))" in line, line
+    torch.testing.assert_close(fitting.backbone.bottom_up.stem.conv1.weight,
+                               torch.as_tensor(state["stem.conv1.weight"]))
 
 
 def test_only_the_trusted_weights_file_is_unpickled_fully(tmp_path):

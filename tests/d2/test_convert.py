@@ -14,6 +14,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 
 from slimdet.checkpoint import CheckpointError
+from slimdet.config import ConfigError
 from slimdet.d2 import SlimDetectionCheckpointer, get_slim_det_cfg, stock_d2_overrides
 from slimdet.d2.backbone import build_slim_resnet_fpn_backbone
 from slimdet.layers import set_width
@@ -259,3 +260,66 @@ def test_a_stale_width_names_recalibrate_bn_not_a_flag_this_tool_lacks(tmp_path)
                                               r"statistics.*tools/recalibrate_bn.py"):
         convert_to_d2.main([str(src), "--slimmable", "-o", str(tmp_path / "x.pkl")])
     assert not (tmp_path / "x.pkl").exists()
+
+
+def _printed_overrides(printed: str, output: Path):
+    import shlex
+
+    hint = next(line for line in printed.splitlines() if line.startswith("use it "))
+    return shlex.split(hint.split(f"MODEL.WEIGHTS {output} ", 1)[1])
+
+
+def test_output_pixel_statistics_and_stems_the_detector_cannot_hold(tmp_path, capsys):
+    """An existing -o is replaced only with --overwrite; the hint's pixel statistics are the
+    pre-training run's (config.yaml beside the checkpoint) and its channel keys fit the
+    slimmable detector (a grey-image R-18 here, which the detector then loads); a CIFAR stem,
+    which no detector config holds, is refused."""
+    from slimdet.d2 import load_det_cfg
+    from slimdet.modeling.backbone import SlimResNet
+
+    from d2_helpers import SLIM_DEMO, SMALL
+
+    run = tmp_path / "run"
+    run.mkdir()
+    grey = SlimResNet(depth=18, widths=[1.0, 0.5], in_channels=1)
+    torch.save({"model": {"backbone." + k: v for k, v in grey.state_dict().items()}},
+               run / "model_final.pth")
+    (run / "config.yaml").write_text("INPUT:\n  PIXEL_MEAN: [0.5]\n  PIXEL_STD: [0.25]\n")
+    out = tmp_path / "grey.pkl"
+    out.write_bytes(b"someone's file")
+    with pytest.raises(ConfigError, match=r"^-o/--output .*grey.pkl exists: pass --overwrite"):
+        convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out)])
+    assert out.read_bytes() == b"someone's file"
+    capsys.readouterr()
+    assert convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out),
+                               "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    overrides = _printed_overrides(printed, out)
+    assert overrides == ["MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.STEM_OUT_CHANNELS", "64",
+                         "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.WIDTH_PER_GROUP",
+                         "64", "MODEL.WIDTHS", "[1.0, 0.5]", "INPUT.FORMAT", "L",
+                         "MODEL.PIXEL_MEAN", "[127.500]", "MODEL.PIXEL_STD", "[63.750]"]
+    assert f"INPUT.PIXEL_MEAN / PIXEL_STD of {run / 'config.yaml'}" in printed
+    # The printed keys are all the slimmable detector needs to hold every backbone weight
+    # (without RES2_OUT_CHANNELS an R-18 did not build).
+    base = [k for pair in zip(SMALL[::2], SMALL[1::2]) if not pair[0].startswith("MODEL.RESNETS")
+            for k in pair]
+    model = build_model(load_det_cfg(SLIM_DEMO, base + overrides))
+    SlimDetectionCheckpointer(model).load(str(out), checkpointables=[])
+    torch.testing.assert_close(model.backbone.bottom_up.resnet.conv1.weight, grey.conv1.weight)
+
+    # Without a config.yaml beside it the hint says it assumes ImageNet statistics.
+    rgb = tmp_path / "rgb.pth"
+    torch.save({"model": {"backbone." + k: v
+                          for k, v in SlimResNet(depth=18, widths=[1.0, 0.5]).state_dict().items()}}, rgb)
+    assert convert_to_d2.main([str(rgb), "--slimmable", "-o", str(tmp_path / "rgb.pkl")]) == 0
+    printed = capsys.readouterr().out
+    assert "MODEL.PIXEL_MEAN [123.675,116.280,103.530]" in printed
+    assert "ImageNet's assumed (no config.yaml beside the checkpoint)" in printed
+
+    cifar = tmp_path / "cifar.pth"
+    torch.save({"model": {"backbone." + k: v for k, v in SlimResNet(
+        depth=18, widths=[1.0, 0.5], cifar_stem=True).state_dict().items()}}, cifar)
+    with pytest.raises(ConfigError, match="has a CIFAR stem .*no detector config can load it"):
+        convert_to_d2.main([str(cifar), "--slimmable", "-o", str(tmp_path / "cifar.pkl")])
+    assert not (tmp_path / "cifar.pkl").exists()

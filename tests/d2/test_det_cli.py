@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from PIL import Image
 
 from slimdet.config import ConfigError
@@ -169,3 +170,75 @@ def test_an_unreadable_image_is_one_error_naming_it(tiny_coco, tmp_path):
                 mapper(dict(good, file_name=str(path)))
         with pytest.raises(DatasetError, match=f"^image {tiny}: .*"):
             mapper(dict(good, width=good["width"] + 7))
+
+
+def _digests(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_a_run_folder_survives_refused_starts_and_evaluations_of_other_weights(
+        backbone_pkl, tiny_coco, tmp_path):
+    out = tmp_path / "run"
+    common = ["--config-file", SLIM_DEMO, *SMALL, "SOLVER.WARMUP_ITERS", "0",
+              "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", out]
+    first = run_tool("train_det.py", *common, "MODEL.WEIGHTS", backbone_pkl, "SOLVER.MAX_ITER", 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # Every console line once (Detectron2's set-up added a second handler to each logger).
+    assert first.stdout.count("Starting training from iteration 0") == 1, first.stdout[-3000:]
+    before = _digests(out)
+    assert {"model_final.pth", "model_0000000.pth", "metrics.json", "config.yaml",
+            "inference/tiny_coco_val/w1/coco_instances_results.json"} <= set(before)
+    run_files = {k: v for k, v in before.items() if k != "log.txt"}
+
+    def unchanged():  # the run's files; an evaluation adds only its own folder
+        return {k: v for k, v in _digests(out).items()
+                if k != "log.txt" and not k.startswith("eval_earlier/")} == run_files
+
+    # --overwrite from a backbone of other widths: refused when it is loaded, before the
+    # previous run is removed (it was removed first, then the load failed).
+    other = tmp_path / "slim_r18_two_widths.pkl"
+    assert convert_to_d2.main(["--random-init", "18", "--slimmable", "--widths", "1.0", "0.5",
+                               "-o", str(other)]) == 0
+    one_line_error(run_tool("train_det.py", "--overwrite", *common, "MODEL.WEIGHTS", other,
+                            "SOLVER.MAX_ITER", 2), str(other), "widths [1.0, 0.5]", "MODEL.WIDTHS")
+    assert _digests(out) == before
+    # --resume with a SOLVER.MAX_ITER it has already run: one line (it ended at once, exit 0,
+    # config.yaml replaced and no model_final.pth).
+    for max_iter in (1, 2):
+        one_line_error(run_tool("train_det.py", "--resume", *common, "MODEL.WEIGHTS", backbone_pkl,
+                                "SOLVER.MAX_ITER", max_iter),
+                       "--resume", str(out), f"SOLVER.MAX_ITER {max_iter}",
+                       "raise SOLVER.MAX_ITER above 2")
+        assert _digests(out) == before
+
+    # --eval-only of another model into the folder: its files go to eval_<name>, with the AP
+    # numbers in eval_results.json; the run's own inference files stay its own.
+    earlier = tmp_path / "earlier.pth"
+    earlier.write_bytes(before["model_0000000.pth"])
+    res = run_tool("train_det.py", "--eval-only", *common, "MODEL.WEIGHTS", earlier)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert unchanged()
+    assert res.stdout.count("Evaluating tiny_coco_val at width 0.5") == 1, res.stdout[-3000:]
+    folder = out / "eval_earlier"
+    assert f"go to {folder}" in res.stdout
+    record = json.loads((folder / "eval_results.json").read_text())
+    assert record["weights"] == str(earlier)
+    for w in ("1", "0.75", "0.5", "0.25"):
+        assert 0.0 <= record["results"][f"bbox/AP/w{w}"] <= 100.0
+        assert (folder / "inference/tiny_coco_val" / f"w{w}" / "coco_instances_results.json").is_file()
+    assert "Evaluation results saved to" in (out / "log.txt").read_text()
+
+    # --resume with other values continues under them, keeps the old config, names the keys.
+    res = run_tool("train_det.py", "--resume", *common, "MODEL.WEIGHTS", backbone_pkl,
+                   "SOLVER.MAX_ITER", 3, "SOLVER.BASE_LR", 0.005)
+    assert res.returncode == 0, res.stderr[-3000:]
+    kept = yaml.safe_load((out / "config.before_resume1.yaml").read_text())
+    assert kept["SOLVER"]["MAX_ITER"] == 2
+    assert yaml.safe_load((out / "config.yaml").read_text())["SOLVER"]["MAX_ITER"] == 3
+    warning = next(line for line in (out / "log.txt").read_text().splitlines()
+                   if "--resume with 2 changed config key(s)" in line)
+    assert "SOLVER.MAX_ITER: 2 -> 3" in warning and "SOLVER.BASE_LR: 0.01 -> 0.005" in warning
+    iterations = [json.loads(line).get("iteration")
+                  for line in (out / "metrics.json").read_text().splitlines()]
+    assert 2 in iterations and (out / "model_final.pth").read_bytes() != before["model_final.pth"]

@@ -103,7 +103,8 @@ def test_eval_only_loads_every_weight_of_the_trained_detector(trained):
     for resume, weights in ((False, str(final)), (True, "")):  # MODEL.WEIGHTS, or --resume
         eval_cfg = cfg.clone()
         eval_cfg.MODEL.WEIGHTS = weights
-        model = SlimDetTrainer.load_for_evaluation(eval_cfg, resume=resume)
+        model, path = SlimDetTrainer.load_for_evaluation(eval_cfg, resume=resume)
+        assert Path(path).resolve() == final.resolve()  # the file eval-only reports and names
         loaded, ours = model.state_dict(), trainer.model.state_dict()
         assert loaded.keys() == ours.keys()
         for key in ours:

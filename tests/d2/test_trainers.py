@@ -3,13 +3,16 @@ safe checkpointers, and train() returning the final evaluation."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import DefaultTrainer, SimpleTrainer
+from detectron2.engine.hooks import PeriodicWriter
 
 from slimdet.d2 import (DetectionTrainer, SafeDetectionCheckpointer, SlimDetectionCheckpointer,
                         SlimDetTrainer, detection_trainer_class, load_det_cfg)
+from slimdet.engine.hooks import DeferredPeriodicWriter
 from slimdet.engine.trainer import WidthLoopTrainer
 
 from d2_helpers import SLIM_DEMO, SMALL, STOCK_CONVERTED, STOCK_SMALL
@@ -25,9 +28,17 @@ def stock_cfg(tiny_coco, tmp_path):
 def test_adapter_builds_what_default_trainer_builds(stock_cfg):
     """A Detectron2 upgrade that changes DefaultTrainer.__init__ fails here: same attributes,
     same hooks, the same kind of inner trainer; only the checkpointer is the safe one."""
-    ours, theirs = DetectionTrainer(stock_cfg), DefaultTrainer(stock_cfg)
+    out = Path(stock_cfg.OUTPUT_DIR)
+    ours = DetectionTrainer(stock_cfg)
+    # Building ours writes nothing (its writers start with training), so a start can still be
+    # refused, and --overwrite clear the folder, after the weights loaded.
+    assert list(out.iterdir()) == []
+    theirs = DefaultTrainer(stock_cfg)
+    assert {p.name for p in out.iterdir()} >= {"metrics.json"}  # Detectron2's opens it at once
     assert set(vars(ours)) - {"last_results"} == set(vars(theirs))
-    assert [type(h) for h in ours._hooks] == [type(h) for h in theirs._hooks]
+    # The same hooks, the writer one made when training starts.
+    assert [type(h) for h in ours._hooks] == [
+        DeferredPeriodicWriter if t is PeriodicWriter else t for t in map(type, theirs._hooks)]
     assert type(ours._trainer) is type(theirs._trainer) is SimpleTrainer
     assert type(theirs.checkpointer) is DetectionCheckpointer
     assert type(ours.checkpointer) is SafeDetectionCheckpointer

@@ -184,6 +184,13 @@ def test_a_resume_with_changed_solver_keys_runs_the_new_schedule_from_its_first_
     q = first.optimizer.param_groups[0]["params"][0]
     torch.testing.assert_close(resumed.optimizer.state[p]["momentum_buffer"],
                                first.optimizer.state[q]["momentum_buffer"])
+    # A resume whose SOLVER.MAX_ITER leaves no iteration to run (lowered, or the run's own on a
+    # finished run) is refused: it would end at once with exit 0 and no model_final.pth.
+    from slimdet.engine.run_folder import OutputDirError
+    for max_iter, says in ((3, "SOLVER.MAX_ITER 3 ends before the 4 iterations it already ran"),
+                           (4, "it already ran the 4 iterations of SOLVER.MAX_ITER 4")):
+        with pytest.raises(OutputDirError, match=f"{says}.*raise SOLVER.MAX_ITER above 4"):
+            SlimTrainer(cfg(max_iter, 1e-4)).resume_or_load(resume=True)
 
 
 def test_a_resume_with_another_number_of_processes_says_so(tmp_path, caplog):
