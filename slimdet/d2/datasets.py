@@ -126,6 +126,18 @@ def register_coco_path(name: str) -> None:
     MetadataCatalog.get(name).set(evaluator_type="coco", **files)
 
 
+def output_folder_name(name: str) -> str:
+    """A data set's name as one folder name for its evaluation files: ``coco:JSON:IMAGES`` as
+    ``coco_<JSON's stem>`` (its paths would make nested folders), other names as they are."""
+    if name.startswith(COCO_PATH_PREFIX):
+        try:
+            stem = os.path.splitext(os.path.basename(coco_path_files(name)["json_file"]))[0]
+        except ValueError:
+            stem = ""
+        return f"coco_{stem or 'data'}"
+    return name
+
+
 # ----------------------------------------------------------------- reading an annotation file
 @dataclass(frozen=True)
 class CocoSummary:

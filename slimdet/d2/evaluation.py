@@ -13,6 +13,7 @@ from torch import nn
 
 from ..layers import get_width, set_width
 from ..utils.results import per_width_table, width_key
+from .datasets import ImageCheckingMapper, output_folder_name
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def build_coco_evaluator(cfg, dataset_name: str, width: float) -> COCOEvaluator:
 
     ``use_fast_impl=False``: the pure-Python Detectron2 here has no C++ COCO evaluation.
     """
-    out = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name, f"w{float(width):g}")
+    out = os.path.join(cfg.OUTPUT_DIR, "inference", output_folder_name(dataset_name),
+                       f"w{float(width):g}")
     tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     return COCOEvaluator(dataset_name, tasks=tasks, distributed=True, output_dir=out,
                          use_fast_impl=False)
@@ -43,7 +45,8 @@ def evaluate_widths(cfg, model: nn.Module, widths: Sequence[float],
     results: Dict[str, Dict] = OrderedDict()
     try:
         for name in dataset_names:
-            loader = build_detection_test_loader(cfg, name)
+            loader = build_detection_test_loader(cfg, name,
+                                                 mapper=ImageCheckingMapper(cfg, False))
             per_task: Dict[str, Dict[str, float]] = OrderedDict()
             for w in widths:
                 set_width(model, w)

@@ -16,6 +16,7 @@ import os
 from typing import Dict, Optional, Tuple
 
 import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, hooks
 from detectron2.evaluation import COCOEvaluator, verify_results
 from detectron2.utils import comm
@@ -29,6 +30,7 @@ from ..modeling.slim import WidthLoop
 from ..utils.d2compat import default_step_trainer, init_default_trainer
 from .checkpoint import SafeDetectionCheckpointer, SlimDetectionCheckpointer
 from .config import eval_widths, validate_slim_det_cfg
+from .datasets import ImageCheckingMapper, output_folder_name
 from .evaluation import build_coco_evaluator, evaluate_widths, format_width_table
 
 
@@ -92,9 +94,20 @@ class DetectionTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        folder = output_folder or (os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        folder = output_folder or (os.path.join(cfg.OUTPUT_DIR, "inference",
+                                                output_folder_name(dataset_name))
                                    if cfg.OUTPUT_DIR else None)
         return COCOEvaluator(dataset_name, output_dir=folder, use_fast_impl=False)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """Detectron2's, an unreadable image one error naming it (:class:`ImageCheckingMapper`)."""
+        return build_detection_train_loader(cfg, mapper=ImageCheckingMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        """Detectron2's, an unreadable image one error naming it (:class:`ImageCheckingMapper`)."""
+        return build_detection_test_loader(cfg, dataset_name, mapper=ImageCheckingMapper(cfg, False))
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Detectron2's: the last checkpoint of OUTPUT_DIR (``resume``) or MODEL.WEIGHTS; a
