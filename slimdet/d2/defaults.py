@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import warnings
 from typing import Dict, Type
 
 import torch
@@ -33,6 +34,10 @@ def setup_detection(args: argparse.Namespace) -> CfgNode:
     nothing: :func:`train_detection` / :func:`evaluate_detection` do, once the model is built
     and its weights are loaded."""
     cfg = load_det_cfg(args.config_file, args.opts)
+    # Detectron2 0.6's anchor generator calls torch.meshgrid without ``indexing`` (the default
+    # it relies on is kept): a warning on stderr at every first step that no user can act on.
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release",
+                            category=UserWarning)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.warning("CUDA is not available: MODEL.DEVICE cpu")
         cfg.MODEL.DEVICE = "cpu"

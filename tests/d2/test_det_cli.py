@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -242,3 +243,20 @@ def test_a_run_folder_survives_refused_starts_and_evaluations_of_other_weights(
     iterations = [json.loads(line).get("iteration")
                   for line in (out / "metrics.json").read_text().splitlines()]
     assert 2 in iterations and (out / "model_final.pth").read_bytes() != before["model_final.pth"]
+
+
+def test_an_unreadable_test_image_ends_the_run_in_one_line_naming_it(tiny_coco, tmp_path):
+    """The loaders of train_det read through ImageCheckingMapper (here the evaluation's after
+    training), so a truncated image is one `error:` line, not PIL's traceback from a worker."""
+    tiny = Path(tiny_coco_root()).resolve()
+    images = tmp_path / "images"
+    shutil.copytree(tiny / "images", images)
+    val_file = tiny / "annotations" / "instances_val.json"
+    bad = images / json.loads(val_file.read_text())["images"][0]["file_name"]
+    bad.write_bytes(bad.read_bytes()[:2000])
+    train = f"coco:{tiny / 'annotations' / 'instances_train.json'}:{tiny / 'images'}"
+    val = f"coco:{val_file}:{images}"
+    one_line_error(run_tool("train_det.py", "--config-file", SLIM_DEMO, *SMALL, "MODEL.WEIGHTS",
+                            "", "SOLVER.MAX_ITER", "1", "DATASETS.TRAIN", f"('{train}',)",
+                            "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", tmp_path / "out"),
+                   f"cannot read image {bad}", "image file is truncated")
