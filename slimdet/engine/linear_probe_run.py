@@ -10,6 +10,7 @@ from typing import Dict, Optional
 
 from iopath.common.file_io import g_pathmgr
 
+from .defaults import seed_all
 from .trainer import SlimTrainer
 
 logger = logging.getLogger("slimdet")
@@ -35,6 +36,10 @@ def run_linear_probe(probe_cfg, weights_path: Optional[str],
         cfg.OUTPUT_DIR = output_dir
     cfg.freeze()
     g_pathmgr.mkdirs(cfg.OUTPUT_DIR)
+    # The classifiers' (and a random-init backbone's) initial weights come from SEED, as in
+    # tools/train_net.py, not from whatever ran before in this process (the demo's
+    # pre-training and its other probe): the same numbers however the call is reached.
+    seed_all(cfg.SEED)
     trainer = SlimTrainer(cfg)
     # MODEL.WEIGHTS: the whole frozen backbone, or an error; or the probe's own last checkpoint
     trainer.resume_or_load(resume=resume)

@@ -229,3 +229,20 @@ def test_a_probe_file_without_a_width_or_with_feature_bn_is_refused_by_name(tmp_
     with pytest.raises(CheckpointError, match="trained on standardised features .*set "
                        "MODEL.PROBE.FEATURE_BN True"):
         load_weights(plain, str(path), plain.eval_parts(), "--eval-only")
+
+
+def test_a_probe_run_draws_its_initial_weights_from_seed_not_from_what_ran_before(tmp_path):
+    """The demo runs a random-init probe after pre-training and another probe in one process:
+    its random backbone and classifiers must not depend on how much randomness ran before."""
+    def probe(out, draws):
+        torch.rand(draws)  # what earlier work in the process consumed
+        cfg = load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA + [
+            "SOLVER.IMS_PER_BATCH", 250, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", str(out)])
+        results = run_linear_probe(cfg, None)
+        return results, torch.load(out / "model_final.pth", weights_only=False)["model"]
+
+    first, first_state = probe(tmp_path / "a", 1)
+    again, again_state = probe(tmp_path / "b", 1000)
+    assert first == again
+    for key in ("backbone.conv1.weight", "classifier.linears.0.weight"):
+        assert torch.equal(first_state[key], again_state[key]), key
