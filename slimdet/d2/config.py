@@ -258,16 +258,15 @@ def _training_categories(cfg: CN, read) -> Optional[Tuple[str, str, str, Tuple]]
                                        first[2].categories)
 
 
-def num_classes_key(cfg: CN) -> str:
-    """The config key of the detector's number of classes."""
-    return ("MODEL.RETINANET.NUM_CLASSES" if cfg.MODEL.META_ARCHITECTURE == "RetinaNet"
-            else "MODEL.ROI_HEADS.NUM_CLASSES")
+def num_classes_setting(cfg: CN) -> Tuple[str, int]:
+    """The config key of the detector's number of classes and its value."""
+    if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
+        return "MODEL.RETINANET.NUM_CLASSES", cfg.MODEL.RETINANET.NUM_CLASSES
+    return "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.ROI_HEADS.NUM_CLASSES
 
 
 def _check_num_classes(cfg: CN, source: str, categories: int) -> None:
-    key = num_classes_key(cfg)
-    value = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \
-        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    key, value = num_classes_setting(cfg)
     if value < categories:
         raise ConfigError(f"{key} {value} is smaller than the {categories} categories of "
                           f"{source}: the last ones would be trained as background (or "
@@ -282,9 +281,7 @@ def validate_det_cfg(cfg: CN, eval_only: bool = False) -> None:
     range; the data sets (:func:`check_datasets`: ``DATASETS.TEST``, and ``DATASETS.TRAIN``
     unless ``eval_only``); for the slimmable detector its own keys
     (:func:`validate_slim_det_cfg`)."""
-    key = num_classes_key(cfg)
-    num_classes = cfg.MODEL.RETINANET.NUM_CLASSES if key.startswith("MODEL.RETINANET") \
-        else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    key, num_classes = num_classes_setting(cfg)
     if num_classes < 1:
         raise ConfigError(f"{key} must be at least 1 (the number of categories), got "
                           f"{num_classes}")

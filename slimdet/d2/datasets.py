@@ -129,7 +129,7 @@ def register_coco_path(name: str) -> None:
 def output_folder_name(name: str) -> str:
     """A data set's name as one folder name for its evaluation files: ``coco:JSON:IMAGES`` as
     ``coco_<JSON's stem>`` (its paths would make nested folders), other names as they are."""
-    if name.startswith(COCO_PATH_PREFIX):
+    if is_coco_path(name):
         try:
             stem = os.path.splitext(os.path.basename(coco_path_files(name)["json_file"]))[0]
         except ValueError:

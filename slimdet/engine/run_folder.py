@@ -77,8 +77,7 @@ def _is_run_file_of(path: str, output_dir: str) -> bool:
     if "://" in path or not os.path.isfile(path) or not os.path.isdir(output_dir):
         return False
     folder, name = os.path.split(os.path.realpath(path))
-    return (os.path.samefile(folder, output_dir)
-            and any(fnmatch.fnmatch(name, p) for p in RUN_FILE_PATTERNS))
+    return os.path.samefile(folder, output_dir) and name in previous_run_files(output_dir)
 
 
 def clear_previous_run(output_dir: str) -> List[str]:
