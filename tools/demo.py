@@ -67,9 +67,14 @@ def main() -> None:
 
     t0 = time.perf_counter()
     trainer = SlimTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    # --resume after a kill during the probes: the finished pre-training is only evaluated.
+    finished = args.resume and trainer.run_finished()
+    if finished:
+        trainer.load_for_evaluation(resume=True)
+    else:
+        trainer.resume_or_load(resume=args.resume)
     start_run_files(cfg, overwrite=args.overwrite)
-    pretrained = trainer.train() or SlimTrainer.test(cfg, trainer.method)
+    pretrained = (not finished and trainer.train()) or SlimTrainer.test(cfg, trainer.method)
     timings["pre-training + kNN (s)"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

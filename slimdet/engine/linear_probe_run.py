@@ -41,9 +41,13 @@ def run_linear_probe(probe_cfg, weights_path: Optional[str],
     # pre-training and its other probe): the same numbers however the call is reached.
     seed_all(cfg.SEED)
     trainer = SlimTrainer(cfg)
-    # MODEL.WEIGHTS: the whole frozen backbone, or an error; or the probe's own last checkpoint
-    trainer.resume_or_load(resume=resume)
-    results = trainer.train() or SlimTrainer.test(cfg, trainer.method)
+    if resume and trainer.run_finished():  # a finished probe is only evaluated
+        trainer.load_for_evaluation(resume=True)
+        results = SlimTrainer.test(cfg, trainer.method)
+    else:
+        # MODEL.WEIGHTS: the whole frozen backbone, or an error; or the probe's last checkpoint
+        trainer.resume_or_load(resume=resume)
+        results = trainer.train() or SlimTrainer.test(cfg, trainer.method)
     out = {}
     for key, value in results.items():
         if key.startswith(("top1/", "top5/")):

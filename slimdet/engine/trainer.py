@@ -299,6 +299,13 @@ class SlimTrainer(WidthLoopTrainer):
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
             group["lr"] = lr
 
+    def run_finished(self) -> bool:
+        """Whether OUTPUT_DIR's last checkpoint is the run's final model (it trained to its
+        end): a resume then has nothing to train (``resume_or_load`` refuses it), and the
+        demo and :func:`~slimdet.engine.linear_probe_run.run_linear_probe` only evaluate it."""
+        return (self.checkpointer.has_checkpoint() and
+                os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth")
+
     def load_for_evaluation(self, resume: bool = False) -> None:
         """``--eval-only``'s weights (:func:`load_for_evaluation`)."""
         load_for_evaluation(self.checkpointer, self.cfg, resume)

@@ -246,3 +246,12 @@ def test_a_probe_run_draws_its_initial_weights_from_seed_not_from_what_ran_befor
     assert first == again
     for key in ("backbone.conv1.weight", "classifier.linears.0.weight"):
         assert torch.equal(first_state[key], again_state[key]), key
+
+
+def test_resuming_a_finished_probe_run_evaluates_it_again(tmp_path):
+    """The demo's --resume after a kill during its second probe: the finished probe (and the
+    finished pre-training) is evaluated, not refused as a resume with nothing left to train."""
+    cfg = load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA + [
+        "SOLVER.IMS_PER_BATCH", 250, "SOLVER.MAX_ITER", 2, "OUTPUT_DIR", str(tmp_path)])
+    first = run_linear_probe(cfg, None)
+    assert run_linear_probe(cfg, None, resume=True) == first
