@@ -291,6 +291,28 @@ def validate_det_cfg(cfg: CN, eval_only: bool = False) -> None:
     check_datasets(cfg, ("TEST",) if eval_only else ("TRAIN", "TEST"))
     if is_slimmable(cfg):
         validate_slim_det_cfg(cfg)
+    else:
+        _refuse_slim_keys(cfg)
+
+
+def _refuse_slim_keys(cfg: CN) -> None:
+    """A stock detector runs one width (that of the file convert_to_d2.py wrote) and reads no
+    slimmable key: one set to other than its default would be ignored, so it is refused."""
+    defaults = add_slim_det_config(CN({"MODEL": CN(), "TEST": CN()}))
+    keys = [("MODEL.WIDTHS", cfg.MODEL.WIDTHS, defaults.MODEL.WIDTHS),
+            ("TEST.SLIM_WIDTHS", cfg.TEST.SLIM_WIDTHS, defaults.TEST.SLIM_WIDTHS)]
+    keys += [(f"MODEL.SLIM.{name}", value, defaults.MODEL.SLIM[name])
+             for name, value in cfg.MODEL.SLIM.items()]
+    changed = [f"{key} {list(value) if isinstance(value, (list, tuple)) else value}"
+               for key, value, default in keys
+               if (list(value) if isinstance(value, (list, tuple)) else value) !=
+               (list(default) if isinstance(default, (list, tuple)) else default)]
+    if changed:
+        raise ConfigError(
+            f"{', '.join(changed)}: only the slimmable detector (MODEL.META_ARCHITECTURE "
+            f"{SLIM_META_ARCHITECTURE}) reads these keys; MODEL.META_ARCHITECTURE "
+            f"{cfg.MODEL.META_ARCHITECTURE} runs the one width of its MODEL.WEIGHTS "
+            f"(tools/convert_to_d2.py --width): remove them")
 
 
 def validate_slim_det_cfg(cfg: CN) -> None:

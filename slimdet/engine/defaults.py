@@ -280,7 +280,8 @@ def setup(args: argparse.Namespace) -> CfgNode:
 def evaluate_only(cfg: CfgNode, resume: bool = False) -> dict:
     """``--eval-only``: the evaluators of ``TEST.EVALUATORS`` on the weights of
     ``OUTPUT_DIR/last_checkpoint`` (``resume``) or ``MODEL.WEIGHTS``; results go to the log and
-    to ``OUTPUT_DIR/eval_results.json``. Nothing else in OUTPUT_DIR is touched (no training
+    to ``OUTPUT_DIR/eval_results.json`` (and a line of ``eval_history.jsonl``, which keeps every
+    earlier evaluation's). Nothing else in OUTPUT_DIR is touched (no training
     data is read, no checkpoint or metrics.json written)."""
     from ..checkpoint import SlimCheckpointer
     from ..modeling import build_model

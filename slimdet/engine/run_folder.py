@@ -14,6 +14,7 @@ previous run's files as they were:
 """
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import json
 import logging
@@ -31,6 +32,7 @@ from ..utils.file_io import atomic_write
 RUN_FILE_PATTERNS = ("config.yaml", "config.before_resume*.yaml", "metrics.json",
                      "last_checkpoint", "model_*.pth", "events.out.tfevents.*")
 EVAL_RESULTS = "eval_results.json"
+EVAL_HISTORY = "eval_history.jsonl"  # every --eval-only, one JSON record per line
 LOGGER_NAMES = ("slimdet", "detectron2", "fvcore")
 _PLAIN_FORMAT = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s",
                                   datefmt="%m/%d %H:%M:%S")
@@ -234,10 +236,32 @@ def trim_metrics_for_resume(path: str, start_iter: int) -> int:
 
 
 def write_eval_results(output_dir: str, results: Dict[str, float], weights: str) -> str:
-    """``OUTPUT_DIR/eval_results.json`` (atomically): what ``--eval-only`` measured and on which
-    weights; a training run's ``metrics.json`` is left alone."""
+    """``OUTPUT_DIR/eval_results.json`` (atomically): what the latest ``--eval-only`` measured
+    and on which weights. Every evaluation is also added as one line to
+    ``OUTPUT_DIR/eval_history.jsonl``, so an evaluation of other weights, widths or evaluators
+    never loses an earlier one's numbers; a training run's ``metrics.json`` is left alone."""
     g_pathmgr.mkdirs(output_dir)
     path = os.path.join(output_dir, EVAL_RESULTS)
-    record = {"weights": weights, "results": results}
+    history_path = os.path.join(output_dir, EVAL_HISTORY)
+    record = {"weights": weights, "results": results,
+              "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    history = _read_lines(history_path)
+    if not history and g_pathmgr.isfile(path):  # written before there was a history
+        with g_pathmgr.open(path) as f:
+            earlier = f.read().strip()
+        try:
+            history.append(json.dumps(json.loads(earlier)))
+        except json.JSONDecodeError:
+            pass  # an unreadable earlier record has no numbers to keep
+    history.append(json.dumps(record))
+    atomic_write(history_path, lambda f: f.write("".join(f"{line}\n" for line in history).encode()))
     atomic_write(path, lambda f: f.write(json.dumps(record, indent=2).encode()))
     return path
+
+
+def _read_lines(path: str) -> List[str]:
+    """The non-empty lines of ``path`` ([] when it does not exist)."""
+    if not g_pathmgr.isfile(path):
+        return []
+    with g_pathmgr.open(path) as f:
+        return [line for line in f.read().splitlines() if line.strip()]

@@ -49,10 +49,15 @@ def test_width_lists_are_checked_by_the_one_check():
         _error(SLIM_DEMO, ["TEST.SLIM_WIDTHS", "[0.3]"], validate=True)
     assert "MODEL.SLIM.LOSS_WEIGHTING must be size, uniform or proportional, got 'sizes'" in \
         _error(SLIM_DEMO, ["MODEL.SLIM.LOSS_WEIGHTING", "sizes"], validate=True)
-    # A stock Detectron2 config does not use the width keys.
-    validate_det_cfg(load_det_cfg(STOCK_CONVERTED, ["MODEL.WIDTHS", "[0.5]", "DATASETS.TRAIN",
-                                                    "('tiny_coco_train',)", "DATASETS.TEST",
-                                                    "('tiny_coco_val',)"]))
+    # A stock Detectron2 config runs the one width of its weights: a width key, which it
+    # would ignore, is refused, naming the key and the architecture that reads it.
+    tiny = ["DATASETS.TRAIN", "('tiny_coco_train',)", "DATASETS.TEST", "('tiny_coco_val',)"]
+    validate_det_cfg(load_det_cfg(STOCK_CONVERTED, tiny))
+    for key, value in (("MODEL.WIDTHS", "[0.5]"), ("TEST.SLIM_WIDTHS", "[1.0]"),
+                       ("MODEL.SLIM.LOSS_WEIGHTING", "size")):
+        msg = _error(STOCK_CONVERTED, tiny + [key, value], validate=True)
+        assert msg.startswith(f"{key} ") and "SlimGeneralizedRCNN" in msg and \
+            "GeneralizedRCNN runs the one width" in msg, msg
 
 
 def test_file_key_and_value_mistakes_name_them(tmp_path):

@@ -148,12 +148,15 @@ def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
                                                     "OUTPUT_DIR", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
     after = digests(out)
-    assert {k: v for k, v in after.items() if k not in ("log.txt", "eval_results.json")} == \
+    assert {k: v for k, v in after.items()
+            if k not in ("log.txt", "eval_results.json", "eval_history.jsonl")} == \
         {k: v for k, v in before.items() if k != "log.txt"}
     assert (out / "log.txt").read_text().startswith(log)  # appended to, never rewritten
     record = json.loads((out / "eval_results.json").read_text())
     assert record["weights"] == str(out / "model_final.pth")
     assert set(record["results"]) == {"knn_top1/w1", "knn_top1/w0.5", "knn_top1/w0.25"}
+    history = (out / "eval_history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["results"] for line in history] == [record["results"]]
 
     # --resume with other values continues under them, keeps the config the run had so far
     # and names every changed key.
