@@ -60,12 +60,16 @@ class SlimCheckpointer(Checkpointer):
       needs, a one-line summary for the rest.
 
     ``trusted_weights`` (``MODEL.WEIGHTS_TRUSTED``) allows full unpickling of MODEL.WEIGHTS.
+    ``fields``: constant top-level fields every saved file holds (a classifier's
+    ``CLASSES_FIELD``, the class names its outputs mean).
     """
 
     def __init__(self, model, save_dir: str = "", *, save_to_disk: bool = True,
-                 trusted_weights: bool = False, **checkpointables):
+                 trusted_weights: bool = False, fields: Optional[Dict[str, Any]] = None,
+                 **checkpointables):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.trusted_weights = trusted_weights
+        self.fields = dict(fields or {})
         if save_dir and save_to_disk:
             remove_stale_temp_files(save_dir)
 
@@ -123,7 +127,7 @@ class SlimCheckpointer(Checkpointer):
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict()}
+        data = {"model": self.model.state_dict(), **self.fields}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)

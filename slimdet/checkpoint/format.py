@@ -404,6 +404,24 @@ def single_width_name(key: str) -> str:
     return key.replace(".bn.0.", ".")
 
 
+# Top-level field of a classifier's checkpoint (linear probe, supervised): the class names of
+# its training set, in label order. Its outputs are indices into this list, so an evaluation
+# on a set whose class folders differ would score shifted labels (checked on load).
+CLASSES_FIELD = "classes"
+
+
+def classes_of_checkpoint(ckpt: Checkpoint) -> Optional[List[str]]:
+    """The class names a classifier in ``ckpt`` was trained on (``CLASSES_FIELD``), or None for
+    a file without them (pre-training, reference implementation, older slimdet files)."""
+    classes = ckpt.extra.get(CLASSES_FIELD)
+    if classes is None:
+        return None
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{ckpt.path!r}: its {CLASSES_FIELD!r} field is not a list of "
+                              "class names")
+    return list(classes)
+
+
 def read_checkpoint(path: str, trusted: bool = False, opt_in: str = TRUST_HINT) -> Checkpoint:
     """Read ``path`` safely and rename it to slimdet's keys, whatever its layout."""
     data = read_file(path, trusted, opt_in)
@@ -513,6 +531,7 @@ class LoadReport:
     loaded: List[str]
     left_out: List[str]
     unused: List[str]
+    classes: Optional[List[str]] = None  # the file's CLASSES_FIELD, when it has one
 
     def summary(self) -> str:
         """One line: what came from the file, what did not, what the file had in excess."""
@@ -649,7 +668,8 @@ def load_weights(module: nn.Module, path: str, required: Union[str, Sequence[str
         except ValueError as e:
             raise CheckpointError(f"{ckpt.path!r} ({ckpt.layout}) does not fit the model for "
                                   f"{purpose}: {e}") from None
-    report = load_state(module, ckpt, required, purpose)
+    report = replace(load_state(module, ckpt, required, purpose),
+                     classes=classes_of_checkpoint(ckpt))
     news = any(not _optional(k) for k in report.left_out)
     (logger.warning if news else logger.info)("%s", report.summary())
     return report

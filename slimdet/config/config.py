@@ -115,6 +115,15 @@ def validate_cfg(cfg: CfgNode) -> None:
         raise ConfigError("MODEL.COMPILE needs MODEL.SLIM.MODE fixed: sandwich draws new widths "
                           f"every step, each would compile anew (got MODEL.COMPILE "
                           f"{cfg.MODEL.COMPILE!r} with MODEL.SLIM.MODE 'sandwich')")
+    if cfg.MODEL.DEVICE not in ("", "cpu", "cuda"):
+        raise ConfigError(f"MODEL.DEVICE must be cpu, cuda or '' (cuda when available), got "
+                          f"{cfg.MODEL.DEVICE!r}")
+    if cfg.MODEL.BACKBONE.OUT_FEATURES:
+        # Every method here reads the pooled feature; a dict of stage outputs fails late.
+        raise ConfigError(f"MODEL.BACKBONE.OUT_FEATURES {list(cfg.MODEL.BACKBONE.OUT_FEATURES)}: "
+                          "every method of tools/train_net.py reads the backbone's pooled "
+                          "feature; stage outputs are the detector's (tools/train_det.py, "
+                          "MODEL.RESNETS.OUT_FEATURES): leave it empty")
     _validate_ranges(cfg)
     validate_widths(cfg)
     _validate_input(cfg)
@@ -127,11 +136,11 @@ POSITIVE_KEYS = (
     "SOLVER.IMS_PER_BATCH", "TEST.IMS_PER_BATCH", "TEST.KNN.K", "TEST.KNN.TEMPERATURE",
     "LOG_PERIOD", "MODEL.NUM_CLASSES", "MODEL.BACKBONE.BASE_CHANNELS",
     "MODEL.SLIM.DISTILL_TEMPERATURE", "MODEL.MOCOV2.TEMPERATURE", "MODEL.MOCOV3.TEMPERATURE",
-    "MODEL.SIMCLR.TEMPERATURE",
+    "MODEL.SIMCLR.TEMPERATURE", "SOLVER.GAMMA",
 )
 NON_NEGATIVE_KEYS = (
     "DATASETS.TRAIN_SUBSET", "DATASETS.TEST_SUBSET", "DATALOADER.NUM_WORKERS", "SOLVER.BASE_LR",
-    "SOLVER.BASE_LR_AFTER_SLOW_START", "SOLVER.WARMUP_EPOCHS", "SOLVER.MOMENTUM",
+    "SOLVER.BASE_LR_AFTER_SLOW_START", "SOLVER.REFERENCE_BATCH_SIZE", "SOLVER.WARMUP_EPOCHS", "SOLVER.MOMENTUM",
     "SOLVER.WEIGHT_DECAY", "SOLVER.WEIGHT_DECAY_NORM", "SOLVER.WEIGHT_DECAY_BIAS",
     "SOLVER.CHECKPOINT_PERIOD", "SOLVER.MAX_TO_KEEP", "SOLVER.CLIP_GRAD_NORM", "SOLVER.MAX_ITER",
     "TEST.EVAL_PERIOD", "TEST.EVAL_PERIOD_EPOCHS", "TEST.CALIBRATE_BATCHES",

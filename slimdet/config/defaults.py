@@ -50,14 +50,16 @@ _C.MODEL.BACKBONE.DEPTH = 50
 # Channels of the stem at full width (64 for the standard ResNet; stage widths scale with it).
 _C.MODEL.BACKBONE.BASE_CHANNELS = 64
 # Input channels: 3 (images decoded as RGB; grey images repeated) or 1 (decoded grey; a data
-# set holding colour images is refused). INPUT.PIXEL_MEAN / PIXEL_STD give one value per
+# set is refused when any of 32 images spread over it holds colour; others are read as grey). INPUT.PIXEL_MEAN / PIXEL_STD give one value per
 # channel. Never sliced.
 _C.MODEL.BACKBONE.IN_CHANNELS = 3
 # CIFAR stem for small images: 3x3 stride-1 conv and no max-pool instead of 7x7/2 + max-pool.
 _C.MODEL.BACKBONE.CIFAR_STEM = False
 # Zero-init the last BN gamma of every residual block (every width).
 _C.MODEL.BACKBONE.ZERO_INIT_RESIDUAL = True
-# Stage outputs to return ("res2".."res5") instead of the pooled feature; empty = pooled.
+# Stage outputs to return ("res2".."res5") instead of the pooled feature; empty = pooled, the
+# only value the methods of tools/train_net.py take (the detector sets its own,
+# MODEL.RESNETS.OUT_FEATURES).
 _C.MODEL.BACKBONE.OUT_FEATURES = []
 
 # SlimCLR: how the widths are trained together (slimdet/modeling/slim).

@@ -10,7 +10,7 @@ recipes of ``transforms.py``; ``DATALOADER.BACKEND: dali`` uses the DALI pipelin
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -152,21 +152,29 @@ def check_same_classes(cfg, splits: Dict[str, object]) -> None:
         return
     (ref_name, ref), others = named[0], named[1:]
     for name, classes in others:
-        if list(classes) == list(ref):
-            continue
-        theirs, ours = set(classes), set(ref)
-        missing = [c for c in ref if c not in theirs]
-        extra = [c for c in classes if c not in ours]
-        first = next((i for i, (a, b) in enumerate(zip(ref, classes)) if a != b),
-                     min(len(ref), len(classes)))
-        what = "; ".join(_few(verb, names) for verb, names in (("it lacks", missing),
-                                                                ("it has", extra)) if names)
-        what = what or "their order differs"
-        raise ConfigError(
-            f"{dataset_key(name, cfg)} {name!r} has {len(classes)} classes, "
-            f"{dataset_key(ref_name, cfg)} {ref_name!r} {len(ref)}, and they differ from label "
-            f"{first} on ({what}): labels are indices of the class folders in sorted order, so "
-            "both splits need the same class folders (an empty folder keeps a class's label)")
+        check_classes(f"{dataset_key(ref_name, cfg)} {ref_name!r}", ref,
+                      f"{dataset_key(name, cfg)} {name!r}", classes)
+
+
+def check_classes(reference: str, ref: Sequence[str], other: str, classes: Sequence[str]) -> None:
+    """``classes`` (of ``other``, e.g. "DATASETS.TEST 'folder:/data/val'") are ``ref`` (of
+    ``reference``: the training set, or the class names a classifier's checkpoint holds), in
+    the same order; else a one-line :class:`ConfigError` naming both and the first class that
+    differs."""
+    if list(classes) == list(ref):
+        return
+    theirs, ours = set(classes), set(ref)
+    missing = [c for c in ref if c not in theirs]
+    extra = [c for c in classes if c not in ours]
+    first = next((i for i, (a, b) in enumerate(zip(ref, classes)) if a != b),
+                 min(len(ref), len(classes)))
+    what = "; ".join(_few(verb, names) for verb, names in (("it lacks", missing),
+                                                            ("it has", extra)) if names)
+    what = what or "their order differs"
+    raise ConfigError(
+        f"{other} has {len(classes)} classes, {reference} {len(ref)}, and they differ from "
+        f"label {first} on ({what}): labels are indices of the class folders in sorted order, "
+        "so both need the same class folders (an empty folder keeps a class's label)")
 
 
 def check_batch_size(cfg, name: str, size: int, world_size: Optional[int] = None) -> None:

@@ -42,6 +42,11 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         if action.dest == "dist_url":
             action.help = ("rendezvous of the processes: auto (default) for a one-machine job, "
                            "tcp://HOST0:PORT (machine rank 0's address) for several machines")
+        elif action.dest == "opts":  # Detectron2's text also offers LazyConfig's key=value
+            action.help = ("config overrides at the end of the command: space-separated KEY "
+                           "VALUE pairs, e.g. SOLVER.MAX_ITER 1000 MODEL.WIDTHS \"[1.0, 0.5]\" "
+                           "(keys: slimdet/config/defaults.py; detection: Detectron2's "
+                           "defaults and slimdet/d2/config.py)")
     return parser
 
 
@@ -158,8 +163,9 @@ def train_argument_parser() -> argparse.ArgumentParser:
     p = default_argument_parser(EXIT_STATUS_HELP)
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUTPUT_DIR that holds a previous run, removing its "
-                        "config.yaml, metrics.json, events and checkpoints (without this flag "
-                        "such a start is refused; --resume continues the run instead)")
+                        "config.yaml, metrics.json, events, checkpoints and --eval-only results "
+                        "(without this flag such a start is refused; --resume continues the "
+                        "run instead)")
     return p
 
 
@@ -198,7 +204,7 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
     """Every data split the run will read exists and fits the config (channels, classes, the
     batch size), checked before anything starts: the training set when ``training``, and the sets of every
     evaluator of ``TEST.EVALUATORS`` (a missing test split is not found after training)."""
-    from ..data import get_dataset, verify_dataset
+    from ..data import verify_dataset
     from ..data.build import check_batch_size, check_same_classes
     from ..data.catalog import dataset_key
     from ..evaluation import build_evaluators
@@ -217,15 +223,8 @@ def verify_run(cfg: CfgNode, training: bool = True) -> None:
         logger.info("%s %s: %d images", dataset_key(name, cfg), name, len(opened[name]))
         if training and name == cfg.DATASETS.TRAIN:
             check_batch_size(cfg, name, len(opened[name]))
-    if num_classes and cfg.DATASETS.TRAIN not in opened:
-        # A classifier's outputs are the labels of the set it was trained on: evaluating it on
-        # a set with other class folders scores wrong numbers, though only that set is read.
-        try:
-            opened = {cfg.DATASETS.TRAIN: get_dataset(cfg.DATASETS.TRAIN, cfg), **opened}
-        except (FileNotFoundError, ConfigError) as e:
-            logger.warning("Cannot compare the classes of DATASETS.TEST with those of "
-                           "DATASETS.TRAIN, which the classifier was trained on (%s): the test "
-                           "set must have the same class folders", one_line(e))
+    # An evaluation without training compares a classifier's test set with the classes its
+    # checkpoint was trained on once it is loaded (trainer.check_classifier_classes).
     check_same_classes(cfg, opened)
 
 

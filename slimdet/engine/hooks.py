@@ -64,8 +64,13 @@ def drop_untrained_widths(results: Dict[str, float], trained: Sequence[float],
                           all_widths: Sequence[float]) -> Dict[str, float]:
     """``results`` without the per-width keys of widths that have not trained yet (before the
     slow start, or a run that ended before it): their numbers would read as a trained width's.
-    Says which widths it left out."""
-    untrained = [w for w in all_widths if w not in trained]
+    Until every width of ``all_widths`` has trained, that is every evaluated width but the
+    ``trained`` ones (a width of TEST.WIDTHS outside MODEL.WIDTHS shares the untrained
+    narrower weights or classifiers too). Says which widths it left out."""
+    if all(w in trained for w in all_widths):
+        return results
+    evaluated = {split_width_key(k)[1] for k in results} - {None}
+    untrained = sorted((w for w in evaluated if w not in trained), reverse=True)
     if not untrained:
         return results
     kept = {k: v for k, v in results.items() if split_width_key(k)[1] not in untrained}

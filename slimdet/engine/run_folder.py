@@ -72,6 +72,31 @@ def check_output_dir(output_dir: str, resume: bool, overwrite: bool, weights: st
         raise OutputDirError(
             f"OUTPUT_DIR {output_dir} holds a previous run ({shown}): pass --resume to continue "
             "it, --overwrite to replace it, or set another OUTPUT_DIR")
+    if resume and weights and "last_checkpoint" in found:
+        _check_resumed_weights(output_dir, weights)
+
+
+def _check_resumed_weights(output_dir: str, weights: str) -> None:
+    """A resume continues from the run's checkpoint and never reads MODEL.WEIGHTS: a value other
+    than the one the run started from would be recorded in config.yaml as the run's origin
+    though its weights did not come from it, so it is refused (``OutputDirError``)."""
+    import yaml
+
+    path = os.path.join(output_dir, "config.yaml")
+    if not g_pathmgr.isfile(path):
+        return
+    try:
+        with g_pathmgr.open(path) as f:
+            started_from = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("WEIGHTS")
+    except (yaml.YAMLError, AttributeError):
+        return  # not a config this check can read; the resume's own checks follow
+    if started_from is None or started_from == weights:
+        return
+    raise OutputDirError(
+        f"--resume continues the run in OUTPUT_DIR {output_dir} from its last checkpoint and "
+        f"does not read MODEL.WEIGHTS: {weights} is not the file the run started from "
+        f"({started_from or 'none'}, its config.yaml); drop the MODEL.WEIGHTS override to "
+        f"resume, or start a new run from {weights} (another OUTPUT_DIR, or --overwrite)")
 
 
 def _is_run_file_of(path: str, output_dir: str) -> bool:
@@ -83,8 +108,12 @@ def _is_run_file_of(path: str, output_dir: str) -> bool:
 
 
 def clear_previous_run(output_dir: str) -> List[str]:
-    """Remove the previous run's files (``--overwrite``); returns their names."""
-    found = previous_run_files(output_dir)
+    """Remove the previous run's files (``--overwrite``), and the results of ``--eval-only``
+    there (``EVAL_RESULTS``, ``EVAL_HISTORY``: they may name the run's model_final.pth, which
+    the new run replaces); returns their names."""
+    found = previous_run_files(output_dir) + [
+        name for name in (EVAL_RESULTS, EVAL_HISTORY)
+        if g_pathmgr.isfile(os.path.join(output_dir, name))]
     for name in found:
         g_pathmgr.rm(os.path.join(output_dir, name))
     return found
@@ -213,10 +242,15 @@ def check_iterations_left(start_iter: int, max_iter: int, output_dir: str,
         "with --eval-only --resume")
 
 
-def trim_metrics_for_resume(path: str, start_iter: int) -> int:
+def trim_metrics_for_resume(path: str, start_iter: int, run_finished: bool = False) -> int:
     """Before a resumed run appends to ``metrics.json``: drop the rows of iterations it runs
     again (a killed run went on past its last checkpoint) and a last line cut off by the kill,
-    so every iteration is recorded once. Returns the number of rows dropped."""
+    so every iteration is recorded once. Returns the number of rows dropped.
+
+    ``run_finished``: the run resumes from its final model (more iterations asked for). Its
+    last evaluation is recorded at iteration ``start_iter`` (Detectron2 records the one after
+    training at max_iter) in a row of its own, without training scalars: that row measured
+    the final model, which no later step recomputes, so it is kept."""
     if not g_pathmgr.isfile(path):
         return 0
     with g_pathmgr.open(path) as f:
@@ -227,7 +261,11 @@ def trim_metrics_for_resume(path: str, start_iter: int) -> int:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and row.get("iteration", -1) < start_iter:
+        if not isinstance(row, dict):
+            continue
+        iteration = row.get("iteration", -1)
+        if iteration < start_iter or (run_finished and iteration == start_iter and
+                                      "total_loss" not in row):
             kept.append(line)
     dropped = len(lines) - len(kept)
     if dropped:

@@ -22,11 +22,14 @@ from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, Tensorboar
 from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
-from ..checkpoint import PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
-from ..config import ConfigError
-from ..data import build_train_loader
+from ..checkpoint import CLASSES_FIELD, PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
+from ..config import ConfigError, evaluation_widths
+from ..data import build_train_loader, get_dataset
+from ..data.build import check_classes
+from ..data.catalog import dataset_key
 from ..evaluation import build_evaluators
 from ..modeling import build_model
+from ..modeling.methods.base import ClassificationMethod
 from ..modeling.slim import WidthLoop, compile_method
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
 from ..utils.d2compat import data_iterator
@@ -34,6 +37,7 @@ from ..utils.results import per_width_table
 from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, EvaluationHook,
                     StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
+from .defaults import one_line
 from .run_folder import check_iterations_left, trim_metrics_for_resume
 
 logger = logging.getLogger("slimdet")
@@ -41,6 +45,9 @@ logger = logging.getLogger("slimdet")
 
 def resolve_device(cfg) -> torch.device:
     name = cfg.MODEL.DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("MODEL.DEVICE cuda: torch finds no CUDA device on this machine; set "
+                          "MODEL.DEVICE cpu, or '' to use a GPU when there is one")
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
@@ -194,9 +201,11 @@ class SlimTrainer(WidthLoopTrainer):
         self.scheduler = build_lr_scheduler(cfg, optimizer, self.clock)
         self.checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR,
                                              trusted_weights=cfg.MODEL.WEIGHTS_TRUSTED,
+                                             fields=classifier_fields(cfg, method),
                                              trainer=weakref.proxy(self))
         self.start_iter = 0
         self._weights_loaded = False
+        self._resumed_final_model = False  # resume_or_load: continuing a finished run
         self.register_hooks(self.build_hooks())
 
     # ----------------------------------------------------------------------------- set-up
@@ -220,8 +229,10 @@ class SlimTrainer(WidthLoopTrainer):
         self.eval_hook = None
         if cfg.TEST.EVALUATORS:
             eval_period = cfg.TEST.EVAL_PERIOD or self.clock.iteration(cfg.TEST.EVAL_PERIOD_EPOCHS)
-            self.eval_hook = EvaluationHook(eval_period, self._evaluate, cfg.MODEL.WIDTHS[0],
-                                            cfg.TEST.BEST_METRIC)
+            # The best evaluation is that of the widest width evaluated (TEST.WIDTHS may
+            # leave out the full width).
+            self.eval_hook = EvaluationHook(eval_period, self._evaluate,
+                                            max(evaluation_widths(cfg)), cfg.TEST.BEST_METRIC)
             # Before the checkpointer: a checkpoint of the same step then holds that
             # evaluation's best-so-far, which a resumed run does not evaluate again.
             ret.append(self.eval_hook)
@@ -247,7 +258,8 @@ class SlimTrainer(WidthLoopTrainer):
         if out:
             g_pathmgr.mkdirs(out)
         if self.start_iter:
-            dropped = trim_metrics_for_resume(os.path.join(out, "metrics.json"), self.start_iter)
+            dropped = trim_metrics_for_resume(os.path.join(out, "metrics.json"), self.start_iter,
+                                              run_finished=self._resumed_final_model)
             if dropped:
                 logger.info("Resuming at iteration %d: dropped %d row(s) of metrics.json that "
                             "the run records again", self.start_iter, dropped)
@@ -264,7 +276,12 @@ class SlimTrainer(WidthLoopTrainer):
         checkpoint of this very model); otherwise load MODEL.WEIGHTS (if set): all of the parts
         training never updates (``frozen_parts``), the rest where the file has it, and start at
         iteration 0."""
+        if resume and not self.checkpointer.has_checkpoint():
+            logger.warning("--resume: OUTPUT_DIR %s holds no checkpoint to continue "
+                           "(last_checkpoint), so this is a new run from iteration 0",
+                           self.cfg.OUTPUT_DIR)
         if resume and self.checkpointer.has_checkpoint():
+            self._resumed_final_model = self.run_finished()
             self.checkpointer.resume()
             self.start_iter = self.iter + 1
             check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR,
@@ -318,12 +335,13 @@ class SlimTrainer(WidthLoopTrainer):
         super().train(self.start_iter, self.max_iter)
         results = self.eval_hook.results if self.eval_hook is not None else {}
         if comm.is_main_process() and "best_iter" in results:
-            # best_iter counts from 0 as metrics.json does: the evaluation after that many + 1
-            # steps.
+            # best_iter is the iteration metrics.json records the evaluation under: that of
+            # the step it followed (counted from 0), or max_iter for the one after training.
+            best = int(results["best_iter"])
             logger.info("Last evaluation and the best one (iteration %d, i.e. after %d of %d "
-                        "steps; highest full-width %s):\n%s", results["best_iter"],
-                        results["best_iter"] + 1, self.max_iter, self.cfg.TEST.BEST_METRIC,
-                        per_width_table(results))
+                        "steps; highest %s at width %g):\n%s", best,
+                        min(best + 1, self.max_iter), self.max_iter, self.cfg.TEST.BEST_METRIC,
+                        self.eval_hook.full_width, per_width_table(results))
         return results
 
     # ----------------------------------------------------------------------------- evaluation
@@ -345,16 +363,58 @@ class SlimTrainer(WidthLoopTrainer):
 def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = False) -> str:
     """``--eval-only``: the run's last checkpoint (``resume``) or MODEL.WEIGHTS, with every
     weight evaluation reads (``eval_parts``) into ``checkpointer.model``; no weights at all is
-    an error. Returns the file loaded."""
+    an error. A classifier's test set must have the classes it was trained on
+    (:func:`check_classifier_classes`). Returns the file loaded."""
     if resume and checkpointer.has_checkpoint():
         path = checkpointer.last_checkpoint()
-        checkpointer.load(path, checkpointables=[])
+        classes = checkpointer.load(path, checkpointables=[]).get(CLASSES_FIELD)
     elif cfg.MODEL.WEIGHTS:
         path = cfg.MODEL.WEIGHTS
-        checkpointer.load_weights(path, checkpointer.model.eval_parts(),
-                                  f"evaluating {cfg.MODEL.METHOD} (--eval-only)")
+        classes = checkpointer.load_weights(path, checkpointer.model.eval_parts(),
+                                            f"evaluating {cfg.MODEL.METHOD} (--eval-only)").classes
     else:
         raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
                           "(or --resume in a run's OUTPUT_DIR)")
+    if isinstance(checkpointer.model, ClassificationMethod):
+        check_classifier_classes(cfg, classes, path)
     return path
+
+
+def classifier_fields(cfg, method) -> Dict[str, List[str]]:
+    """What a classifier's checkpoints record beside the weights: the class names of
+    DATASETS.TRAIN (``CLASSES_FIELD``), which its outputs mean; nothing for other methods or a
+    set without class names."""
+    if not isinstance(method, ClassificationMethod):
+        return {}
+    classes = get_dataset(cfg.DATASETS.TRAIN, cfg).classes
+    return {CLASSES_FIELD: list(classes)} if classes is not None else {}
+
+
+def check_classifier_classes(cfg, classes: Optional[Sequence[str]], weights: str) -> None:
+    """An evaluation of a classifier on DATASETS.TEST scores right only if the test set has the
+    classes it was trained on, in order: those its file ``weights`` records, or, for a file
+    without them (older or reference files), those of the config's DATASETS.TRAIN. A
+    difference is one :class:`ConfigError`; a comparison that cannot be made is a warning."""
+    test = get_dataset(cfg.DATASETS.TEST, cfg).classes
+    if test is None:
+        return  # a format without class names: its labels are the file's own
+    test_label = f"{dataset_key(cfg.DATASETS.TEST, cfg)} {cfg.DATASETS.TEST!r}"
+    if classes is not None:
+        check_classes(f"the classifier of {weights} (trained on these classes)", classes,
+                      test_label, test)
+        return
+    try:
+        train = get_dataset(cfg.DATASETS.TRAIN, cfg).classes
+    except (FileNotFoundError, ConfigError) as e:
+        train, reason = None, one_line(e)
+    else:
+        reason = f"{weights} records no class names, nor has {cfg.DATASETS.TRAIN!r}"
+    if train is None:
+        logger.warning("Cannot compare the classes of DATASETS.TEST with those the classifier "
+                       "was trained on (%s): the test set must have the class folders of its "
+                       "training set", reason)
+        return
+    check_classes(f"{dataset_key(cfg.DATASETS.TRAIN, cfg)} {cfg.DATASETS.TRAIN!r} (the "
+                  f"config's training set; {weights} records no class names)", train,
+                  test_label, test)
 

@@ -144,6 +144,9 @@ def test_a_renamed_key_names_its_new_name(tmp_path):
     ("DATASETS.TRAIN_SUBSET", "-3", "must not be negative"),
     ("SOLVER.CHECKPOINT_PERIOD", "-1", "must not be negative"),
     ("MODEL.MOCOV2.MOMENTUM", "1.5", r"must be in \[0, 1\]"),
+    ("SOLVER.GAMMA", "-1.0", "must be positive"),  # trained on at a negative LR, exit 0
+    ("SOLVER.REFERENCE_BATCH_SIZE", "-1", "must not be negative"),  # torch's SGD traceback
+    ("MODEL.DEVICE", "gpu", "must be cpu, cuda or ''"),
 ])
 def test_numeric_keys_out_of_range_are_refused_naming_the_key(key, value, match):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.") + " " + match):
@@ -151,6 +154,12 @@ def test_numeric_keys_out_of_range_are_refused_naming_the_key(key, value, match)
     # The boundary values that mean something (0 = all / default) are accepted.
     if "negative" in match:
         load_cfg("", [key, "0" if "." not in value else "0.0"])
+
+
+def test_stage_outputs_are_refused_for_the_methods_that_read_the_pooled_feature():
+    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.OUT_FEATURES \['res5'\]: every "
+                                          r"method of tools/train_net\.py reads"):
+        load_cfg("", ["MODEL.BACKBONE.OUT_FEATURES", "['res5']"])
 
 
 def test_a_sandwich_config_without_calibration_names_both_ways_out():

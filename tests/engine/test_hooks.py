@@ -112,6 +112,12 @@ def test_untrained_widths_are_left_out_of_the_results(caplog):
     assert kept == {"knn_top1/w1": 80.0, "lr": 0.1}
     assert "0.5, 0.25" in caplog.text
     assert drop_untrained_widths(results, [1.0, 0.5, 0.25], [1.0, 0.5, 0.25]) == results
+    # A width of TEST.WIDTHS outside MODEL.WIDTHS (0.75) has not trained either before the slow
+    # start; after it, it is a calibrated width of the trained network and stays.
+    results["top1/w0.75"] = 66.7
+    kept = drop_untrained_widths(results, [1.0], [1.0, 0.5, 0.25])
+    assert kept == {"knn_top1/w1": 80.0, "lr": 0.1}
+    assert drop_untrained_widths(results, [1.0, 0.5, 0.25], [1.0, 0.5, 0.25]) == results
 
 
 def _small_moco(queue_size=64):

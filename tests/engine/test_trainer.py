@@ -135,6 +135,15 @@ def test_resume_drops_the_metrics_rows_it_records_again(tmp_path):
     assert trim_metrics_for_resume(str(path), start_iter=4) == 0  # nothing left to drop
     assert trim_metrics_for_resume(str(tmp_path / "absent.json"), start_iter=4) == 0
 
+    # A finished run of 4 iterations resumed for more: its final evaluation (recorded at
+    # iteration 4, a row without training scalars) measured the final model and is kept; a
+    # killed run's rows at its start iteration are run again and go.
+    final_eval = {"iteration": 4, "top1/w1": 50.0}
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:4] + [final_eval]))
+    assert trim_metrics_for_resume(str(path), start_iter=4, run_finished=True) == 0
+    assert trim_metrics_for_resume(str(path), start_iter=4) == 1
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows[:4]
+
 
 def test_only_a_folder_with_results_counts_as_a_previous_run(tmp_path):
     from slimdet.engine.run_folder import OutputDirError, check_output_dir

@@ -203,26 +203,58 @@ def test_eval_only_checks_only_the_splits_its_evaluators_read(colour_folder):
         verify_run(load_cfg(probe, keys + ["MODEL.NUM_CLASSES", 1]), training=False)
 
 
-def test_eval_only_of_a_classifier_compares_test_classes_with_training_classes(tmp_path,
-                                                                               colour_folder,
-                                                                               caplog):
+def test_eval_only_of_a_classifier_compares_test_classes_with_its_training_classes(
+        tmp_path, colour_folder, caplog):
     """A probe evaluated on a folder without one of its training classes would score shifted
-    labels: refused, though --eval-only reads only DATASETS.TEST; a training split that is not
-    there leaves a warning instead."""
+    labels. Its checkpoint records the class names it was trained on, so --eval-only refuses
+    such a test folder whatever the config's DATASETS.TRAIN (here the default in-memory set,
+    which has other class names); a file without class names is compared with the config's
+    DATASETS.TRAIN, and a training split that is not there leaves a warning instead."""
     from slimdet.config import ConfigError
-    from slimdet.engine import load_cfg, verify_run
+    from slimdet.engine import load_cfg
+    from slimdet.engine.trainer import check_classifier_classes
 
     bee_only = tmp_path / "bee_only"
     shutil.copytree(colour_folder / "val" / "bee", bee_only / "bee")
-    keys = ["DATASETS.TRAIN", f"folder:{colour_folder}/train", "DATASETS.TEST",
-            f"folder:{bee_only}", "MODEL.BACKBONE.IN_CHANNELS", 3,
-            "INPUT.PIXEL_MEAN", [0.5] * 3, "INPUT.PIXEL_STD", [0.25] * 3, "MODEL.NUM_CLASSES", 2,
-            "DATASETS.TRAIN_SUBSET", 0, "DATASETS.TEST_SUBSET", 0]
+    colour = ["MODEL.BACKBONE.IN_CHANNELS", "3", "INPUT.PIXEL_MEAN", "[0.5,0.5,0.5]",
+              "INPUT.PIXEL_STD", "[0.25,0.25,0.25]", "MODEL.NUM_CLASSES", "2",
+              "DATASETS.TRAIN_SUBSET", "0", "DATASETS.TEST_SUBSET", "0",
+              "MODEL.BACKBONE.BASE_CHANNELS", "8", "SOLVER.IMS_PER_BATCH", "8",
+              "TEST.IMS_PER_BATCH", "8", "DATALOADER.NUM_WORKERS", "0"]
+    probe_cfg = ["--config-file", str(ROOT / "configs/demo/lincls_demo.yaml")]
+    out = tmp_path / "probe"
+    trained = run(probe_cfg + colour + ["DATASETS.TRAIN", f"folder:{colour_folder}/train",
+                                        "DATASETS.TEST", f"folder:{colour_folder}/val",
+                                        "SOLVER.MAX_ITER", "1", "OUTPUT_DIR", str(out)])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    weights = out / "model_final.pth"
+    import torch
+    assert torch.load(weights, weights_only=True)["classes"] == ["ant", "bee"]
+
+    refused, resumed, right = run_all([
+        probe_cfg + ["--eval-only"] + colour + ["DATASETS.TEST", f"folder:{bee_only}",
+                                                "MODEL.WEIGHTS", str(weights),
+                                                "OUTPUT_DIR", str(tmp_path / "ev")],
+        probe_cfg + ["--eval-only", "--resume"] + colour + ["DATASETS.TEST", f"folder:{bee_only}",
+                                                            "OUTPUT_DIR", str(out)],
+        probe_cfg + ["--eval-only"] + colour + ["DATASETS.TEST", f"folder:{colour_folder}/val",
+                                                "MODEL.WEIGHTS", str(weights),
+                                                "OUTPUT_DIR", str(tmp_path / "ev_right")]])
+    assert_one_line_error(refused, "DATASETS.TEST", "bee_only", "lacks ['ant']", str(weights))
+    assert_one_line_error(resumed, "DATASETS.TEST", "bee_only", "lacks ['ant']")
+    assert not (tmp_path / "ev" / "eval_results.json").exists()
+    assert right.returncode == 0, right.stderr[-3000:]
+    assert (tmp_path / "ev_right" / "eval_results.json").is_file()
+
+    # A file without class names (older or reference files): the config's DATASETS.TRAIN.
+    keys = colour + ["DATASETS.TRAIN", f"folder:{colour_folder}/train",
+                     "DATASETS.TEST", f"folder:{bee_only}"]
     probe = str(ROOT / "configs/demo/lincls_demo.yaml")
     with pytest.raises(ConfigError, match=r"DATASETS\.TEST .*bee_only.* lacks \['ant'\]"):
-        verify_run(load_cfg(probe, keys), training=False)
-    keys[1] = f"folder:{colour_folder}/missing"
-    verify_run(load_cfg(probe, keys), training=False)
+        check_classifier_classes(load_cfg(probe, keys), None, "old.pth")
+    check_classifier_classes(load_cfg(probe, keys), ["bee"], "other.pth")  # the file's names win
+    keys[keys.index("DATASETS.TRAIN") + 1] = f"folder:{colour_folder}/missing"
+    check_classifier_classes(load_cfg(probe, keys), None, "old.pth")
     assert "Cannot compare the classes of DATASETS.TEST" in caplog.text
 
 
