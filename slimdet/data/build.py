@@ -225,14 +225,18 @@ class Shard(NamedTuple):
 
 
 class TestBatches:
-    """The batches of :func:`build_test_loader`; each ``iter()`` reads them again from the
-    first. ``max_images`` is the number of images of the share (``dataset_size`` those of the
-    whole set): batches hold fewer when bad images are left out, never more, so a caller can
+    """The batches of :func:`build_test_loader`, images ``[start, end)`` of the
+    ``dataset_size`` of the set; each ``iter()`` reads them again from the first. They hold
+    ``max_images`` images, fewer when bad images are left out, never more, so a caller can
     preallocate its outputs."""
 
-    def __init__(self, batches: Callable[[], Iterator[Dict[str, torch.Tensor]]], max_images: int,
-                 dataset_size: int):
-        self._batches, self.max_images, self.dataset_size = batches, max_images, dataset_size
+    def __init__(self, batches: Callable[[], Iterator[Dict[str, torch.Tensor]]], start: int,
+                 end: int, dataset_size: int):
+        self._batches, self.start, self.end, self.dataset_size = batches, start, end, dataset_size
+
+    @property
+    def max_images(self) -> int:
+        return self.end - self.start
 
     def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
         return self._batches()
@@ -258,7 +262,7 @@ def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = N
                 e = min(s + batch_size, end)
                 yield {"image": transform(dataset.images[s:e].to(device)),
                        "label": dataset.labels[s:e].to(device)}
-        return TestBatches(batches, end - start, len(dataset))
+        return TestBatches(batches, start, end, len(dataset))
     from .transforms import build_view_transform
 
     transform = build_view_transform(cfg, is_train=False)
@@ -284,7 +288,7 @@ def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = N
         if seen < end - start:
             logger.warning("evaluated %d of %s: %d could not be read or decoded (each named in "
                            "a warning above) and were left out", seen, what, end - start - seen)
-    return TestBatches(moved, end - start, len(dataset))
+    return TestBatches(moved, start, end, len(dataset))
 
 
 class _EvalItems(torch.utils.data.Dataset):

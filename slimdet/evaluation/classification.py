@@ -57,11 +57,15 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
     results: Dict[str, float] = {}
     widths = evaluation_widths(cfg)
     method = evaluation_model(cfg, method, widths, device).eval()
-    for w in widths:
+    for i, w in enumerate(widths):
         images, top1, top5 = 0, 0, 0
+        shard = Shard.of_this_process()
+        batches = build_test_loader(cfg, dataset_name, device, shard=shard)
+        if i == 0 and shard.world_size > 1:  # in each process's log: what it evaluates
+            logger.info("Classification: process %d of %d reads images [%d, %d) of %r",
+                        shard.rank, shard.world_size, batches.start, batches.end, dataset_name)
         with use_width(method, w):
-            for batch in build_test_loader(cfg, dataset_name, device,
-                                           shard=Shard.of_this_process()):
+            for batch in batches:
                 scores = _classify(method, batch["image"]).float()
                 # Top-5 of fewer classes is top-all.
                 c1, c5 = topk_correct(scores, batch["label"], (1, min(5, scores.shape[1])))
@@ -71,7 +75,7 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
         if not comm.is_main_process():
             continue
         images, top1, top5 = (sum(counts) for counts in zip(*shares))
-        if not results:  # every width reads the same images: their number is logged once
+        if i == 0:  # every width reads the same images: their number is logged once
             logger.info("Classification: %d test images of %r", images, dataset_name)
         results[width_key("top1", w)] = percent(top1, images, device)
         results[width_key("top5", w)] = percent(top5, images, device)

@@ -140,10 +140,14 @@ def knn_top1(cfg, features: Callable[[torch.Tensor], torch.Tensor],
     last bits of the features (each process's batches hold other images) and the order of
     equal similarities."""
     shard = Shard.of_this_process()
-    bank, bank_y = extract_features(
-        features, build_test_loader(cfg, cfg.DATASETS.TRAIN, device, shard=shard), device)
-    test, test_y = extract_features(
-        features, build_test_loader(cfg, cfg.DATASETS.TEST, device, shard=shard), device)
+    bank_batches = build_test_loader(cfg, cfg.DATASETS.TRAIN, device, shard=shard)
+    test_batches = build_test_loader(cfg, cfg.DATASETS.TEST, device, shard=shard)
+    if log_sizes and shard.world_size > 1:  # in each process's log: what it evaluates
+        logger.info("kNN: process %d of %d reads images [%d, %d) of the memory bank and [%d, %d) "
+                    "of the test set", shard.rank, shard.world_size, bank_batches.start,
+                    bank_batches.end, test_batches.start, test_batches.end)
+    bank, bank_y = extract_features(features, bank_batches, device)
+    test, test_y = extract_features(features, test_batches, device)
     if shard.world_size > 1:
         test, test_y = all_gather_rows(test), all_gather_rows(test_y)
         # The labels of the whole bank, for its size and its classes (8 bytes an image).
