@@ -224,7 +224,7 @@ class Shard(NamedTuple):
         return size * self.rank // self.world_size, size * (self.rank + 1) // self.world_size
 
 
-class TestBatches:
+class EvalBatches:
     """The batches of :func:`build_test_loader`, images ``[start, end)`` of the
     ``dataset_size`` of the set; each ``iter()`` reads them again from the first. They hold
     ``max_images`` images, fewer when bad images are left out, never more, so a caller can
@@ -243,7 +243,7 @@ class TestBatches:
 
 
 def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,
-                      batch_size: int = 0, shard: Optional[Shard] = None) -> TestBatches:
+                      batch_size: int = 0, shard: Optional[Shard] = None) -> EvalBatches:
     """Deterministic batches ``{"image", "label"}`` of the data set, in order: the whole set by
     default (every process that calls it reads all of it), or only ``shard``'s images
     (``Shard.of_this_process()``: a distributed evaluation, each process its own share). Under
@@ -262,7 +262,7 @@ def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = N
                 e = min(s + batch_size, end)
                 yield {"image": transform(dataset.images[s:e].to(device)),
                        "label": dataset.labels[s:e].to(device)}
-        return TestBatches(batches, start, end, len(dataset))
+        return EvalBatches(batches, start, end, len(dataset))
     from .transforms import build_view_transform
 
     transform = build_view_transform(cfg, is_train=False)
@@ -288,7 +288,7 @@ def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = N
         if seen < end - start:
             logger.warning("evaluated %d of %s: %d could not be read or decoded (each named in "
                            "a warning above) and were left out", seen, what, end - start - seen)
-    return TestBatches(moved, start, end, len(dataset))
+    return EvalBatches(moved, start, end, len(dataset))
 
 
 class _EvalItems(torch.utils.data.Dataset):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from detectron2.utils import comm
 
 from ..config import evaluation_widths
-from ..data import Shard, TestBatches, build_test_loader
+from ..data import EvalBatches, Shard, build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
 from ..utils.ddp import all_gather_rows, gather_to_main
@@ -32,7 +32,7 @@ logger = logging.getLogger("slimdet")
 
 
 @torch.no_grad()
-def extract_features(backbone: Callable[[torch.Tensor], torch.Tensor], batches: TestBatches,
+def extract_features(backbone: Callable[[torch.Tensor], torch.Tensor], batches: EvalBatches,
                      device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised fp32 features ``[N, D]`` and labels ``[N]`` of ``batches``, written into
     tensors allocated once for ``batches.max_images`` images (a list of per-batch features

@@ -11,5 +11,5 @@ __all__ = ["PerWidthChoice", "SlimConv2d", "SlimLinear", "SwitchableBatchNorm",
            "UncalibratedWidthError", "WidthAware", "init_weights", "normalized_width", "scaled",
            "check_channels", "get_width", "model_widths", "narrowest_layer", "set_width",
            "sliced_sizes", "use_width", "add_widths",
-           "available_widths", "CalibrationAware", "mark_calibrated", "mark_uncalibrated", "recalibrate_bn",
-           "uncalibrated_widths"]
+           "available_widths", "CalibrationAware", "mark_calibrated", "mark_uncalibrated",
+           "recalibrate_bn", "uncalibrated_widths"]

@@ -30,9 +30,9 @@ from torch import nn
 from .slimmable import SwitchableBatchNorm, UncalibratedWidthError, normalized_width
 from .width import model_widths, use_width
 
-__all__ = ["CalibrationAware", "add_widths", "available_widths", "mark_calibrated", "mark_uncalibrated",
-           "normalized_width",
-           "recalibrate_bn", "uncalibrated_widths", "UncalibratedWidthError"]
+__all__ = ["CalibrationAware", "add_widths", "available_widths", "mark_calibrated",
+           "mark_uncalibrated", "normalized_width", "recalibrate_bn", "uncalibrated_widths",
+           "UncalibratedWidthError"]
 
 logger = logging.getLogger("slimdet")
 

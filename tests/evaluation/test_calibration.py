@@ -147,7 +147,8 @@ def _evaluate_in_every_process(out_dir: str) -> None:
     rank = comm.get_rank()
     torch.save(_statistics_calibrated_for_an_evaluation(sync_bn=True, every_process=True),
                os.path.join(out_dir, f"calibrated{rank}.pt"))
-    torch.save(_trained_statistics_of_the_main_process(), os.path.join(out_dir, f"trained{rank}.pt"))
+    torch.save(_trained_statistics_of_the_main_process(),
+               os.path.join(out_dir, f"trained{rank}.pt"))
 
 
 def test_an_evaluation_of_a_sync_bn_job_calibrates_on_the_main_process_for_every_process(tmp_path):
