@@ -10,7 +10,7 @@ recipes of ``transforms.py``; ``DATALOADER.BACKEND: dali`` uses the DALI pipelin
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from detectron2.utils import comm
@@ -215,43 +215,88 @@ def build_train_loader(cfg, device: Optional[torch.device] = None, start_iter: i
     return PerImageTrainLoader(cfg, dataset, device, start_iter, rank, world_size)
 
 
+class Shard(NamedTuple):
+    """Process ``rank`` of ``world_size``'s contiguous share of a test set, images
+    ``[size * rank // world_size, size * (rank + 1) // world_size)``: the shares differ by at most
+    one image, and in rank order they are the whole set in order, so results gathered in rank
+    order line up with one process's."""
+
+    rank: int
+    world_size: int
+
+    @classmethod
+    def of_this_process(cls) -> "Shard":
+        return cls(comm.get_rank(), comm.get_world_size())
+
+    def bounds(self, size: int) -> Tuple[int, int]:
+        return size * self.rank // self.world_size, size * (self.rank + 1) // self.world_size
+
+
+class EvalBatches:
+    """The batches of :func:`build_test_loader`, images ``[start, end)`` of the
+    ``dataset_size`` of the set; each ``iter()`` reads them again from the first. They hold
+    ``max_images`` images, fewer when bad images are left out, never more, so a caller can
+    preallocate its outputs."""
+
+    def __init__(self, batches: Callable[[], Iterator[Dict[str, torch.Tensor]]], start: int,
+                 end: int, dataset_size: int):
+        self._batches, self.start, self.end, self.dataset_size = batches, start, end, dataset_size
+
+    @property
+    def max_images(self) -> int:
+        return self.end - self.start
+
+    def __iter__(self) -> Iterator[Dict[str, torch.Tensor]]:
+        return self._batches()
+
+
 def build_test_loader(cfg, dataset_name: str, device: Optional[torch.device] = None,
-                      batch_size: int = 0):
-    """Deterministic batches ``{"image", "label"}`` of the whole data set, in order (not split
-    between processes: every process that calls it reads all of it). Under
+                      batch_size: int = 0, shard: Optional[Shard] = None) -> EvalBatches:
+    """Deterministic batches ``{"image", "label"}`` of the data set, in order: the whole set by
+    default (every process that calls it reads all of it), or only ``shard``'s images
+    (``Shard.of_this_process()``: a distributed evaluation, each process its own share). Under
     ``DATALOADER.ON_BAD_IMAGE skip`` a bad image is left out (a warning names it, another the
-    count at the end), so every good image is evaluated exactly once; batches may be smaller."""
+    count of the set or share at the end), so every good image is evaluated exactly once, by one
+    process; batches may be smaller, and shares differ in size by the bad images they held."""
     device = torch.device(device or "cpu")
     batch_size = batch_size or cfg.TEST.IMS_PER_BATCH
     dataset = get_dataset(dataset_name, cfg)
+    start, end = shard.bounds(len(dataset)) if shard is not None else (0, len(dataset))
     if isinstance(dataset, InMemoryImageDataset):
         transform = eval_batch_transform(cfg)
 
-        def batches():
-            for s in range(0, len(dataset), batch_size):
-                images = dataset.images[s:s + batch_size].to(device)
-                yield {"image": transform(images),
-                       "label": dataset.labels[s:s + batch_size].to(device)}
-        return batches()
+        def batches() -> Iterator[Dict[str, torch.Tensor]]:
+            for s in range(start, end, batch_size):
+                e = min(s + batch_size, end)
+                yield {"image": transform(dataset.images[s:e].to(device)),
+                       "label": dataset.labels[s:e].to(device)}
+        return EvalBatches(batches, start, end, len(dataset))
     from .transforms import build_view_transform
 
     transform = build_view_transform(cfg, is_train=False)
-    loader = torch.utils.data.DataLoader(_EvalItems(dataset, transform), batch_size=batch_size,
-                                         shuffle=False, num_workers=cfg.DATALOADER.NUM_WORKERS,
+    items = _EvalItems(dataset, transform)
+    if (start, end) != (0, len(dataset)):
+        items = torch.utils.data.Subset(items, range(start, end))
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=False,
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS,
                                          collate_fn=_collate_good)
+    if shard is None or shard.world_size == 1:
+        what = f"the {len(dataset)} images of {dataset_name}"
+    else:
+        what = (f"the {end - start} images [{start}, {end}) of the {len(dataset)} of "
+                f"{dataset_name} that process {shard.rank} of {shard.world_size} evaluates")
 
-    def moved():
+    def moved() -> Iterator[Dict[str, torch.Tensor]]:
         seen = 0
         for b in loader:
             if b is None:  # every image of this batch was bad
                 continue
             seen += len(b["label"])
             yield {"image": b["image"].to(device), "label": b["label"].to(device)}
-        if seen < len(dataset):
-            logger.warning("evaluated %d of the %d images of %s: %d could not be read or decoded "
-                           "(each named in a warning above) and were left out", seen,
-                           len(dataset), dataset_name, len(dataset) - seen)
-    return moved()
+        if seen < end - start:
+            logger.warning("evaluated %d of %s: %d could not be read or decoded (each named in "
+                           "a warning above) and were left out", seen, what, end - start - seen)
+    return EvalBatches(moved, start, end, len(dataset))
 
 
 class _EvalItems(torch.utils.data.Dataset):

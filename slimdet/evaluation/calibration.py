@@ -11,6 +11,10 @@ process and whatever the number of processes, so a width's statistics are a func
 weights and the config. (Not the job's own sharded loader: rank 0 of a two-process job would
 calibrate on its half batches with its own augmentation, and a one-process ``--eval-only`` of
 the same checkpoint would give other numbers.)
+
+In a job of several processes every process evaluates its share of the images, all with the
+main process's BN statistics: :func:`evaluation_model` (collective) calibrates on the main
+process and broadcasts the copy's statistics to the others.
 """
 from __future__ import annotations
 
@@ -19,11 +23,14 @@ import logging
 from typing import Iterable, Iterator, Sequence
 
 import torch
+from detectron2.utils import comm
 from torch import nn
 
 from ..data import build_train_loader
-from ..layers import UncalibratedWidthError, add_widths, recalibrate_bn, uncalibrated_widths
+from ..layers import (UncalibratedWidthError, add_widths, mark_calibrated, recalibrate_bn,
+                      uncalibrated_widths)
 from ..modeling import backbone_of
+from ..utils.ddp import broadcast_from_main
 
 logger = logging.getLogger("slimdet")
 
@@ -56,35 +63,78 @@ def calibrate(cfg, model: nn.Module, widths: Sequence[float], device: torch.devi
     pending = uncalibrated_widths(backbone, widths)
     if not pending:
         return
-    n = cfg.TEST.CALIBRATE_BATCHES
-    if n <= 0:
+    check_calibration_batches(cfg, pending)
+    recalibrate_bn(backbone, images if images is not None else CalibrationImages(cfg, device),
+                   cfg.TEST.CALIBRATE_BATCHES, widths=pending)
+
+
+def check_calibration_batches(cfg, pending: Sequence[float]) -> None:
+    """``TEST.CALIBRATE_BATCHES`` allows calibrating the ``pending`` widths (none: nothing to
+    calibrate), else one :class:`UncalibratedWidthError` naming them."""
+    if pending and cfg.TEST.CALIBRATE_BATCHES <= 0:
         raise UncalibratedWidthError(
             f"widths {[f'{w:g}' for w in pending]} have no estimated BN statistics (not trained, "
             "or trained by the sandwich rule): set TEST.CALIBRATE_BATCHES (e.g. 50) to estimate "
             "them on training batches")
-    recalibrate_bn(backbone, images if images is not None else CalibrationImages(cfg, device), n,
-                   widths=pending)
 
 
 class _ProcessBatchNorm(nn.SyncBatchNorm):
     """A SyncBatchNorm that normalises over this process's batch alone (plain BN's forward),
-    for the copy an evaluation calibrates: evaluations run on the main process only, where a
+    for the copy an evaluation calibrates: the main process calibrates alone, where a
     SyncBatchNorm in training mode would wait for the other processes to join its all-reduce
-    (they wait for the evaluation instead: a hang until the job's timeout)."""
+    (they wait for the calibrated statistics instead: a hang until the job's timeout)."""
 
     forward = nn.modules.batchnorm._BatchNorm.forward
+
+
+def _process_local_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose SyncBatchNorms normalise over this process's batches."""
+    twin = copy.deepcopy(model)
+    for m in twin.modules():
+        if type(m) is nn.SyncBatchNorm:
+            m.__class__ = _ProcessBatchNorm  # the same module, another forward
+    return twin
 
 
 def with_calibrated_widths(cfg, model: nn.Module, widths: Sequence[float],
                            device: torch.device) -> nn.Module:
     """``model`` when every width in ``widths`` has BN statistics, else a calibrated copy (its
-    SyncBatchNorms, MODEL.SYNC_BN, normalising over this process's batches)."""
+    SyncBatchNorms, MODEL.SYNC_BN, normalising over this process's batches). This process
+    alone; :func:`evaluation_model` is the job-wide one."""
     backbone = backbone_of(model)
     if not uncalibrated_widths(backbone, widths):
         return model
-    twin = copy.deepcopy(model)
-    for m in twin.modules():
-        if type(m) is nn.SyncBatchNorm:
-            m.__class__ = _ProcessBatchNorm  # the same module, another forward
+    twin = _process_local_copy(model)
     calibrate(cfg, twin, widths, device)
     return twin
+
+
+def evaluation_model(cfg, model: nn.Module, widths: Sequence[float],
+                     device: torch.device) -> nn.Module:
+    """The model this process evaluates ``widths`` of ``model`` with, every process of the job
+    with the same BN statistics, the main process's. Collective: every process calls it.
+
+    One process: :func:`with_calibrated_widths`. Several: the main process calibrates (its
+    result is :func:`with_calibrated_widths`'s), each other process makes the same copy and
+    receives all of its buffers. The broadcast covers the trained widths' statistics too: they
+    differ between processes after training (per-process BN, DDP does not broadcast buffers),
+    and a one-process ``--eval-only`` of the checkpoint (the main process's) must repeat the
+    numbers. Calibrating in every process on the same fixed view would save nothing (the main
+    process's calibration takes as long as it does either way; the broadcast of a few MB of
+    statistics is cheap), would read and augment the calibration batches once per process on
+    the machine's shared CPU cores and disk, and would give statistics identical only up to
+    the kernels each process's GPU picks; the broadcast makes them identical."""
+    if comm.get_world_size() == 1:
+        return with_calibrated_widths(cfg, model, widths, device)
+    pending = uncalibrated_widths(backbone_of(model), widths)
+    if comm.is_main_process():
+        net = with_calibrated_widths(cfg, model, widths, device)
+    else:
+        # The main process's refusals here too, before the broadcast it would never join.
+        check_calibration_batches(cfg, pending)
+        net = _process_local_copy(model)
+        add_widths(backbone_of(net), widths)
+    broadcast_from_main(list(net.buffers()))
+    if not comm.is_main_process():
+        mark_calibrated(backbone_of(net), pending)
+    return net

@@ -2,26 +2,25 @@
 
 Both are registered evaluators (``TEST.EVALUATORS``), so they run at the end of training, every
 ``TEST.EVAL_PERIOD`` iterations through the engine's EvalHook (event storage, metrics.json,
-TensorBoard) and under ``tools/train_net.py --eval-only``.
+TensorBoard) and under ``tools/train_net.py --eval-only``. In a job of several processes each
+process classifies its share of the test set (``Shard``) and the correct counts are summed.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 from detectron2.utils import comm
 
 from ..config import evaluation_widths, untrained_widths
-from ..data import build_test_loader
+from ..data import Shard, build_test_loader
 from ..layers import use_width
 from ..modeling import backbone_of
 from ..modeling.methods import ClassificationMethod
-from ..utils.ddp import wait_for_main_process
 from ..utils.results import width_key
 from .build import EVALUATOR_REGISTRY, Evaluator
-from .calibration import with_calibrated_widths
-from .knn import topk_accuracy
+from .calibration import evaluation_model
 from .profiler import profile_widths
 
 logger = logging.getLogger("slimdet")
@@ -32,34 +31,61 @@ def _classify(method, images: torch.Tensor) -> torch.Tensor:
     return method.classify(images) if isinstance(method, ClassificationMethod) else method(images)
 
 
+def topk_correct(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int]) -> List[int]:
+    """How many rows of ``scores`` have their label among their ``k`` highest, for each k."""
+    hit = scores.topk(max(ks), dim=1).indices == labels.view(-1, 1)
+    return [int(hit[:, :k].any(1).sum()) for k in ks]
+
+
+def percent(correct: int, total: int, device: torch.device) -> float:
+    """``100 * correct / total`` computed as one process computes a top-k accuracy, the fp32
+    mean of the 0/1 hits on the device (a CUDA mean multiplies by 1/total, the CPU divides: the
+    last bits differ), so summed counts of shares give exactly the one-process number."""
+    hits = torch.zeros(total, device=device)
+    hits[:correct] = 1
+    return 100.0 * hits.mean().item()
+
+
 @torch.no_grad()
 def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
     """``top1/w{w}`` and ``top5/w{w}`` (percent) of every width of ``TEST.WIDTHS`` (default: the
     trained widths) on ``dataset_name``; widths without BN statistics are calibrated first, on
-    a copy."""
+    a copy. Collective in a job of several processes: each classifies its share of the images
+    (with the main process's BN statistics), the per-share counts of correct images are
+    gathered, the results are on the main process (``{}`` on the others)."""
     device = next(method.parameters()).device
     results: Dict[str, float] = {}
     widths = evaluation_widths(cfg)
-    method = with_calibrated_widths(cfg, method, widths, device).eval()
-    for w in widths:
-        correct_logits, labels = [], []
+    method = evaluation_model(cfg, method, widths, device).eval()
+    for i, w in enumerate(widths):
+        images, top1, top5 = 0, 0, 0
+        shard = Shard.of_this_process()
+        batches = build_test_loader(cfg, dataset_name, device, shard=shard)
+        if i == 0 and shard.world_size > 1:  # in each process's log: what it evaluates
+            logger.info("Classification: process %d of %d reads images [%d, %d) of %r",
+                        shard.rank, shard.world_size, batches.start, batches.end, dataset_name)
         with use_width(method, w):
-            for batch in build_test_loader(cfg, dataset_name, device):
-                correct_logits.append(_classify(method, batch["image"]).float())
-                labels.append(batch["label"])
-        scores, y = torch.cat(correct_logits), torch.cat(labels)
-        if not results:  # every width reads the same images: their number is logged once
-            logger.info("Classification: %d test images of %r", len(y), dataset_name)
-        ks = (1, min(5, scores.shape[1]))
-        acc = topk_accuracy(scores, y, ks=ks)
-        results[width_key("top1", w)] = acc[1]
-        results[width_key("top5", w)] = acc[ks[1]]
+            for batch in batches:
+                scores = _classify(method, batch["image"]).float()
+                # Top-5 of fewer classes is top-all.
+                c1, c5 = topk_correct(scores, batch["label"], (1, min(5, scores.shape[1])))
+                images, top1, top5 = images + len(scores), top1 + c1, top5 + c5
+        # Three integers of every share (a pickled all-gather: small enough).
+        shares = comm.all_gather((images, top1, top5))
+        if not comm.is_main_process():
+            continue
+        images, top1, top5 = (sum(counts) for counts in zip(*shares))
+        if i == 0:  # every width reads the same images: their number is logged once
+            logger.info("Classification: %d test images of %r", images, dataset_name)
+        results[width_key("top1", w)] = percent(top1, images, device)
+        results[width_key("top5", w)] = percent(top5, images, device)
     return results
 
 
 @EVALUATOR_REGISTRY.register()
 class ClassificationEvaluator(Evaluator):
-    """Top-1 / top-5 of every width on ``DATASETS.TEST`` (main process computes, others wait)."""
+    """Top-1 / top-5 of every width on ``DATASETS.TEST``: every process classifies its share of
+    the images, the main process returns the results (the others ``{}``)."""
 
     def required_datasets(self) -> List[str]:
         # Widths without BN statistics are calibrated on training batches first.
@@ -73,13 +99,12 @@ class ClassificationEvaluator(Evaluator):
             logger.warning("%s", mismatch)
         was_training = method.training
         method.eval()
+        # No wait for the main process after it: nothing of it runs there alone (the caller
+        # waits after all evaluations: EvaluationHook).
         try:
-            results = evaluate_classification(method, self.cfg, self.cfg.DATASETS.TEST) \
-                if comm.is_main_process() else {}
+            return evaluate_classification(method, self.cfg, self.cfg.DATASETS.TEST)
         finally:
             method.train(was_training)
-        wait_for_main_process()
-        return results
 
 
 @EVALUATOR_REGISTRY.register()

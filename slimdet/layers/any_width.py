@@ -30,8 +30,9 @@ from torch import nn
 from .slimmable import SwitchableBatchNorm, UncalibratedWidthError, normalized_width
 from .width import model_widths, use_width
 
-__all__ = ["CalibrationAware", "add_widths", "available_widths", "mark_uncalibrated", "normalized_width",
-           "recalibrate_bn", "uncalibrated_widths", "UncalibratedWidthError"]
+__all__ = ["CalibrationAware", "add_widths", "available_widths", "mark_calibrated",
+           "mark_uncalibrated", "normalized_width", "recalibrate_bn", "uncalibrated_widths",
+           "UncalibratedWidthError"]
 
 logger = logging.getLogger("slimdet")
 
@@ -98,6 +99,19 @@ def mark_uncalibrated(model: nn.Module) -> None:
         m.mark_uncalibrated()
 
 
+def mark_calibrated(model: nn.Module, widths: Sequence[float]) -> None:
+    """Mark ``widths`` calibrated: their statistics were just estimated (:func:`recalibrate_bn`)
+    or set to values estimated elsewhere (an evaluation's copy in a process other than the main
+    one receives the statistics the main process calibrated)."""
+    bns = _switchable_bns(model)
+    for w in map(normalized_width, widths):
+        for m in bns:
+            m.uncalibrated.discard(w)
+    for m in model.modules():
+        if isinstance(m, CalibrationAware):
+            m.after_calibration()
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, images: Iterable[torch.Tensor], num_batches: int,
                    widths: Optional[Sequence[float]] = None) -> None:
@@ -124,11 +138,7 @@ def recalibrate_bn(model: nn.Module, images: Iterable[torch.Tensor], num_batches
                 m.statistics_at(w).train()
             with use_width(model, w):
                 update_bn_stats(model, itertools.islice(iter(images), num_batches), num_batches)
-            for m in bns:
-                m.uncalibrated.discard(w)
+            mark_calibrated(model, [w])
             logger.info("Calibrated the BN statistics of width %g on %d batches", w, num_batches)
-        for m in model.modules():
-            if isinstance(m, CalibrationAware):
-                m.after_calibration()
     finally:
         model.train(was_training)

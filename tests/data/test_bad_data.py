@@ -164,3 +164,36 @@ def test_evaluation_leaves_bad_images_out_instead_of_counting_others_twice(
     cfg.DATALOADER.ON_BAD_IMAGE = "error"
     with pytest.raises(BadImageError, match="3.png"):
         list(build_test_loader(cfg, cfg.DATASETS.TEST, batch_size=batch_size))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_shares_of_a_test_set_with_a_bad_image_evaluate_every_good_image_once(
+        tmp_path, caplog, world_size):
+    """The processes of a distributed evaluation (``Shard``) read contiguous shares: together
+    every good image exactly once, in order, the bad one left out by the share that holds it
+    (whose warning names its images), so shares differ in size."""
+    from slimdet.data import Shard
+
+    root = _noise_folder(tmp_path / "test", ["a", "b", "c"], 4)
+    with open(os.path.join(root, "a", "3.png"), "wb") as f:
+        f.write(b"not a png")
+    cfg = data_cfg(TEST=f"folder:{root}")
+    cfg.MODEL.BACKBONE.IN_CHANNELS, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = 1, [0.5], [0.25]
+    cfg.INPUT.AUGMENTATION, cfg.INPUT.CROP_SIZE = "LinearEval", 12
+    cfg.DATALOADER.ON_BAD_IMAGE = "skip"
+    whole = list(build_test_loader(cfg, cfg.DATASETS.TEST, batch_size=5))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        shares = [build_test_loader(cfg, cfg.DATASETS.TEST, batch_size=5,
+                                    shard=Shard(rank, world_size)) for rank in range(world_size)]
+        batches = [list(share) for share in shares]
+    assert [share.max_images for share in shares] == [12 // world_size] * world_size
+    sizes = [sum(len(b["label"]) for b in share) for share in batches]
+    assert sizes[0] == 12 // world_size - 1 and sum(sizes) == 11  # a/3.png is in share 0
+    for key in ("image", "label"):
+        assert torch.equal(torch.cat([b[key] for share in batches for b in share]),
+                           torch.cat([b[key] for b in whole]))
+    first = 12 // world_size
+    assert (f"evaluated {first - 1} of the {first} images [0, {first}) of the 12 of "
+            f"folder:{root} that process 0 of {world_size} evaluates") in caplog.text
+    assert caplog.text.count("evaluated") == 1  # the other shares had no bad image

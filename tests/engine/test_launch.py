@@ -36,9 +36,25 @@ def _slow_main_process(out_dir: str, seconds: float, wait) -> None:
     import time
 
     if dist.get_rank() == 0:
-        time.sleep(seconds)  # an evaluation on the main process alone
+        time.sleep(seconds)  # work on the main process alone (the profiler, the writers)
     wait()
     Path(out_dir, f"rank{dist.get_rank()}").write_text("waited")
+
+
+def _slow_main_process_broadcast(out_dir: str, seconds: float) -> None:
+    import time
+
+    import torch
+
+    from slimdet.utils.ddp import broadcast_from_main
+
+    values = [torch.full((3,), float(dist.get_rank())), torch.tensor([dist.get_rank()])]
+    if dist.get_rank() == 0:
+        time.sleep(seconds)  # the main process calibrates an evaluation's copy alone
+        values[0].add_(0.5)
+    broadcast_from_main(values)
+    Path(out_dir, f"rank{dist.get_rank()}").write_text(
+        " ".join(str(v) for t in values for v in t.tolist()))
 
 
 def _user_mistake() -> None:
@@ -108,8 +124,10 @@ def test_a_negative_seed_is_one_seed_drawn_for_every_process(tmp_path):
 
 
 def test_the_others_wait_for_the_main_process_longer_than_a_collective_may(tmp_path):
-    """An evaluation runs on the main process alone and can outlast the timeout of the job's
-    collectives (30 minutes; 2 s here): the other processes wait for it in a group of its own."""
+    """Work on the main process alone (BN calibration for an evaluation, main-process-only
+    evaluators, writers) can outlast the timeout of the job's collectives (30 minutes; 2 s
+    here): the other processes wait for it in a group of its own, also for the statistics a
+    calibration broadcasts."""
     from detectron2.utils import comm
 
     from slimdet.utils.ddp import wait_for_main_process
@@ -124,3 +142,8 @@ def test_the_others_wait_for_the_main_process_longer_than_a_collective_may(tmp_p
     launch(_slow_main_process, 2, args=(str(tmp_path / "wait"), 6.0, wait_for_main_process),
            timeout=timedelta(seconds=2))
     assert sorted(p.name for p in (tmp_path / "wait").iterdir()) == ["rank0", "rank1"]
+    (tmp_path / "broadcast").mkdir()
+    launch(_slow_main_process_broadcast, 2, args=(str(tmp_path / "broadcast"), 6.0),
+           timeout=timedelta(seconds=2))
+    for rank in (0, 1):  # the main process's values, one flat tensor per dtype
+        assert (tmp_path / "broadcast" / f"rank{rank}").read_text() == "0.5 0.5 0.5 0"

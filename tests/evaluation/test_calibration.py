@@ -93,12 +93,21 @@ def test_two_processes_calibrate_the_statistics_one_process_does(tmp_path):
         assert not differ, (rank, differ[:3])
 
 
-def _statistics_calibrated_for_an_evaluation(sync_bn: bool) -> dict:
+def _statistics(net, widths) -> dict:
+    from slimdet.layers import SwitchableBatchNorm
+
+    return {f"{name}.{w}.{k}": getattr(m.statistics_at(w), k).clone()
+            for name, m in net.backbone.named_modules() if isinstance(m, SwitchableBatchNorm)
+            for w in widths for k in ("running_mean", "running_var")}
+
+
+def _statistics_calibrated_for_an_evaluation(sync_bn: bool, every_process: bool = False) -> dict:
     """The BN statistics of widths 1.0, 0.6 (untrained) and 0.25 in the copy an evaluation
-    calibrates (``with_calibrated_widths``) of the demo's sandwich network, its BNs
-    SyncBatchNorms with ``sync_bn``."""
-    from slimdet.evaluation.calibration import with_calibrated_widths
-    from slimdet.layers import SwitchableBatchNorm, uncalibrated_widths
+    calibrates of the demo's sandwich network, its BNs SyncBatchNorms with ``sync_bn``: this
+    process's copy (``with_calibrated_widths``), or with ``every_process`` the one every process
+    of the job evaluates with (``evaluation_model``, collective)."""
+    from slimdet.evaluation.calibration import evaluation_model, with_calibrated_widths
+    from slimdet.layers import uncalibrated_widths
     from slimdet.modeling import build_model
 
     cfg = load_cfg(US_DEMO, SMALL)
@@ -109,33 +118,59 @@ def _statistics_calibrated_for_an_evaluation(sync_bn: bool) -> dict:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     widths = [1.0, 0.6, 0.25]  # trained widths (their BNs SyncBatchNorms) and an untrained one
     assert uncalibrated_widths(model.backbone, widths) == widths
-    twin = with_calibrated_widths(cfg, model, widths, torch.device("cpu"))
+    copy_for = evaluation_model if every_process else with_calibrated_widths
+    twin = copy_for(cfg, model, widths, torch.device("cpu"))
     assert twin is not model and uncalibrated_widths(model.backbone, widths) == widths
-    return {f"{name}.{w}.{k}": getattr(m.statistics_at(w), k).clone()
-            for name, m in twin.backbone.named_modules() if isinstance(m, SwitchableBatchNorm)
-            for w in widths for k in ("running_mean", "running_var")}
+    assert uncalibrated_widths(twin.backbone, widths) == []  # every process may evaluate it
+    return _statistics(twin, widths)
 
 
-def _evaluate_on_the_main_process(out_dir: str) -> None:
-    # As the evaluators run: the main process calibrates and evaluates, the others wait.
-    from slimdet.utils.ddp import wait_for_main_process
+def _trained_statistics_of_the_main_process() -> dict:
+    """A network whose trained widths have statistics, different in each process (per-process
+    BN training): the ones each process evaluates with (``evaluation_model``), and its own."""
+    from slimdet.evaluation.calibration import evaluation_model
+    from slimdet.modeling import build_model
 
-    if comm.is_main_process():
-        torch.save(_statistics_calibrated_for_an_evaluation(sync_bn=True),
-                   os.path.join(out_dir, "main.pt"))
-    wait_for_main_process()
+    cfg = load_cfg(US_DEMO, SMALL)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for m in model.backbone.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.add_(comm.get_rank())  # this process's own training statistics
+    widths = [1.0, 0.25]
+    net = evaluation_model(cfg, model, widths, torch.device("cpu"))
+    return {"evaluated": _statistics(net, widths), "own": _statistics(model, widths)}
 
 
-def test_an_evaluation_of_a_sync_bn_job_calibrates_on_the_main_process_alone(tmp_path):
+def _evaluate_in_every_process(out_dir: str) -> None:
+    # As the evaluators run: the main process calibrates, every process evaluates its share.
+    rank = comm.get_rank()
+    torch.save(_statistics_calibrated_for_an_evaluation(sync_bn=True, every_process=True),
+               os.path.join(out_dir, f"calibrated{rank}.pt"))
+    torch.save(_trained_statistics_of_the_main_process(),
+               os.path.join(out_dir, f"trained{rank}.pt"))
+
+
+def test_an_evaluation_of_a_sync_bn_job_calibrates_on_the_main_process_for_every_process(tmp_path):
     """MODEL.SYNC_BN under DDP: a SyncBatchNorm in training mode all-reduces with the other
-    processes, which wait for the evaluation instead (a hang on GPUs; on these CPU processes
+    processes, which wait for the calibration instead (a hang on GPUs; on these CPU processes
     torch refuses the all-reduce). The calibrated copy normalises over its own batches, as
-    plain BN does: the statistics a one-process plain-BN network gets."""
+    plain BN does: the statistics a one-process plain-BN network gets; the main process
+    broadcasts them, so every process evaluates with exactly the same ones. Statistics of
+    trained widths, per-process after training, are the main process's in every evaluation
+    too (a one-process evaluation of the checkpoint holds those), the model itself unchanged."""
     from slimdet.engine.launch import launch
 
-    launch(_evaluate_on_the_main_process, 2, args=(str(tmp_path),))
-    ours = torch.load(tmp_path / "main.pt")
+    launch(_evaluate_in_every_process, 2, args=(str(tmp_path),))
+    ours = torch.load(tmp_path / "calibrated0.pt")
     alone = _statistics_calibrated_for_an_evaluation(sync_bn=False)
     assert sorted(ours) == sorted(alone) and alone
     for k in alone:
         torch.testing.assert_close(ours[k], alone[k])
+    theirs = torch.load(tmp_path / "calibrated1.pt")
+    assert all(torch.equal(theirs[k], ours[k]) for k in ours)
+    main, other = torch.load(tmp_path / "trained0.pt"), torch.load(tmp_path / "trained1.pt")
+    assert all(torch.equal(other["evaluated"][k], main["own"][k]) for k in main["own"])
+    assert all(torch.equal(main["evaluated"][k], main["own"][k]) for k in main["own"])
+    differ = [k for k in main["own"] if not torch.equal(other["own"][k], main["own"][k])]
+    assert differ  # the other process's own statistics are left as they were
