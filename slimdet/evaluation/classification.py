@@ -48,8 +48,9 @@ def percent(correct: int, total: int, device: torch.device) -> float:
 
 @torch.no_grad()
 def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
-    """``top1/w{w}`` and ``top5/w{w}`` (percent) of every width of ``TEST.WIDTHS`` (default: the
-    trained widths) on ``dataset_name``; widths without BN statistics are calibrated first, on
+    """``top1/w{w}`` and ``top5/w{w}`` (percent; top-5 only for a classifier of more than 5
+    classes, where it is not 100 by construction) of every width of ``TEST.WIDTHS`` (default:
+    the trained widths) on ``dataset_name``; widths without BN statistics are calibrated first, on
     a copy. Collective in a job of several processes: each classifies its share of the images
     (with the main process's BN statistics), the per-share counts of correct images are
     gathered, the results are on the main process (``{}`` on the others)."""
@@ -58,7 +59,7 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
     widths = evaluation_widths(cfg)
     method = evaluation_model(cfg, method, widths, device).eval()
     for i, w in enumerate(widths):
-        images, top1, top5 = 0, 0, 0
+        images, top1, top5, outputs = 0, 0, 0, 0
         shard = Shard.of_this_process()
         batches = build_test_loader(cfg, dataset_name, device, shard=shard)
         if i == 0 and shard.world_size > 1:  # in each process's log: what it evaluates
@@ -67,18 +68,20 @@ def evaluate_classification(method, cfg, dataset_name: str) -> Dict[str, float]:
         with use_width(method, w):
             for batch in batches:
                 scores = _classify(method, batch["image"]).float()
-                # Top-5 of fewer classes is top-all.
-                c1, c5 = topk_correct(scores, batch["label"], (1, min(5, scores.shape[1])))
+                outputs = scores.shape[1]
+                c1, c5 = topk_correct(scores, batch["label"], (1, min(5, outputs)))
                 images, top1, top5 = images + len(scores), top1 + c1, top5 + c5
-        # Three integers of every share (a pickled all-gather: small enough).
-        shares = comm.all_gather((images, top1, top5))
+        # A few integers of every share (a pickled all-gather: small enough).
+        shares = comm.all_gather((images, top1, top5, outputs))
         if not comm.is_main_process():
             continue
-        images, top1, top5 = (sum(counts) for counts in zip(*shares))
+        images, top1, top5, _ = (sum(counts) for counts in zip(*shares))
+        outputs = max(share[3] for share in shares)
         if i == 0:  # every width reads the same images: their number is logged once
             logger.info("Classification: %d test images of %r", images, dataset_name)
         results[width_key("top1", w)] = percent(top1, images, device)
-        results[width_key("top5", w)] = percent(top5, images, device)
+        if outputs > 5:  # top-5 of at most 5 classes is always 100: not reported
+            results[width_key("top5", w)] = percent(top5, images, device)
     return results
 
 

@@ -244,7 +244,9 @@ def test_eval_only_of_a_classifier_compares_test_classes_with_its_training_class
     assert_one_line_error(resumed, "DATASETS.TEST", "bee_only", "lacks ['ant']")
     assert not (tmp_path / "ev" / "eval_results.json").exists()
     assert right.returncode == 0, right.stderr[-3000:]
-    assert (tmp_path / "ev_right" / "eval_results.json").is_file()
+    results = json.loads((tmp_path / "ev_right" / "eval_results.json").read_text())["results"]
+    # Two classes: top-1 of each width, no top-5 (100 by construction).
+    assert set(results) == {"top1/w1", "top1/w0.5", "top1/w0.25"}, results
 
     # A file without class names (older or reference files): the config's DATASETS.TRAIN.
     keys = colour + ["DATASETS.TRAIN", f"folder:{colour_folder}/train",
