@@ -21,6 +21,7 @@ is replaced only with --overwrite.
 import argparse
 import logging
 import os
+import sys
 import time
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -111,7 +112,8 @@ def main(argv=None) -> dict:
     for flag, value in (("--batches", args.batches), ("--batch-size", args.batch_size)):
         if value < 1:
             raise ConfigError(f"{flag} {value}: give at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # stdout: stderr is for errors only (a user error is its one line there).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     cfg = load_cfg(args.config_file, args.opts)
     res = run(cfg, args.checkpoints, args.grid, args.widths, args.batches, args.batch_size,
               args.span, args.out, args.device, overwrite=args.overwrite)
