@@ -29,3 +29,32 @@ def random_batch(n: int = 8, size: int = 16, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return {"views": [torch.randn(n, 1, size, size, generator=g) for _ in range(2)],
             "label": torch.randint(0, 10, (n,), generator=g)}
+
+
+def run_tool(capsys, name: str, args) -> "subprocess.CompletedProcess":
+    """``tools/<name>.py ARGS`` in this process, through its ``run_cli`` as from the shell (a
+    user error: exit status 2 and one line on stderr), without the seconds of start-up each
+    subprocess costs. Returns the exit status and what it printed."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from slimdet.engine import run_cli
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"_tool_{name}", os.path.join(root, "tools", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = [str(a) for a in args]
+    saved, sys.argv = sys.argv, [f"{name}.py", *argv]
+    capsys.readouterr()
+    try:
+        run_cli(module.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = saved
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([name, *argv], code, out, err)

@@ -19,7 +19,8 @@ a sandwich-trained checkpoint) needs --calibrate-batches N: its BN statistics ar
 training batches of the config first (its BN parameters come from the nearest trained width at
 or above it). --weights takes slimdet checkpoints and reference files; every weight the export
 uses must be in it. MODEL.WEIGHTS_TRUSTED True allows full unpickling of a file you trust.
-The output folder is created if missing.
+The output folder is created if missing; an existing --output is replaced only with
+--overwrite (and never when it is --weights).
 """
 import argparse
 import logging
@@ -38,7 +39,7 @@ from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
 from slimdet.modeling.methods.base import ClassificationMethod
-from slimdet.utils.file_io import atomic_write, check_not_input
+from slimdet.utils.file_io import atomic_write, check_output_file
 
 
 def main() -> None:
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, required=True, help="width multiplier to export")
     parser.add_argument("--format", choices=FORMATS, default="torchvision")
     parser.add_argument("--output", required=True, help="file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--calibrate-batches", type=int, default=0,
                         help="estimate the width's BN statistics on N training batches first")
     parser.add_argument("--init-fc-classes", type=int, default=0,
@@ -65,7 +67,8 @@ def main() -> None:
     if args.calibrate_batches < 0:
         raise ConfigError(f"--calibrate-batches {args.calibrate_batches}: give a number of "
                           "training batches (0: no calibration)")
-    check_not_input(args.output, {"--weights": args.weights})
+    check_output_file(args.output, "--output", args.overwrite,
+                      {"--weights": args.weights, "--config-file": args.config_file})
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)

@@ -17,7 +17,13 @@ trained widths' statistics only.
 output is a slimdet checkpoint ({"model": state_dict}) of the config's method holding exactly the
 weights the input had (BN statistics recalibrated), so --eval-only and the probe accept it and
 still refuse it if it lacks a part they need. MODEL.WEIGHTS_TRUSTED True allows full unpickling
-of a trusted input that needs it.
+of a trusted input that needs it. An existing --output is replaced only with --overwrite (never
+when it is --weights).
+
+A linear probe (MODEL.METHOD LinearProbe) is refused: its classifiers (and feature_norm) were
+trained on the features of the frozen backbone with the statistics it has; new statistics change
+those features under classifiers that were not trained for them, so its top-1 would change with
+no training to match. Recalibrate the pre-training checkpoint, then train the probe on it.
 """
 import argparse
 import logging
@@ -32,8 +38,10 @@ from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import recalibrate_bn
-from slimdet.modeling import build_model
-from slimdet.utils.file_io import atomic_write, check_not_input
+from slimdet.modeling import METHOD_REGISTRY, build_model
+from slimdet.modeling.methods import LinearProbe
+from slimdet.utils.file_io import atomic_write, check_output_file
+from slimdet.utils.registry import lookup
 
 
 def main() -> None:
@@ -42,6 +50,7 @@ def main() -> None:
     parser.add_argument("--weights", required=True)
     parser.add_argument("--num-batches", type=int, default=200)
     parser.add_argument("--output", required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--eval", action="store_true", help="run TEST.EVALUATORS before and after")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parse_tool_args(parser)
@@ -50,9 +59,18 @@ def main() -> None:
                           "many training batches; give at least 1")
     # The output holds the weights only: written over --weights it would lose the trainer state
     # (no --resume) and any part the config's method does not load.
-    check_not_input(args.output, {"--weights": args.weights})
+    check_output_file(args.output, "--output", args.overwrite,
+                      {"--weights": args.weights, "--config-file": args.config_file})
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
+    if issubclass(lookup(METHOD_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD"), LinearProbe):
+        # The probe's backbone is frozen: its classifiers fit the statistics it was trained
+        # with. Re-estimating feature_norm too would still leave the classifiers mismatched.
+        raise ConfigError(
+            f"MODEL.METHOD {cfg.MODEL.METHOD}: {args.weights} is a linear probe, whose "
+            "classifiers were trained on the backbone's present BN statistics; recalibrating "
+            "them would change its accuracy with classifiers not trained for it. Recalibrate "
+            "the pre-training checkpoint and train the probe on the result instead")
     seed_all(cfg.SEED)
     device = resolve_device(cfg)
     method = build_model(cfg)

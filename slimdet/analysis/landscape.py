@@ -31,25 +31,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import read_file
+from ..checkpoint import ALL_PARTS, check_keys, load_weights, read_file
 from ..config import ConfigError
 from ..layers import set_width
+from ..modeling.methods import backbone_of
+from ..utils.file_io import atomic_write
 from .gradients import preserved_state
 
 StateDict = Dict[str, torch.Tensor]
 
 
-def load_trajectory(path: str) -> List[Tuple[int, StateDict]]:
+def load_trajectory(path: str, model: Optional[nn.Module] = None,
+                    purpose: str = "the loss landscape") -> List[Tuple[int, StateDict]]:
     """``[(iteration, model state), ...]`` sorted by iteration, from a folder of weight files:
     ``trajectory/iter_*.pth`` (TrajectoryHook) or periodic checkpoints ``model_*.pth``. Files of
-    the same iteration (``model_final`` and the last periodic one) are kept once."""
+    the same iteration (``model_final`` and the last periodic one) are kept once.
+
+    With ``model``, the last file is loaded into it as every tool loads weights
+    (:func:`load_weights`: every part, one-line :class:`CheckpointError` for another method or
+    architecture, e.g. a probe's run under a pre-training config) and every other file must
+    have exactly the model's keys and shapes too: the trajectory's PCA runs on the model's
+    weights."""
     if os.path.isdir(os.path.join(path, "trajectory")):
         path = os.path.join(path, "trajectory")
     files = sorted(glob.glob(os.path.join(path, "iter_*.pth"))) or \
         sorted(glob.glob(os.path.join(path, "model_*.pth")))
     if not files:
         raise FileNotFoundError(f"no iter_*.pth or model_*.pth weight files in {path}")
-    by_iter: Dict[int, StateDict] = {}
+    by_iter: Dict[int, Tuple[str, StateDict]] = {}
     for n, f in enumerate(files):
         data = read_file(f)  # without running code, like every checkpoint slimdet reads
         state = data.get("model", data) if isinstance(data, dict) else data
@@ -57,8 +66,14 @@ def load_trajectory(path: str) -> List[Tuple[int, StateDict]]:
         if it is None:
             m = re.search(r"(\d+)", os.path.basename(f))
             it = int(m.group(1)) if m else 10 ** 9 + n  # model_final without an iteration: last
-        by_iter[int(it)] = state
-    return sorted(by_iter.items())
+        by_iter[int(it)] = (f, state)
+    trajectory = sorted(by_iter.items())
+    if model is not None:
+        load_weights(model, trajectory[-1][1][0], ALL_PARTS, purpose)
+        own = model.state_dict()
+        for _, (f, state) in trajectory[:-1]:
+            check_keys(own, state, repr(f), purpose)
+    return [(it, state) for it, (_, state) in trajectory]
 
 
 def moving_parameters(model: nn.Module) -> List[str]:
@@ -134,13 +149,22 @@ def symmetric_axis(extent: float, n: int) -> np.ndarray:
 
 @dataclass
 class TaskLossEvaluator:
-    """The task loss of each width on fixed batches, BN in training mode, state restored."""
+    """The task loss of each of ``widths`` on fixed batches, BN in training mode, state restored.
+
+    The method's full width (the widest of its network) always runs first on each batch, as in
+    the width loop, and is the one ``task_loss`` is told is full: a method whose narrower widths
+    read the full width's outputs (SimCLR's keys) compares them with that, so a width's loss
+    never depends on which other widths were asked for. It is returned only when asked for."""
     method: nn.Module
     batches: List[Any]
     widths: Sequence[float]
     ctxs: List[Any] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.full_width = max(backbone_of(self.method).widths)
+        # Widest first after the full width: the order the width loop trains them in.
+        self.order = [self.full_width] + sorted((float(w) for w in self.widths
+                                                 if float(w) != self.full_width), reverse=True)
         # Targets at the current (final) weights, computed once; prepare's side effects undone.
         self.method.train()
         with torch.no_grad(), preserved_state(self.method):
@@ -149,13 +173,16 @@ class TaskLossEvaluator:
     @torch.no_grad()
     def __call__(self) -> Dict[float, float]:
         out = {}
+        wanted = {float(w) for w in self.widths}
         with preserved_state(self.method):
-            for w in self.widths:
+            for w in self.order:
                 set_width(self.method, w)
-                losses = [float(self.method.task_loss(self.method(b), c, is_full=(w == max(self.widths))).loss)
+                losses = [float(self.method.task_loss(self.method(b), c,
+                                                      is_full=(w == self.full_width)).loss)
                           for b, c in zip(self.batches, self.ctxs)]
-                out[float(w)] = float(np.mean(losses))
-        set_width(self.method, max(self.widths))
+                if w in wanted:
+                    out[float(w)] = float(np.mean(losses))
+        set_width(self.method, self.full_width)
         return out
 
 
@@ -171,11 +198,32 @@ class Landscape:
     final_loss: Dict[float, float]  # loss at the final weights, loaded directly
 
     def save(self, path: str) -> str:
-        np.savez(path, xs=self.xs, ys=self.ys, widths=np.array(self.widths), loss=self.loss,
-                 trajectory=self.trajectory, iterations=np.array(self.iterations),
-                 explained=self.explained,
-                 final_loss=np.array([self.final_loss[w] for w in self.widths]))
+        """All arrays to ``path`` (atomically), with a ``written_by`` marker: the tool replaces
+        a file of its own there, not one someone else saved under the name."""
+        atomic_write(path, lambda f: np.savez(
+            f, xs=self.xs, ys=self.ys, widths=np.array(self.widths), loss=self.loss,
+            trajectory=self.trajectory, iterations=np.array(self.iterations),
+            explained=self.explained,
+            final_loss=np.array([self.final_loss[w] for w in self.widths]),
+            written_by=np.array(LANDSCAPE_TOOL)))
         return path
+
+
+LANDSCAPE_TOOL = "plot_landscape"
+
+
+def saved_by_landscape(path: str) -> bool:
+    """Whether ``path`` is a file this module wrote: a ``landscape.npz`` with its marker, or a
+    figure :func:`plot_landscape` drew."""
+    from .plots import drawn_by
+
+    if not path.endswith(".npz"):
+        return drawn_by(path, LANDSCAPE_TOOL)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return "written_by" in data.files and str(data["written_by"]) == LANDSCAPE_TOOL
+    except (OSError, ValueError):  # not an npz (or not readable): not ours
+        return False
 
 
 def compute_landscape(method: nn.Module, trajectory: Sequence[Tuple[int, StateDict]],
@@ -229,10 +277,9 @@ def compute_landscape(method: nn.Module, trajectory: Sequence[Tuple[int, StateDi
 def plot_landscape(ls: Landscape, width: float, path: str, title: str = "",
                    figsize: Tuple[float, float] = (6.0, 5.0), dpi: int = 100) -> str:
     """Contour plot of one width's loss with the projected trajectory; ``figsize * dpi`` pixels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .plots import save_figure  # selects the Agg backend
 
     k = ls.widths.index(width)
     z = ls.loss[k]
@@ -254,6 +301,4 @@ def plot_landscape(ls: Landscape, width: float, path: str, title: str = "",
     ax.set_title(title or f"loss landscape, width {width:g}")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, tool=LANDSCAPE_TOOL)

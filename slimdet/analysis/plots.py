@@ -10,7 +10,8 @@ import math
 import os
 import re
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -25,28 +26,59 @@ Series = Dict[str, List[Tuple[int, float]]]
 _WIDTH = re.compile(r"^(?P<metric>.+)/w(?P<width>[0-9.]+)$")
 
 
-def load_metrics(path: str) -> Series:
-    """``key -> [(iteration, value), ...]`` sorted by iteration; a key repeated at one iteration
-    keeps its last value (a resumed run rewrites iterations). Lines that are not JSON (a run
-    killed mid-write) are skipped."""
+def _read_text(path: str, flag: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} {path}: not a text file (a checkpoint?); give a JSON file "
+                          "of results or a run's metrics.json") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{flag} {path} is a folder") from None
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot read it: {e.strerror or e}") from None
+
+
+def read_metrics(path: str, flag: str = "metrics file") -> Tuple[Series, List[int]]:
+    """``key -> [(iteration, value), ...]`` sorted by iteration, and the numbers of the lines
+    that are not JSON (a run killed mid-write leaves a partial last line; the caller says so:
+    a skipped line is never silent). A key repeated at one iteration keeps its last value (a
+    resumed run rewrites iterations). ``path``: a metrics.json or the run folder holding it."""
     if os.path.isdir(path):
         path = os.path.join(path, "metrics.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no metrics file at {path}")
     values: Dict[str, Dict[int, float]] = defaultdict(dict)
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(row, dict) or "iteration" not in row:
-                continue
-            it = int(row["iteration"])
-            for k, v in row.items():
-                if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
-                    values[k][it] = float(v)
-    return {k: sorted(v.items()) for k, v in values.items()}
+    skipped: List[int] = []
+    for number, line in enumerate(_read_text(path, flag).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            skipped.append(number)
+            continue
+        if not isinstance(row, dict) or "iteration" not in row:
+            continue
+        it = int(row["iteration"])
+        for k, v in row.items():
+            if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
+                values[k][it] = float(v)
+    return {k: sorted(v.items()) for k, v in values.items()}, skipped
+
+
+def load_metrics(path: str) -> Series:
+    """:func:`read_metrics` without the skipped lines."""
+    return read_metrics(path)[0]
+
+
+def skipped_lines_note(path: str, skipped: Sequence[int]) -> str:
+    """One line naming the lines of ``path`` that were not read ("" when none)."""
+    if not skipped:
+        return ""
+    shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+    return (f"warning: skipped {len(skipped)} line(s) of {path} that are not JSON (line "
+            f"{shown}; a run killed mid-write leaves a partial last line)")
 
 
 def per_width(series: Series, metric: str) -> Dict[float, List[Tuple[int, float]]]:
@@ -84,8 +116,7 @@ def _finish(fig, ax_list, path: str) -> str:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100, tool=_RUN_TOOL)
     return path
 
 
@@ -161,19 +192,90 @@ def plot_gradients(series: Series, path: str) -> Optional[str]:
     return _finish(fig, axes, path)
 
 
-def plot_run(metrics_path: str, out_dir: Optional[str] = None) -> List[str]:
-    """All figures a run's metrics allow; returns the PNG paths written."""
-    series = load_metrics(metrics_path)
+# PNG text key naming the tool that drew a figure: a tool replaces (or removes as stale) its own
+# figures in its output folder, never a file someone else put there under the same name.
+_OWNER_KEY = "slimdet-tool"
+_RUN_TOOL = "plot_metrics"
+# The formats the tools draw to (matplotlib's Agg canvas): an --plot of another extension, or of
+# none (matplotlib would silently add .png), is refused before any work.
+FIGURE_EXTENSIONS = tuple(f".{e}" for e in ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif",
+                                           "tiff", "eps", "ps"))
+
+
+def save_figure(fig, path: str, dpi: int, tool: str = "") -> str:
+    """``fig`` to ``path`` (closed after); a PNG drawn by ``tool`` is marked as its own."""
+    metadata = {_OWNER_KEY: tool} if tool and path.lower().endswith(".png") else None
+    try:
+        fig.savefig(path, dpi=dpi, metadata=metadata)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def drawn_by(path: str, tool: str) -> bool:
+    """Whether ``path`` is a PNG that ``tool`` drew (:func:`save_figure`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.info.get(_OWNER_KEY) == tool
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
+def check_own_outputs(paths: Sequence[str], flag: str, tool: str, overwrite: bool,
+                      owned: Optional[Callable[[str], bool]] = None) -> None:
+    """Before drawing: an existing file at one of ``paths`` that ``tool`` did not write
+    (``owned(path)``, default :func:`drawn_by`) is replaced only with ``overwrite`` (one line
+    naming it otherwise)."""
+    owned = owned or (lambda p: drawn_by(p, tool))
+    for p in paths:
+        if os.path.isdir(p):
+            raise ConfigError(f"{flag}: {p} is a folder where {tool} writes a file")
+        if os.path.lexists(p) and not overwrite and not owned(p):
+            raise ConfigError(f"{flag}: {p} exists and was not written by {tool}: pass --overwrite "
+                              "to replace it, or choose another folder")
+
+
+RUN_FIGURES = (("losses", plot_losses), ("lr", plot_lr), ("accuracy", plot_accuracy),
+               ("gradients", plot_gradients))
+
+
+@dataclass
+class RunPlots:
+    """What :func:`plot_run` did: figures ``written``, its own earlier figures ``removed``
+    (their metrics are no longer in the file), ``skipped`` line numbers of the metrics file."""
+    metrics: str
+    written: List[str] = field(default_factory=list)
+    removed: List[str] = field(default_factory=list)
+    skipped: List[int] = field(default_factory=list)
+
+
+def run_plots_folder(metrics_path: str, out_dir: Optional[str] = None) -> str:
     base = metrics_path if os.path.isdir(metrics_path) else os.path.dirname(metrics_path)
-    out_dir = out_dir or os.path.join(base, "plots")
+    return out_dir or os.path.join(base, "plots")
+
+
+def plot_run(metrics_path: str, out_dir: Optional[str] = None, overwrite: bool = False) -> RunPlots:
+    """All figures a run's metrics allow, in ``out_dir`` (default ``RUN/plots``). A figure of
+    :data:`RUN_FIGURES` it drew earlier whose metrics are gone is removed, so the folder never
+    shows a stale one beside the new ones; a file there it did not draw is replaced only with
+    ``overwrite``, and never removed."""
+    series, skipped = read_metrics(metrics_path)
+    out_dir = run_plots_folder(metrics_path, out_dir)
+    paths = {name: os.path.join(out_dir, f"{name}.png") for name, _ in RUN_FIGURES}
+    check_own_outputs(list(paths.values()), "--out", _RUN_TOOL, overwrite)
     os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for name, fn in (("losses", plot_losses), ("lr", plot_lr), ("accuracy", plot_accuracy),
-                     ("gradients", plot_gradients)):
-        p = fn(series, os.path.join(out_dir, f"{name}.png"))
+    done = RunPlots(metrics_path if not os.path.isdir(metrics_path)
+                    else os.path.join(metrics_path, "metrics.json"), skipped=skipped)
+    for name, fn in RUN_FIGURES:
+        p = fn(series, paths[name])
         if p:
-            written.append(p)
-    return written
+            done.written.append(p)
+        elif os.path.isfile(paths[name]) and drawn_by(paths[name], _RUN_TOOL):
+            os.remove(paths[name])
+            done.removed.append(paths[name])
+    return done
 
 
 # ------------------------------------------------------------------ accuracy vs FLOPs / params
@@ -192,18 +294,106 @@ PAPER_REFERENCE: Dict[str, List[Tuple[float, float, float]]] = {
 }
 
 
-def load_results(path: str) -> Dict[str, float]:
-    """Flat ``{"metric/w{w}": value}`` from a JSON dict, or the last value of every key of a
-    ``metrics.json`` (one dict per line)."""
-    with open(path) as f:
-        text = f.read()
+def _numbers(data: Dict) -> Dict[str, float]:
+    return {k: float(v) for k, v in data.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _results_of(data: Any, path: str, flag: str) -> Dict[str, float]:
+    """The flat results in one JSON document of any of the forms :func:`load_results` reads."""
+    if isinstance(data, dict) and isinstance(data.get("rows"), list) and "metric" in data:
+        curve = widths_results(data, path, flag)  # tools/eval_widths.py output
+        return {width_key(m, r["width"]): float(v) for r in curve["rows"]
+                for m, v in r.items() if m not in ("width", "macs", "params")
+                and isinstance(v, (int, float))}
+    if isinstance(data, dict) and isinstance(data.get("results"), dict):
+        return _numbers(data["results"])  # eval_results.json / a line of eval_history.jsonl
+    if isinstance(data, dict):
+        return _numbers(data)
+    raise ConfigError(f"{flag} {path}: a JSON {type(data).__name__}, not the results of an "
+                      "evaluation (a dict such as {\"top1/w1\": 70.1})")
+
+
+def load_results(path: str, flag: str = "--results") -> Dict[str, float]:
+    """Flat ``{"metric/w{w}": value}`` from any file slimdet writes results to: a JSON dict of
+    them, an ``eval_results.json`` (``{"weights", "results": {...}}``), a
+    ``tools/eval_widths.py`` output (``rows``), the last record of an ``eval_history.jsonl``, or
+    the last value of every key of a ``metrics.json`` (also given as its run folder). A file
+    that is none of these is a :class:`ConfigError` naming it (a truncated JSON file: "not
+    valid JSON")."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "metrics.json")):
+            raise ConfigError(f"{flag} {path} is a folder without a metrics.json")
+        path = os.path.join(path, "metrics.json")
+    text = _read_text(path, flag)
+    try:
+        return _results_of(json.loads(text), path, flag)
+    except json.JSONDecodeError as e:
+        whole_error = e
+    lines = [line for line in text.splitlines() if line.strip()]
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    if not records or not all(isinstance(r, dict) for r in records):
+        raise ConfigError(f"{flag} {path}: not valid JSON ({whole_error.msg}: line "
+                          f"{whole_error.lineno} column {whole_error.colno})")
+    if all("results" in r for r in records):  # eval_history.jsonl: the latest evaluation
+        return _results_of(records[-1], path, flag)
+    series, _ = read_metrics(path, flag)  # metrics.json: the last value of every key
+    return {k: pts[-1][1] for k, pts in series.items()}
+
+
+def widths_results(data: Any, path: str, flag: str = "--compare") -> Dict[str, Any]:
+    """``data`` if it has the shape of a ``tools/eval_widths.py`` output (a label, a metric,
+    rows of width / macs / that metric, the trained widths); a :class:`ConfigError` naming
+    ``flag`` and ``path`` and what is missing otherwise."""
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{flag} {path}: not an output of tools/eval_widths.py ({what})")
+
+    if not isinstance(data, dict):
+        raise bad(f"a JSON {type(data).__name__}, not a dict")
+    for key, kind in (("label", str), ("metric", str), ("rows", list), ("trained_widths", list)):
+        if not isinstance(data.get(key), kind):
+            raise bad(f"no {kind.__name__} {key!r}")
+    metric = data["metric"]
+    if not data["rows"]:
+        raise bad("no rows")
+    for i, row in enumerate(data["rows"]):
+        missing = [k for k in ("width", "macs", metric)
+                   if not (isinstance(row, dict) and isinstance(row.get(k), (int, float)))]
+        if missing:
+            raise bad(f"row {i} has no number {missing[0]!r}")
+    return data
+
+
+def read_widths_results(path: str, flag: str = "--compare") -> Dict[str, Any]:
+    """:func:`widths_results` of the JSON file ``path``."""
+    text = _read_text(path, flag)
     try:
         data = json.loads(text)
-        if isinstance(data, dict):
-            return {k: float(v) for k, v in data.items() if isinstance(v, (int, float))}
-    except json.JSONDecodeError:
-        pass
-    return {k: pts[-1][1] for k, pts in load_metrics(path).items()}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag} {path}: not valid JSON ({e.msg}: line {e.lineno})") from None
+    return widths_results(data, path, flag)
+
+
+def common_metric(curves: Sequence[Dict], names: Sequence[str]) -> str:
+    """The one metric of ``curves`` (named ``names``, for the message): curves of different
+    metrics on one axis would be read as one quantity."""
+    metrics = dict.fromkeys(c["metric"] for c in curves)
+    if len(metrics) > 1:
+        raise ConfigError("curves of different metrics cannot share one plot: " + ", ".join(
+            f"{n} ({c['metric']})" for n, c in zip(names, curves)) + "; plot them separately")
+    return next(iter(metrics), "")
+
+
+def result_widths(results: Dict[str, float], metric: str) -> List[float]:
+    """The widths ``results`` hold ``metric`` for, widest first."""
+    widths = {normalized_width(float(m.group("width"))) for m in map(_WIDTH.match, results)
+              if m and m.group("metric") == metric}
+    return sorted(widths, reverse=True)
 
 
 def pick_accuracy_metric(results: Dict[str, float], metric: Optional[str] = None) -> str:
@@ -211,7 +401,8 @@ def pick_accuracy_metric(results: Dict[str, float], metric: Optional[str] = None
     names = {(_WIDTH.match(k).group("metric")) for k in results if _WIDTH.match(k)}
     if metric:
         if metric not in names:
-            raise ConfigError(f"metric {metric!r} not in the results; per-width metrics: {sorted(names)}")
+            raise ConfigError(f"--metric {metric}: not in the results; their per-width "
+                              f"metrics: {sorted(names)}")
         return metric
     for cand in sorted(names, key=lambda n: (("knn" in n), n)):
         if "top1" in cand or "acc" in cand:
@@ -256,9 +447,7 @@ def plot_accuracy_vs_cost(rows: Sequence[Dict[str, float]], results: Dict[str, f
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_accuracy_vs_macs(curves: Sequence[Dict], path: str, title: str = "") -> str:
@@ -268,10 +457,10 @@ def plot_accuracy_vs_macs(curves: Sequence[Dict], path: str, title: str = "") ->
     Widths the network trained at are filled markers, the others (BN statistics calibrated
     after training) open ones; every point is labelled with its width.
     """
+    metric = common_metric(curves, [c["label"] for c in curves])
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for i, curve in enumerate(curves):
         color = f"C{i}"
-        metric = curve["metric"]
         rows = sorted(curve["rows"], key=lambda r: r["macs"])
         xs = [r["macs"] / 1e6 for r in rows]
         ys = [r[metric] for r in rows]
@@ -291,12 +480,10 @@ def plot_accuracy_vs_macs(curves: Sequence[Dict], path: str, title: str = "") ->
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("MMACs per image (log scale)")
-    ax.set_ylabel(f"{curves[0]['metric'].split('/')[0]} (%)" if curves else "")
+    ax.set_ylabel(f"{metric} (%)" if metric else "")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

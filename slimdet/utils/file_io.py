@@ -6,7 +6,8 @@ import logging
 import os
 import re
 import socket
-from typing import Callable, List, Mapping, Optional
+import tempfile
+from typing import Callable, List, Mapping, Optional, Sequence
 
 logger = logging.getLogger("slimdet")
 
@@ -101,3 +102,55 @@ def check_not_input(output: str, inputs: Mapping[str, str], output_flag: str = "
         if path and same_file(output, path):
             raise OutputError(f"{output_flag} {output!r} is the {flag} file itself: writing it "
                               f"would replace the input; choose another {output_flag}")
+
+
+def _nearest_existing(path: str) -> str:
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    return folder
+
+
+def _check_can_create_in(folder: str, path: str, flag: str) -> None:
+    """:class:`OutputError` unless a file can be made in ``folder`` (the nearest existing folder
+    on the way to ``path``). Tried with a real file, removed at once: ``os.access`` says yes to
+    root on folders that refuse every write (``/sys``)."""
+    if not os.path.isdir(folder):
+        raise OutputError(f"{flag} {path!r}: {folder!r} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".slimdet-write-test."):
+            pass
+    except OSError as e:
+        raise OutputError(f"{flag} {path!r}: cannot write in {folder!r}: "
+                          f"{e.strerror or e}") from None
+
+
+def check_output_file(path: str, flag: str = "--output", overwrite: bool = False,
+                      inputs: Optional[Mapping[str, str]] = None,
+                      extensions: Sequence[str] = ()) -> None:
+    """Before any long work, :class:`OutputError` (one line naming ``flag`` and ``path``) when
+    the file a tool will write there cannot or must not be written: it is one of ``inputs``
+    (``{flag: path}``, refused even with ``overwrite``), a folder, an existing file without
+    ``overwrite`` (nothing saved is replaced unasked), of an extension not in ``extensions``
+    (when given: ``.png`` ...; a plot library would otherwise add one or fail after the work),
+    or in a folder that cannot be made or written."""
+    check_not_input(path, inputs or {}, flag)
+    if os.path.isdir(path):
+        raise OutputError(f"{flag} {path!r} is a folder, not a file")
+    if os.path.lexists(path) and not overwrite:
+        raise OutputError(f"{flag} {path} exists: pass --overwrite to replace it, or choose "
+                          "another file")
+    if extensions:
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in extensions:
+            raise OutputError(f"{flag} {path!r}: {'no extension' if not ext else f'{ext} is not a format it writes'}; "
+                              f"give a file ending in one of {', '.join(extensions)}")
+    _check_can_create_in(_nearest_existing(path), path, flag)
+
+
+def check_output_folder(path: str, flag: str) -> None:
+    """:class:`OutputError` unless ``path`` is a folder, or can be made as one, that files can
+    be written in (checked before any long work)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"{flag} {path!r} is a file, not a folder")
+    _check_can_create_in(path if os.path.isdir(path) else _nearest_existing(path), path, flag)

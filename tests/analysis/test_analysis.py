@@ -232,3 +232,114 @@ def test_load_metrics_and_accuracy_vs_cost_chart(tmp_path):
     assert mpimg.imread(out).shape[:2] == (450, 1200)
     with pytest.raises(ValueError, match="not in the results"):
         plot_accuracy_vs_cost(rows, results, str(tmp_path / "x.png"), metric="probe_top1")
+
+
+def test_a_widths_landscape_does_not_depend_on_the_other_widths_asked_for(tmp_path):
+    """SimCLR scores its narrower widths against the full width's outputs: the full width runs
+    first whatever --widths says, so width 0.5's landscape is the same alone, with 1.0 or
+    with 0.25 (and 0.25 with 1.0 given last is no KeyError)."""
+    from slimdet.checkpoint import CheckpointError
+    from slimdet.config import ConfigError
+    from slimdet.utils.file_io import OutputError
+
+    run = _tool("plot_landscape").run
+    cfg = tiny_cfg("SimCLR")
+    traj = tmp_path / "run" / "trajectory"
+    traj.mkdir(parents=True)
+    for it, state in _train_trajectory(cfg, steps=3):
+        torch.save({"model": state, "iteration": it}, traj / f"iter_{it:07d}.pth")
+    batches = [random_batch(8, seed=99)]
+    losses = {}
+    for widths in ([0.5], [1.0, 0.5, 0.25], [0.25, 1.0], [0.25, 0.5]):
+        out = tmp_path / "_".join(map(str, widths))
+        res = run(cfg, str(tmp_path / "run"), grid=3, widths=widths, batch_list=batches, out=str(out))
+        grid = np.load(res["npz"])
+        assert list(grid["widths"]) == sorted(widths, reverse=True)  # widest first, as asked
+        for w, loss in zip(grid["widths"], grid["loss"]):
+            losses.setdefault(float(w), []).append(loss)
+    for w, found in losses.items():
+        assert len(found) > 1
+        for loss in found[1:]:
+            np.testing.assert_allclose(loss, found[0], rtol=1e-6)
+
+    # Its own files are replaced by a new call; a file of their name it did not write is not.
+    out = tmp_path / "0.5"
+    run(cfg, str(tmp_path / "run"), grid=3, widths=[0.5], batch_list=batches, out=str(out))
+    (out / "landscape.npz").write_bytes(b"someone's grid")
+    with pytest.raises(ConfigError, match=r"landscape\.npz exists and was not written by plot_landscape"):
+        run(cfg, str(tmp_path / "run"), grid=3, widths=[0.5], batch_list=batches, out=str(out))
+    assert (out / "landscape.npz").read_bytes() == b"someone's grid"
+    run(cfg, str(tmp_path / "run"), grid=3, widths=[0.5], batch_list=batches, out=str(out),
+        overwrite=True)
+    assert "written_by" in np.load(out / "landscape.npz").files
+
+    # Flags checked before the weights are read; another method's run is one CheckpointError.
+    for kwargs, message in (({"span": 0.0}, r"--span 0: .* > 0"), ({"span": -1.0}, "--span -1"),
+                            ({"widths": [1.5]}, r"--widths 1\.5 is outside the network's widths"),
+                            ({"widths": [0.1]}, r"--widths 0\.1 is outside"),
+                            ({"widths": [0.5, 0.5]}, "width 0.5 is given twice")):
+        with pytest.raises(ConfigError, match=message):
+            run(cfg, str(tmp_path / "run"), grid=3, batch_list=batches, out=str(tmp_path / "x"),
+                **kwargs)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        run(cfg, str(tmp_path / "run"), grid=3, batch_list=batches, out=str(tmp_path / "file"))
+    with pytest.raises(CheckpointError, match=r"iter_0000003\.pth.*does not fit|iter_0000003\.pth.*no weights"):
+        run(tiny_cfg("MoCoV2"), str(tmp_path / "run"), grid=3, batch_list=batches,
+            out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_plot_metrics_names_skipped_lines_and_removes_its_stale_figures(tmp_path, capsys):
+    from slimdet.engine.defaults import user_errors
+
+    main = _tool("plot_metrics").main
+    run = tmp_path / "run"
+    run.mkdir()
+    _synthetic_metrics(run / "metrics.json")  # its last line is partial
+    assert len(main([str(run)])) == 4
+    assert "skipped 1 line(s)" in capsys.readouterr().out
+    # The run again without kNN results: accuracy.png of the earlier call is stale and removed;
+    # a file of a figure's name the tool did not draw stays (and is refused without --overwrite).
+    lines = (run / "metrics.json").read_text().splitlines()
+    (run / "metrics.json").write_text("\n".join(lines[:3]) + "\n" + lines[3][:20] + "\n" +
+                                      "\n".join(lines[4:10]) + "\n")
+    written = main([str(run)])
+    out = capsys.readouterr().out
+    assert "warning: skipped 1 line(s)" in out and "(line 4;" in out
+    assert sorted(os.path.basename(p) for p in written) == ["gradients.png", "losses.png", "lr.png"]
+    assert not (run / "plots" / "accuracy.png").exists() and "removed" in out
+    (run / "plots" / "accuracy.png").write_bytes(b"my figure")
+    (run / "plots" / "lr.png").write_bytes(b"my other figure")
+    with pytest.raises(user_errors(), match=r"lr\.png exists and was not written by plot_metrics"):
+        main([str(run)])
+    main([str(run), "--overwrite"])
+    assert (run / "plots" / "accuracy.png").read_bytes() == b"my figure"  # never removed
+    assert (run / "plots" / "lr.png").read_bytes() != b"my other figure"
+    # A checkpoint instead of a run, a file as --out: one line each.
+    torch.save({"model": {}}, tmp_path / "model.pth")
+    with pytest.raises(user_errors(), match=r"model\.pth: not a text file"):
+        main([str(tmp_path / "model.pth")])
+    with pytest.raises(user_errors(), match="is a file, not a folder"):
+        main([str(run), "--out", str(run / "metrics.json")])
+
+
+def test_load_results_reads_every_results_file_slimdet_writes(tmp_path):
+    from slimdet.analysis.plots import load_results
+    from slimdet.config import ConfigError
+
+    record = {"weights": "m.pth", "results": {"top1/w1": 70.0, "top1/w0.5": 60.0}}
+    (tmp_path / "eval_results.json").write_text(json.dumps(record, indent=2))
+    (tmp_path / "eval_history.jsonl").write_text(
+        json.dumps({**record, "results": {"top1/w1": 1.0}}) + "\n" + json.dumps(record) + "\n")
+    (tmp_path / "widths.json").write_text(json.dumps(
+        {"label": "a", "metric": "knn_top1", "trained_widths": [1.0],
+         "rows": [{"width": 1.0, "macs": 1.0, "params": 1.0, "knn_top1": 50.0}]}))
+    _synthetic_metrics(tmp_path / "metrics.json")
+    assert load_results(str(tmp_path / "eval_results.json")) == record["results"]
+    assert load_results(str(tmp_path / "eval_history.jsonl")) == record["results"]  # the latest
+    assert load_results(str(tmp_path / "widths.json")) == {"knn_top1/w1": 50.0}
+    assert load_results(str(tmp_path))["knn_top1/w0.5"] == 68.0  # a folder: its metrics.json
+    (tmp_path / "cut.json").write_text(json.dumps(record, indent=2)[:40])
+    with pytest.raises(ConfigError, match=r"cut\.json: not valid JSON"):
+        load_results(str(tmp_path / "cut.json"))

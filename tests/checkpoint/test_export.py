@@ -137,10 +137,14 @@ def demo_weights(tmp_path_factory):
 def test_export_tool_with_a_fresh_fc_replaces_an_earlier_file(fmt, demo_weights, tmp_path):
     out = tmp_path / f"w.{fmt}"
     out.write_bytes(b"an earlier export")
-    # Required flags before the overrides, an optional one after them (README: any order).
-    res = _run("--config-file", ROOT / "configs/demo/slimclr_mocov2_demo.yaml", "--weights",
+    # Required flags before the overrides, optional ones after them (README: any order).
+    command = ["--config-file", ROOT / "configs/demo/slimclr_mocov2_demo.yaml", "--weights",
                demo_weights, "--width", "1.0", "--init-fc-classes", "10", "--output", out,
-               *SMALL, "--format", fmt)
+               *SMALL, "--format", fmt]
+    refused = _run(*command)  # an existing file is replaced only when asked to
+    assert refused.returncode == 2 and "exists: pass --overwrite" in refused.stderr, refused.stderr
+    assert out.read_bytes() == b"an earlier export"
+    res = _run(*command, "--overwrite")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "max |difference| to the eager model" in res.stdout
     assert run_exported(str(out), fmt, torch.randn(3, 1, 32, 32)).shape == (3, 10)
