@@ -34,9 +34,10 @@ from slimdet.checkpoint import load_weights
 from slimdet.config import ConfigError
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli, verify_run
 from slimdet.engine.defaults import seed_all
-from slimdet.engine.trainer import SlimTrainer, resolve_device
+from slimdet.engine.trainer import SlimTrainer, check_classifier_classes, resolve_device
 from slimdet.evaluation import profile_widths
 from slimdet.modeling import build_backbone, build_model
+from slimdet.modeling.methods.base import ClassificationMethod
 from slimdet.utils.file_io import atomic_write, check_not_input, check_output_file
 from slimdet.utils.results import split_width_key
 
@@ -98,8 +99,10 @@ def main() -> None:
     verify_run(cfg, training=False)  # every split the evaluators read, before any work
     seed_all(cfg.SEED)
     method = build_model(cfg)
-    load_weights(method, args.weights, method.eval_parts(), "eval_widths",
-                 trusted=cfg.MODEL.WEIGHTS_TRUSTED)
+    report = load_weights(method, args.weights, method.eval_parts(), "eval_widths",
+                          trusted=cfg.MODEL.WEIGHTS_TRUSTED)
+    if isinstance(method, ClassificationMethod):  # its outputs are its training set's labels
+        check_classifier_classes(cfg, report.classes, args.weights)
     method.to(resolve_device(cfg))
     results = SlimTrainer.test(cfg, method)
     # Checked before --output is written: a table of a metric no row has is no result.

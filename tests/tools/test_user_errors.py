@@ -204,7 +204,7 @@ def test_eval_only_checks_only_the_splits_its_evaluators_read(colour_folder):
 
 
 def test_eval_only_of_a_classifier_compares_test_classes_with_its_training_classes(
-        tmp_path, colour_folder, caplog):
+        tmp_path, colour_folder, caplog, capsys):
     """A probe evaluated on a folder without one of its training classes would score shifted
     labels. Its checkpoint records the class names it was trained on, so --eval-only refuses
     such a test folder whatever the config's DATASETS.TRAIN (here the default in-memory set,
@@ -247,6 +247,15 @@ def test_eval_only_of_a_classifier_compares_test_classes_with_its_training_class
     results = json.loads((tmp_path / "ev_right" / "eval_results.json").read_text())["results"]
     # Two classes: top-1 of each width, no top-5 (100 by construction).
     assert set(results) == {"top1/w1", "top1/w0.5", "top1/w0.25"}, results
+
+    # tools/eval_widths.py reads the file's class names too.
+    from tests.helpers import run_tool
+
+    widths = run_tool(capsys, "eval_widths", probe_cfg + ["--weights", weights, "--widths", "1",
+                                                          "--output", tmp_path / "w.json"]
+                      + colour + ["DATASETS.TEST", f"folder:{bee_only}"])
+    assert_one_line_error(widths, "DATASETS.TEST", "bee_only", "lacks ['ant']", str(weights))
+    assert not (tmp_path / "w.json").exists()
 
     # A file without class names (older or reference files): the config's DATASETS.TRAIN.
     keys = colour + ["DATASETS.TRAIN", f"folder:{colour_folder}/train",
