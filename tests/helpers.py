@@ -1,4 +1,9 @@
 """Small configs and batches shared by the tests."""
+import importlib.util
+import os
+import subprocess
+import sys
+
 import torch
 
 from slimdet.config import get_cfg
@@ -31,15 +36,10 @@ def random_batch(n: int = 8, size: int = 16, seed: int = 0):
             "label": torch.randint(0, 10, (n,), generator=g)}
 
 
-def run_tool(capsys, name: str, args) -> "subprocess.CompletedProcess":
+def run_tool(capsys, name: str, args) -> subprocess.CompletedProcess:
     """``tools/<name>.py ARGS`` in this process, through its ``run_cli`` as from the shell (a
     user error: exit status 2 and one line on stderr), without the seconds of start-up each
     subprocess costs. Returns the exit status and what it printed."""
-    import importlib.util
-    import os
-    import subprocess
-    import sys
-
     from slimdet.engine import run_cli
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
