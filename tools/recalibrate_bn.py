@@ -31,7 +31,7 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import load_weights
+from slimdet.checkpoint import CLASSES_FIELD, load_weights
 from slimdet.config import ConfigError
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
@@ -86,7 +86,9 @@ def main() -> None:
     # Only what came from the input: a part it lacked must stay missing, not become random.
     loaded = set(report.loaded)
     state = {k: v.cpu() for k, v in method.state_dict().items() if k in loaded}
-    atomic_write(args.output, lambda f: torch.save({"model": state}, f))
+    # A classifier's class names go along: an evaluation of the output checks them too.
+    fields = {CLASSES_FIELD: report.classes} if report.classes is not None else {}
+    atomic_write(args.output, lambda f: torch.save({"model": state, **fields}, f))
     print(f"wrote {args.output}")
 
 

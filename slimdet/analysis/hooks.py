@@ -73,6 +73,10 @@ class GradientDiagnosticsHook(HookBase):
             t.storage.put_scalars(smoothing_hint=False, **results)
 
 
+# Where TrajectoryHook saves into OUTPUT_DIR, and its file names (``--overwrite`` removes them).
+TRAJECTORY_DIR, TRAJECTORY_PATTERN = "trajectory", "iter_*.pth"
+
+
 class TrajectoryHook(HookBase):
     """Saves the method's weights every ``period`` iterations (and after the last step) to
     ``OUTPUT_DIR/trajectory/iter_XXXXXXX.pth`` (XXXXXXX = steps done) for the loss-landscape trajectory
@@ -80,7 +84,7 @@ class TrajectoryHook(HookBase):
 
     def __init__(self, period: int, output_dir: str):
         self.period = int(period)
-        self.dir = os.path.join(output_dir, "trajectory")
+        self.dir = os.path.join(output_dir, TRAJECTORY_DIR)
 
     def _save(self, steps_done: int) -> None:
         if not comm.is_main_process():

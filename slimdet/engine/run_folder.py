@@ -26,6 +26,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from iopath.common.file_io import g_pathmgr
 
+from ..analysis.hooks import TRAJECTORY_DIR, TRAJECTORY_PATTERN
 from ..utils.file_io import atomic_write
 
 # Files a training run writes into OUTPUT_DIR (log.txt is appended to, so it is not one).
@@ -90,13 +91,23 @@ def _check_resumed_weights(output_dir: str, weights: str) -> None:
             started_from = ((yaml.safe_load(f) or {}).get("MODEL") or {}).get("WEIGHTS")
     except (yaml.YAMLError, AttributeError):
         return  # not a config this check can read; the resume's own checks follow
-    if started_from is None or started_from == weights:
-        return
+    if not started_from or _same_path(started_from, weights):
+        return  # not recorded, or the same file however it is written
     raise OutputDirError(
         f"--resume continues the run in OUTPUT_DIR {output_dir} from its last checkpoint and "
         f"does not read MODEL.WEIGHTS: {weights} is not the file the run started from "
-        f"({started_from or 'none'}, its config.yaml); drop the MODEL.WEIGHTS override to "
-        f"resume, or start a new run from {weights} (another OUTPUT_DIR, or --overwrite)")
+        f"({started_from}, its config.yaml); give MODEL.WEIGHTS {started_from} as the run did "
+        f"to resume it, or start a new run from {weights} (another OUTPUT_DIR, or --overwrite)")
+
+
+def _same_path(a: str, b: str) -> bool:
+    """Whether two MODEL.WEIGHTS values name one file: the same file on disk (a relative and an
+    absolute path, a symlink), else the same normalised path or URL."""
+    if "://" in a or "://" in b:
+        return a == b
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
 
 
 def _is_run_file_of(path: str, output_dir: str) -> bool:
@@ -114,6 +125,12 @@ def clear_previous_run(output_dir: str) -> List[str]:
     found = previous_run_files(output_dir) + [
         name for name in (EVAL_RESULTS, EVAL_HISTORY)
         if g_pathmgr.isfile(os.path.join(output_dir, name))]
+    # The weights ANALYSIS.TRAJECTORY_PERIOD saved: left beside a new run's, a loss landscape
+    # would mix both runs' trajectories.
+    trajectory = os.path.join(output_dir, TRAJECTORY_DIR)
+    if g_pathmgr.isdir(trajectory):
+        found += [os.path.join(TRAJECTORY_DIR, f) for f in sorted(g_pathmgr.ls(trajectory))
+                  if fnmatch.fnmatch(f, TRAJECTORY_PATTERN)]
     for name in found:
         g_pathmgr.rm(os.path.join(output_dir, name))
     return found
@@ -281,6 +298,8 @@ def write_eval_results(output_dir: str, results: Dict[str, float], weights: str)
     g_pathmgr.mkdirs(output_dir)
     path = os.path.join(output_dir, EVAL_RESULTS)
     history_path = os.path.join(output_dir, EVAL_HISTORY)
+    if weights and "://" not in weights:
+        weights = os.path.abspath(weights)  # the record outlives the folder it was typed in
     record = {"weights": weights, "results": results,
               "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     history = _read_lines(history_path)

@@ -25,6 +25,7 @@ from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
 from ..checkpoint import CLASSES_FIELD, PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
 from ..config import ConfigError, evaluation_widths
 from ..data import build_train_loader, get_dataset
+from ..data.datasets import EncodedImageDataset
 from ..data.build import check_classes
 from ..data.catalog import dataset_key
 from ..evaluation import build_evaluators
@@ -404,11 +405,16 @@ def check_classifier_classes(cfg, classes: Optional[Sequence[str]], weights: str
                       test_label, test)
         return
     try:
-        train = get_dataset(cfg.DATASETS.TRAIN, cfg).classes
+        train_set = get_dataset(cfg.DATASETS.TRAIN, cfg)
     except (FileNotFoundError, ConfigError) as e:
         train, reason = None, one_line(e)
     else:
-        reason = f"{weights} records no class names, nor has {cfg.DATASETS.TRAIN!r}"
+        # An in-memory set (the config's default, often not the set the file was trained on
+        # when only DATASETS.TEST is given) is no evidence: only a set on disk is compared.
+        train = train_set.classes if isinstance(train_set, EncodedImageDataset) else None
+        reason = (f"{weights} records no class names, and DATASETS.TRAIN "
+                  f"{cfg.DATASETS.TRAIN!r} is not an image set on disk with class names: set it "
+                  "to the set the classifier was trained on to compare them")
     if train is None:
         logger.warning("Cannot compare the classes of DATASETS.TEST with those the classifier "
                        "was trained on (%s): the test set must have the class folders of its "

@@ -267,6 +267,11 @@ def test_eval_only_of_a_classifier_compares_test_classes_with_its_training_class
     keys[keys.index("DATASETS.TRAIN") + 1] = f"folder:{colour_folder}/missing"
     check_classifier_classes(load_cfg(probe, keys), None, "old.pth")
     assert "Cannot compare the classes of DATASETS.TEST" in caplog.text
+    caplog.clear()
+    # The config's default in-memory set is no evidence of what an old file was trained on.
+    keys[keys.index("DATASETS.TRAIN") + 1] = "fashion_mnist_train"
+    check_classifier_classes(load_cfg(probe, keys), None, "old.pth")
+    assert "is not an image set on disk with class names" in caplog.text
 
 
 def test_every_tool_reports_a_users_mistake_in_one_line(tmp_path):
