@@ -288,11 +288,11 @@ def validate_det_cfg(cfg: CN, eval_only: bool = False) -> None:
     if cfg.SOLVER.IMS_PER_BATCH < 1:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH must be at least 1, got "
                           f"{cfg.SOLVER.IMS_PER_BATCH}")
+    if not is_slimmable(cfg):
+        _refuse_slim_keys(cfg)  # a key to remove is said before any data is read
     check_datasets(cfg, ("TEST",) if eval_only else ("TRAIN", "TEST"))
     if is_slimmable(cfg):
         validate_slim_det_cfg(cfg)
-    else:
-        _refuse_slim_keys(cfg)
 
 
 def _refuse_slim_keys(cfg: CN) -> None:

@@ -270,7 +270,21 @@ class SlimTrainer(WidthLoopTrainer):
     def _evaluate(self) -> Dict[str, float]:
         # The last step run: self.iter in after_step, max_iter - 1 in after_train.
         trained = self.width_schedule.trained_widths(min(self.iter, self.max_iter - 1))
-        return self.test(self.cfg, self.method, trained_widths=trained)
+        cfg = self.cfg
+        if not all(w in trained for w in cfg.MODEL.WIDTHS):
+            # Before the slow start only the trained widths are evaluated: the others' numbers
+            # would mean nothing, and calibrating and evaluating them costs what theirs does.
+            widths = [w for w in evaluation_widths(cfg) if w in trained]
+            untrained = [w for w in evaluation_widths(cfg) if w not in trained]
+            logger.warning("Widths %s have not trained yet (slow start): not evaluated",
+                           ", ".join(f"{w:g}" for w in untrained))
+            if not widths:
+                return {}
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.TEST.WIDTHS = widths
+            cfg.freeze()
+        return self.test(cfg, self.method, trained_widths=trained)
 
     def resume_or_load(self, resume: bool = True) -> None:
         """``resume``: continue from OUTPUT_DIR/last_checkpoint if there is one (it must be a

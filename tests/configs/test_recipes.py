@@ -294,7 +294,7 @@ def test_widths_that_have_not_trained_are_not_reported(tmp_path, caplog):
     assert sorted(_per_iteration(records, "knn_top1/w1")) == [1, 3, 5, 8]
     assert sorted(_per_iteration(records, "knn_top1/w0.5")) == [5, 8]
     assert sorted(_per_iteration(records, "knn_top1/w0.25")) == [5, 8]
-    assert "Widths 0.5, 0.25 have not trained yet" in caplog.text
+    assert "Widths 0.5, 0.25 have not trained yet (slow start): not evaluated" in caplog.text
 
     # A run that ends before its slow start: a warning at the start, the full width only at the end.
     caplog.clear()

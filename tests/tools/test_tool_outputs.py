@@ -146,6 +146,15 @@ def test_recalibrate_and_export_refuse_a_probe_or_an_existing_output(tmp_path, c
     assert results[3].returncode == 0, results[3].stderr[-3000:]
     assert "backbone.conv1.weight" in torch.load(earlier, weights_only=True)["model"]
 
+    # The class names a classifier's file records go to the recalibrated file (an evaluation
+    # of it checks the test set's classes as it would the input's).
+    named = tmp_path / "named.pth"
+    torch.save({**torch.load(moco, weights_only=True), "classes": ["ant", "bee"]}, named)
+    res = run_tool(capsys, "recalibrate_bn", ["--config-file", DEMO, "--weights", named,
+                                              "--output", tmp_path / "named_recal.pth", *recal])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert torch.load(tmp_path / "named_recal.pth", weights_only=True)["classes"] == ["ant", "bee"]
+
 
 def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tmp_path, capsys,
                                                                              checkpoints):
