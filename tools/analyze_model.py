@@ -26,7 +26,7 @@ import torch
 from slimdet.analysis.plots import (FIGURE_EXTENSIONS, load_results, pick_accuracy_metric,
                                     plot_accuracy_vs_cost, result_widths)
 from slimdet.analysis.requests import checked_device, head_classes, requested_widths
-from slimdet.config import ConfigError
+from slimdet.config import ConfigError, config_inputs
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
 from slimdet.evaluation import format_profile, profile_widths
 from slimdet.modeling import build_backbone
@@ -66,7 +66,7 @@ def main() -> None:
     results, metric = {}, ""
     if args.plot:
         check_output_file(args.plot, "--plot", args.overwrite,
-                          {"--results": args.results, "--config-file": args.config_file},
+                          {"--results": args.results, **config_inputs(args.config_file)},
                           FIGURE_EXTENSIONS)
         results = load_results(args.results)
         metric = pick_accuracy_metric(results, args.metric)

@@ -31,7 +31,7 @@ from slimdet.analysis.plots import (FIGURE_EXTENSIONS, common_metric, pick_accur
                                     plot_accuracy_vs_macs, read_widths_results, widths_results)
 from slimdet.analysis.requests import head_classes, requested_widths
 from slimdet.checkpoint import load_weights
-from slimdet.config import ConfigError
+from slimdet.config import ConfigError, config_inputs
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli, verify_run
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, check_classifier_classes, resolve_device
@@ -70,7 +70,7 @@ def main() -> None:
     if args.metric and compared and args.metric != compared:
         raise ConfigError(f"--metric {args.metric}: the --compare files hold {compared}; curves "
                           "of different metrics cannot share one plot")
-    inputs = {"--weights": args.weights, "--config-file": args.config_file}
+    inputs = {"--weights": args.weights, **config_inputs(args.config_file)}
     for path in args.compare:
         for flag, out in (("--output", args.output), ("--plot", args.plot)):
             if out:

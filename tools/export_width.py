@@ -32,7 +32,7 @@ from slimdet.checkpoint import CheckpointError, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
                                        export_width_state_dict, run_exported, write_onnx,
                                        write_torchscript)
-from slimdet.config import ConfigError
+from slimdet.config import ConfigError, config_inputs
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
@@ -68,7 +68,7 @@ def main() -> None:
         raise ConfigError(f"--calibrate-batches {args.calibrate_batches}: give a number of "
                           "training batches (0: no calibration)")
     check_output_file(args.output, "--output", args.overwrite,
-                      {"--weights": args.weights, "--config-file": args.config_file})
+                      {"--weights": args.weights, **config_inputs(args.config_file)})
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)

@@ -32,7 +32,7 @@ import sys
 import torch
 
 from slimdet.checkpoint import CLASSES_FIELD, load_weights
-from slimdet.config import ConfigError
+from slimdet.config import ConfigError, config_inputs
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.engine.trainer import SlimTrainer, resolve_device
@@ -60,7 +60,7 @@ def main() -> None:
     # The output holds the weights only: written over --weights it would lose the trainer state
     # (no --resume) and any part the config's method does not load.
     check_output_file(args.output, "--output", args.overwrite,
-                      {"--weights": args.weights, "--config-file": args.config_file})
+                      {"--weights": args.weights, **config_inputs(args.config_file)})
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)  # stderr: errors only
     cfg = load_cfg(args.config_file, args.opts)
     if issubclass(lookup(METHOD_REGISTRY, cfg.MODEL.METHOD, "MODEL.METHOD"), LinearProbe):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
@@ -23,6 +23,40 @@ def _coerce_numbers(new: Any, default: Any) -> Any:
     if isinstance(default, _FvCfgNode) and isinstance(new, dict):
         return {k: _coerce_numbers(v, default[k]) if k in default else v for k, v in new.items()}
     return new
+
+
+def config_files(path: str) -> List[str]:
+    """``path`` and every file of its ``_BASE_`` chain (resolved as fvcore resolves them:
+    relative to the file naming them), each once: the files a config is read from, which a
+    tool must never write over. A file that cannot be read ends the walk there (loading the
+    config reports it)."""
+    import yaml
+
+    found: List[str] = []
+    todo = [path]
+    while todo:
+        current = todo.pop(0)
+        if current in found or "://" in current or not os.path.isfile(current):
+            continue
+        found.append(current)
+        try:
+            with open(current) as f:
+                data = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        bases = data.get("_BASE_") if isinstance(data, dict) else None
+        for base in ([bases] if isinstance(bases, str) else bases or []):
+            base = os.path.expanduser(str(base))
+            todo.append(base if base.startswith("/") else
+                        os.path.join(os.path.dirname(current), base))
+    return found
+
+
+def config_inputs(path: str, flag: str = "--config-file") -> Dict[str, str]:
+    """``{flag: path}`` and each ``_BASE_`` file of it (:func:`config_files`), as the inputs a
+    tool's output must not be (``slimdet.utils.file_io.check_output_file``)."""
+    chain = config_files(path) if path else []
+    return {flag: path, **{f"{flag}'s _BASE_ {base}": base for base in chain[1:]}}
 
 
 class CfgNode(_FvCfgNode):

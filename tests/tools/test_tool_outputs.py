@@ -146,6 +146,18 @@ def test_recalibrate_and_export_refuse_a_probe_or_an_existing_output(tmp_path, c
     assert results[3].returncode == 0, results[3].stderr[-3000:]
     assert "backbone.conv1.weight" in torch.load(earlier, weights_only=True)["model"]
 
+    # A file of the config's _BASE_ chain is an input too, even with --overwrite.
+    import shutil
+    for name in ("slimclr_mocov2_demo.yaml", "Base-FashionMNIST.yaml"):
+        shutil.copy(Path(DEMO).parent / name, tmp_path / name)
+    base = tmp_path / "Base-FashionMNIST.yaml"
+    before = base.read_bytes()
+    res = run_tool(capsys, "export_width", ["--config-file", tmp_path / "slimclr_mocov2_demo.yaml",
+                                            "--weights", moco, "--width", "1.0", "--output",
+                                            base, "--overwrite", *SMALL])
+    assert_one_line_error(res, "--output", "_BASE_", "would replace the input")
+    assert base.read_bytes() == before
+
     # The class names a classifier's file records go to the recalibrated file (an evaluation
     # of it checks the test set's classes as it would the input's).
     named = tmp_path / "named.pth"
