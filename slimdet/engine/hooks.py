@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from detectron2.engine import hooks as d2_hooks
 from detectron2.engine.hooks import EvalHook
@@ -103,6 +103,7 @@ class EvaluationHook(EvalHook):
         self.full_width, self.best_metric = full_width, best_metric
         self.results: Dict[str, float] = {}
         self._best: Dict[str, float] = {}
+        self.evaluated_iteration: Optional[int] = None  # the step the last evaluation followed
 
     def after_step(self) -> None:
         done = self.trainer.iter + 1  # steps done
@@ -118,6 +119,7 @@ class EvaluationHook(EvalHook):
         self.results = results
         if results:
             self.trainer.storage.put_scalars(**results, smoothing_hint=False)
+        self.evaluated_iteration = self.trainer.iter
         wait_for_main_process()
 
     def _update_best(self, results: Dict[str, float]) -> Dict[str, float]:
@@ -179,11 +181,25 @@ class CalibrationHook(HookBase):
 class DeferredPeriodicWriter(d2_hooks.PeriodicWriter):
     """Detectron2's PeriodicWriter whose writers (metrics.json, TensorBoard events) are made
     when training starts: building a trainer writes nothing into OUTPUT_DIR, so a start that
-    fails its checks leaves a previous run's files alone."""
+    fails its checks leaves a previous run's files alone.
 
-    def __init__(self, make_writers, period: int = 20):
+    It also writes after every step an evaluation followed (``evaluations``, registered before
+    it): the writers record only the latest value of each key, so an evaluation between two
+    writes (TEST.EVAL_PERIOD below LOG_PERIOD) would otherwise be lost from metrics.json."""
+
+    def __init__(self, make_writers, period: int = 20,
+                 evaluations: Optional["EvaluationHook"] = None):
         super().__init__([], period)
         self._make_writers = make_writers
+        self._evaluations = evaluations
 
     def before_train(self) -> None:
         self._writers = self._make_writers()
+
+    def after_step(self) -> None:
+        it = self.trainer.iter
+        if (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1:
+            super().after_step()
+        elif self._evaluations is not None and self._evaluations.evaluated_iteration == it:
+            for writer in self._writers:
+                writer.write()

@@ -241,7 +241,8 @@ class SlimTrainer(WidthLoopTrainer):
             ret.append(PeriodicCheckpointer(self.checkpointer, period,
                                             max_to_keep=cfg.SOLVER.MAX_TO_KEEP or None))
         if comm.is_main_process():
-            ret.append(DeferredPeriodicWriter(self.build_writers, period=cfg.LOG_PERIOD))
+            ret.append(DeferredPeriodicWriter(self.build_writers, period=cfg.LOG_PERIOD,
+                                              evaluations=self.eval_hook))
         return ret
 
     def extra_hooks(self) -> List:

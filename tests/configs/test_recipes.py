@@ -285,6 +285,16 @@ def test_max_iter_runs_the_recipe_shortened(tmp_path):
     assert {"knn_top1/w1", "knn_top1/w0.5", "knn_top1/w0.25"} <= set(results)
 
 
+def test_every_periodic_evaluation_reaches_metrics_json_whatever_the_log_period(tmp_path):
+    # The writers keep only each key's latest value: evaluations between two writes (every
+    # step here, a write every 10) were lost from metrics.json until each is written at once.
+    _, records = _train("demo/slimclr_mocov2_demo.yaml", tmp_path, [
+        "SOLVER.MAX_ITER", 6, "MODEL.SLIM.SLOW_START_EPOCH", 0, "TEST.EVAL_PERIOD", 1,
+        "LOG_PERIOD", 10, "MODEL.MOCOV2.QUEUE_SIZE", 128, "TEST.EVALUATORS", ["KNNEvaluator"]])
+    assert sorted(_per_iteration(records, "knn_top1/w0.25")) == [0, 1, 2, 3, 4, 6]
+    assert sorted(_per_iteration(records, "total_loss")) == [0, 1, 2, 3, 4, 5]
+
+
 def test_widths_that_have_not_trained_are_not_reported(tmp_path, caplog):
     # Periodic evaluations before the slow start (iteration 4 of 8) report the full width only.
     _, records = _train("demo/slimclr_mocov2_demo.yaml", tmp_path / "periodic", [
