@@ -277,8 +277,9 @@ class SlimTrainer(WidthLoopTrainer):
             # would mean nothing, and calibrating and evaluating them costs what theirs does.
             widths = [w for w in evaluation_widths(cfg) if w in trained]
             untrained = [w for w in evaluation_widths(cfg) if w not in trained]
-            logger.warning("Widths %s have not trained yet (slow start): not evaluated",
-                           ", ".join(f"{w:g}" for w in untrained))
+            if untrained:
+                logger.warning("Widths %s have not trained yet (slow start): not evaluated",
+                               ", ".join(f"{w:g}" for w in untrained))
             if not widths:
                 return {}
             cfg = cfg.clone()
