@@ -118,5 +118,10 @@ def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, per_machi
     comm.synchronize()
     try:
         main_func(*args)
+        # Every process is done with every group before any tears them down: a worker that
+        # destroyed its gloo groups while the other still finished its last collective
+        # sometimes aborted at exit ("terminate called without an active exception", SIGABRT).
+        # Only on success: after an error the launcher ends the others.
+        comm.synchronize()
     finally:
         dist.destroy_process_group()
