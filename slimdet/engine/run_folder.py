@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import TRAJECTORY_DIR, TRAJECTORY_PATTERN
-from ..utils.file_io import atomic_write
+from ..utils.file_io import atomic_write, same_file
 
 # Files a training run writes into OUTPUT_DIR (log.txt is appended to, so it is not one).
 RUN_FILE_PATTERNS = ("config.yaml", "config.before_resume*.yaml", "metrics.json",
@@ -101,13 +101,9 @@ def _check_resumed_weights(output_dir: str, weights: str) -> None:
 
 
 def _same_path(a: str, b: str) -> bool:
-    """Whether two MODEL.WEIGHTS values name one file: the same file on disk (a relative and an
-    absolute path, a symlink), else the same normalised path or URL."""
-    if "://" in a or "://" in b:
-        return a == b
-    if os.path.exists(a) and os.path.exists(b):
-        return os.path.samefile(a, b)
-    return os.path.normpath(os.path.abspath(a)) == os.path.normpath(os.path.abspath(b))
+    """Whether two MODEL.WEIGHTS values name one file (:func:`same_file`: another spelling, a
+    symlink); URLs only when equal."""
+    return a == b if "://" in a or "://" in b else same_file(a, b)
 
 
 def _is_run_file_of(path: str, output_dir: str) -> bool:
