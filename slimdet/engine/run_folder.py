@@ -27,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import TRAJECTORY_DIR, TRAJECTORY_PATTERN
-from ..utils.file_io import atomic_write, same_file
+from ..utils.file_io import atomic_write, file_sha256, same_file
 
 # Files a training run writes into OUTPUT_DIR (log.txt is appended to, so it is not one).
 RUN_FILE_PATTERNS = ("config.yaml", "config.before_resume*.yaml", "metrics.json",
@@ -294,10 +294,13 @@ def write_eval_results(output_dir: str, results: Dict[str, float], weights: str)
     g_pathmgr.mkdirs(output_dir)
     path = os.path.join(output_dir, EVAL_RESULTS)
     history_path = os.path.join(output_dir, EVAL_HISTORY)
-    if weights and "://" not in weights:
-        weights = os.path.abspath(weights)  # the record outlives the folder it was typed in
     record = {"weights": weights, "results": results,
               "time": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    if weights and "://" not in weights:
+        record["weights"] = os.path.abspath(weights)  # the record outlives the folder it was typed in
+        if os.path.isfile(weights):
+            # Which file it was: a later run may write another model_final.pth under that name.
+            record["weights_sha256"] = file_sha256(weights)
     history = _read_lines(history_path)
     if not history and g_pathmgr.isfile(path):  # written before there was a history
         with g_pathmgr.open(path) as f:
@@ -309,6 +312,27 @@ def write_eval_results(output_dir: str, results: Dict[str, float], weights: str)
     history.append(json.dumps(record))
     atomic_write(history_path, lambda f: f.write("".join(f"{line}\n" for line in history).encode()))
     atomic_write(path, lambda f: f.write(json.dumps(record, indent=2).encode()))
+    return path
+
+
+def retire_stale_eval_results(output_dir: str) -> Optional[str]:
+    """Remove ``OUTPUT_DIR/eval_results.json`` when the weights file it names has been rewritten
+    since that evaluation (a resumed run writes a new model_final.pth under the same name): its
+    numbers would otherwise read as those of the new file. The record stays in
+    ``eval_history.jsonl``, with the old file's SHA-256. Returns the removed file's path."""
+    path = os.path.join(output_dir, EVAL_RESULTS)
+    if not output_dir or not g_pathmgr.isfile(path):
+        return None
+    try:
+        with g_pathmgr.open(path) as f:
+            record = json.load(f)
+        weights, digest = record["weights"], record["weights_sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None  # not a record this can check (hand-written, or older than the hash)
+    if not isinstance(weights, str) or not os.path.isfile(weights) or \
+            file_sha256(weights) == digest:
+        return None
+    g_pathmgr.rm(path)
     return path
 
 

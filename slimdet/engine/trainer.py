@@ -39,7 +39,8 @@ from .hooks import (CalibrationHook, DeferredPeriodicWriter, EpochCounterHook, E
                     StaleStatisticsHook,
                     WidthScheduleHook, drop_untrained_widths)
 from .defaults import one_line
-from .run_folder import check_iterations_left, trim_metrics_for_resume
+from .run_folder import (EVAL_HISTORY, check_iterations_left, retire_stale_eval_results,
+                         trim_metrics_for_resume)
 
 logger = logging.getLogger("slimdet")
 
@@ -293,10 +294,6 @@ class SlimTrainer(WidthLoopTrainer):
         checkpoint of this very model); otherwise load MODEL.WEIGHTS (if set): all of the parts
         training never updates (``frozen_parts``), the rest where the file has it, and start at
         iteration 0."""
-        if resume and not self.checkpointer.has_checkpoint():
-            logger.warning("--resume: OUTPUT_DIR %s holds no checkpoint to continue "
-                           "(last_checkpoint), so this is a new run from iteration 0",
-                           self.cfg.OUTPUT_DIR)
         if resume and self.checkpointer.has_checkpoint():
             self._resumed_final_model = self.run_finished()
             self.checkpointer.resume()
@@ -304,7 +301,18 @@ class SlimTrainer(WidthLoopTrainer):
             check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR,
                                   self._iteration_limit())
             self._apply_schedule()
-        elif self.cfg.MODEL.WEIGHTS:
+        else:
+            if resume:
+                logger.warning("--resume: OUTPUT_DIR %s holds no checkpoint to continue "
+                               "(last_checkpoint), so this is a new run from iteration 0",
+                               self.cfg.OUTPUT_DIR)
+            self._load_initial_weights()
+        self.data_loader.start_iter = self.start_iter
+        self._weights_loaded = True
+
+    def _load_initial_weights(self) -> None:
+        """A new run's start: MODEL.WEIGHTS, or a warning when a frozen part stays random."""
+        if self.cfg.MODEL.WEIGHTS:
             report = self.checkpointer.load_weights(
                 self.cfg.MODEL.WEIGHTS, self.method.frozen_parts(),
                 f"training {self.cfg.MODEL.METHOD} from MODEL.WEIGHTS")
@@ -315,8 +323,6 @@ class SlimTrainer(WidthLoopTrainer):
                            "initialisation (a random-init baseline; set MODEL.WEIGHTS to a "
                            "pre-training checkpoint to probe that)",
                            ", ".join(self.method.frozen_parts()))
-        self.data_loader.start_iter = self.start_iter
-        self._weights_loaded = True
 
     def _iteration_limit(self) -> str:
         """The config keys that set ``max_iter``, for messages."""
@@ -350,6 +356,12 @@ class SlimTrainer(WidthLoopTrainer):
         if not self._weights_loaded:  # a frozen probe must never train on random features
             self.resume_or_load(resume=False)
         super().train(self.start_iter, self.max_iter)
+        if comm.is_main_process():
+            stale = retire_stale_eval_results(self.cfg.OUTPUT_DIR)
+            if stale:
+                logger.info("Removed %s: it held an --eval-only's numbers of a checkpoint this "
+                            "run has written anew (the record stays in %s)", stale,
+                            os.path.basename(EVAL_HISTORY))
         results = self.eval_hook.results if self.eval_hook is not None else {}
         if comm.is_main_process() and "best_iter" in results:
             # best_iter is the iteration metrics.json records the evaluation under: that of

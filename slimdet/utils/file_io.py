@@ -2,6 +2,7 @@
 and export of slimdet goes through :func:`atomic_write`."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -84,6 +85,15 @@ def atomic_write(path: str, write: Callable, check: Optional[Callable[[str], Non
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_sha256(path: str, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of the local file ``path`` (read in 4 MiB pieces)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for piece in iter(lambda: f.read(chunk), b""):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def same_file(a: str, b: str) -> bool:

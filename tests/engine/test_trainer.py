@@ -215,3 +215,38 @@ def test_a_resume_with_another_number_of_processes_says_so(tmp_path, caplog):
     assert "Resuming a run of" not in caplog.text
     trainer.load_state_dict(dict(state, world_size=2))
     assert "Resuming a run of 2 process(es) with 1" in caplog.text
+
+
+def test_a_resumed_run_retires_the_eval_results_of_the_model_final_it_rewrites(tmp_path):
+    """eval_results.json of an --eval-only on model_final.pth would read as the numbers of the
+    model_final.pth a resumed run writes under the same name: it goes (the record, with the
+    old file's SHA-256, stays in eval_history.jsonl); results of an unchanged file stay."""
+    from slimdet.engine import load_cfg
+    from slimdet.engine.run_folder import EVAL_HISTORY, EVAL_RESULTS, write_eval_results
+    from slimdet.engine.trainer import SlimTrainer
+    from slimdet.utils.file_io import file_sha256
+
+    def run(max_iter, resume):
+        trainer = SlimTrainer(load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), [
+            "DATASETS.TRAIN_SUBSET", 128, "SOLVER.IMS_PER_BATCH", 64, "TEST.EVALUATORS", [],
+            "MODEL.SLIM.SLOW_START_EPOCH", 0, "SOLVER.MAX_ITER", max_iter,
+            "OUTPUT_DIR", str(tmp_path)]))
+        trainer.resume_or_load(resume=resume)
+        trainer.train()
+
+    final = tmp_path / "model_final.pth"
+    run(2, resume=False)
+    old_digest = file_sha256(str(final))
+    write_eval_results(str(tmp_path), {"knn_top1/w1": 12.5}, str(final))
+    assert json.loads((tmp_path / EVAL_RESULTS).read_text())["weights_sha256"] == old_digest
+    # An evaluation of another, unchanged file is kept by a run that rewrites model_final.pth.
+    other = tmp_path / "elsewhere.pth"
+    shutil.copy(final, other)
+    run(3, resume=True)
+    assert file_sha256(str(final)) != old_digest  # the resumed run wrote a new final model
+    assert not (tmp_path / EVAL_RESULTS).exists()
+    history = [json.loads(line) for line in (tmp_path / EVAL_HISTORY).read_text().splitlines()]
+    assert [(r["weights"], r["weights_sha256"]) for r in history] == [(str(final), old_digest)]
+    write_eval_results(str(tmp_path), {"knn_top1/w1": 13.0}, str(other))
+    run(4, resume=True)
+    assert json.loads((tmp_path / EVAL_RESULTS).read_text())["weights"] == str(other)
