@@ -81,6 +81,14 @@ runs, single pairs by up to +-15 %):
   Python of the ``autograd.Function`` (one forward and one backward per layer and sub-width)
   is what remains here. ``--autograd-slicing`` is worse even so: 2.45x (2.30-2.61), sub-widths
   1.33 / 1.54 / 1.69x dense, since every sub-width then fills and adds full-size gradients.
+A 2-core Intel Xeon VM with AVX-512 and AMX (2026-12-06; README table): ``--batch 16 --size
+64 --pairs 9``: 1.94x (1.79-2.03), dense floor 1.79x, peak RSS 1.08x; ``--channels-last``
+1.91x (floor 1.74x); ``--batch 8 --size 224``: 1.74x (1.64-2.09). ``ONEDNN_VERBOSE=1`` over one
+steady step: no primitive-cache misses (a larger ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` changes
+nothing); the SlimCLR step's convolution kernels take 2.17x the plain step's (FLOPs 1.68x), the
+layout reorders a third of oneDNN's time in both; a slimmable and a dense backbone at width
+0.75 spend the same time in oneDNN, so slicing's cost is outside the kernels.
+
 - The CUDA path (CUDA graphs through ``--compile reduce-overhead``, ``--amp``,
   ``max_memory_allocated``) has had no GPU to run on since issue 14's changes.
 """
