@@ -69,6 +69,12 @@ def main() -> None:
     trainer = SlimTrainer(cfg)
     # --resume after a kill during the probes: the finished pre-training is only evaluated.
     finished = args.resume and trainer.run_finished()
+    trained = trainer.final_model_iterations() if args.resume else 0
+    if 0 < trained < trainer.max_iter:
+        raise ConfigError(
+            f"--resume: the demo in {cfg.OUTPUT_DIR} finished its pre-training at {trained} "
+            f"iterations, and {trainer.max_iter} would continue it under linear probes trained on "
+            f"the earlier model: start a new demo (another OUTPUT_DIR, or --overwrite)")
     if finished:
         trainer.load_for_evaluation(resume=True)
     else:

@@ -73,6 +73,14 @@ def check_output_dir(output_dir: str, resume: bool, overwrite: bool, weights: st
         raise OutputDirError(
             f"OUTPUT_DIR {output_dir} holds a previous run ({shown}): pass --resume to continue "
             "it, --overwrite to replace it, or set another OUTPUT_DIR")
+    checkpoints = [f for f in found if fnmatch.fnmatch(f, "model_*.pth")]
+    if resume and checkpoints and "last_checkpoint" not in found:
+        # A kill between writing a checkpoint and tagging it: a new run from iteration 0 would
+        # replace these checkpoints with another run's.
+        raise OutputDirError(
+            f"--resume: OUTPUT_DIR {output_dir} holds checkpoints ({', '.join(checkpoints[-3:])}) "
+            "but no last_checkpoint naming the one to continue: write the name of one of them "
+            f"into {os.path.join(output_dir, 'last_checkpoint')}, or start a new run elsewhere")
     if resume and weights and "last_checkpoint" in found:
         _check_resumed_weights(output_dir, weights)
 

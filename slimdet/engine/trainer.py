@@ -22,7 +22,8 @@ from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, Tensorboar
 from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
-from ..checkpoint import CLASSES_FIELD, PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
+from ..checkpoint import (CLASSES_FIELD, PeriodicCheckpointer, SlimCheckpointer, read_file,
+                          restore_optimizer)
 from ..config import ConfigError, evaluation_widths
 from ..data import build_train_loader, get_dataset
 from ..data.datasets import EncodedImageDataset
@@ -295,7 +296,7 @@ class SlimTrainer(WidthLoopTrainer):
         training never updates (``frozen_parts``), the rest where the file has it, and start at
         iteration 0."""
         if resume and self.checkpointer.has_checkpoint():
-            self._resumed_final_model = self.run_finished()
+            self._resumed_final_model = self.final_model_iterations() > 0
             self.checkpointer.resume()
             self.start_iter = self.iter + 1
             check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR,
@@ -340,11 +341,21 @@ class SlimTrainer(WidthLoopTrainer):
             group["lr"] = lr
 
     def run_finished(self) -> bool:
-        """Whether OUTPUT_DIR's last checkpoint is the run's final model (it trained to its
-        end): a resume then has nothing to train (``resume_or_load`` refuses it), and the
+        """Whether OUTPUT_DIR's last checkpoint is the run's final model, trained to this config's
+        ``max_iter``: a resume then has nothing to train (``resume_or_load`` refuses it), and the
         demo and :func:`~slimdet.engine.linear_probe_run.run_linear_probe` only evaluate it."""
-        return (self.checkpointer.has_checkpoint() and
-                os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth")
+        return self.final_model_iterations() >= self.max_iter
+
+    def final_model_iterations(self) -> int:
+        """Iterations the run in OUTPUT_DIR trained to its model_final.pth (the last checkpoint),
+        0 when its last checkpoint is not a final model. A final model of fewer iterations than
+        this config's ``max_iter`` (a resume with a raised SOLVER.MAX_ITER) is a run to continue."""
+        if not (self.checkpointer.has_checkpoint() and
+                os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth"):
+            return 0
+        iteration = read_file(self.checkpointer.last_checkpoint()).get("iteration",
+                                                                        self.max_iter - 1)
+        return int(iteration) + 1
 
     def load_for_evaluation(self, resume: bool = False) -> None:
         """``--eval-only``'s weights (:func:`load_for_evaluation`)."""

@@ -74,3 +74,21 @@ def test_overwrite_removes_the_eval_results_of_the_run_it_replaces(tmp_path):
                                       "trajectory/iter_0000004.pth"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "trajectory"]
     assert [p.name for p in (tmp_path / "trajectory").iterdir()] == ["mine.txt"]
+
+
+def test_a_resume_refuses_checkpoints_without_last_checkpoint(tmp_path):
+    # A kill after a checkpoint was written and before last_checkpoint named it: a resume would
+    # start a new run from iteration 0 and replace those checkpoints.
+    import pytest
+
+    from slimdet.engine.run_folder import OutputDirError, check_output_dir
+
+    check_output_dir(str(tmp_path), resume=True, overwrite=False)  # empty: a fresh start
+    (tmp_path / "metrics.json").write_text('{"iteration": 0}\n')
+    check_output_dir(str(tmp_path), resume=True, overwrite=False)  # no checkpoint to lose
+    (tmp_path / "model_0000001.pth").write_bytes(b"w")
+    with pytest.raises(OutputDirError, match=r"holds checkpoints \(model_0000001.pth\) but no "
+                                             r"last_checkpoint"):
+        check_output_dir(str(tmp_path), resume=True, overwrite=False)
+    (tmp_path / "last_checkpoint").write_text("model_0000001.pth")
+    check_output_dir(str(tmp_path), resume=True, overwrite=False)

@@ -226,16 +226,23 @@ def test_a_resumed_run_retires_the_eval_results_of_the_model_final_it_rewrites(t
     from slimdet.engine.trainer import SlimTrainer
     from slimdet.utils.file_io import file_sha256
 
-    def run(max_iter, resume):
-        trainer = SlimTrainer(load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), [
+    def trainer_of(max_iter):
+        return SlimTrainer(load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), [
             "DATASETS.TRAIN_SUBSET", 128, "SOLVER.IMS_PER_BATCH", 64, "TEST.EVALUATORS", [],
             "MODEL.SLIM.SLOW_START_EPOCH", 0, "SOLVER.MAX_ITER", max_iter,
             "OUTPUT_DIR", str(tmp_path)]))
+
+    def run(max_iter, resume):
+        trainer = trainer_of(max_iter)
         trainer.resume_or_load(resume=resume)
         trainer.train()
 
     final = tmp_path / "model_final.pth"
     run(2, resume=False)
+    # A finished run is finished for its own length only: a raised SOLVER.MAX_ITER continues it
+    # (the demo and the probe runner only evaluate a finished run).
+    assert trainer_of(2).run_finished() and trainer_of(2).final_model_iterations() == 2
+    assert not trainer_of(3).run_finished() and trainer_of(3).final_model_iterations() == 2
     old_digest = file_sha256(str(final))
     write_eval_results(str(tmp_path), {"knn_top1/w1": 12.5}, str(final))
     assert json.loads((tmp_path / EVAL_RESULTS).read_text())["weights_sha256"] == old_digest
