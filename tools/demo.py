@@ -68,8 +68,8 @@ def main() -> None:
     t0 = time.perf_counter()
     trainer = SlimTrainer(cfg)
     # --resume after a kill during the probes: the finished pre-training is only evaluated.
-    finished = args.resume and trainer.run_finished()
-    trained = trainer.final_model_iterations() if args.resume else 0
+    trained = trainer.final_model_iterations() if args.resume else 0  # reads the file once
+    finished = trained >= trainer.max_iter
     if 0 < trained < trainer.max_iter:
         raise ConfigError(
             f"--resume: the demo in {cfg.OUTPUT_DIR} finished its pre-training at {trained} "

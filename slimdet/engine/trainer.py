@@ -296,7 +296,7 @@ class SlimTrainer(WidthLoopTrainer):
         training never updates (``frozen_parts``), the rest where the file has it, and start at
         iteration 0."""
         if resume and self.checkpointer.has_checkpoint():
-            self._resumed_final_model = self.final_model_iterations() > 0
+            self._resumed_final_model = self._last_checkpoint_is_final()
             self.checkpointer.resume()
             self.start_iter = self.iter + 1
             check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR,
@@ -350,12 +350,16 @@ class SlimTrainer(WidthLoopTrainer):
         """Iterations the run in OUTPUT_DIR trained to its model_final.pth (the last checkpoint),
         0 when its last checkpoint is not a final model. A final model of fewer iterations than
         this config's ``max_iter`` (a resume with a raised SOLVER.MAX_ITER) is a run to continue."""
-        if not (self.checkpointer.has_checkpoint() and
-                os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth"):
+        if not self._last_checkpoint_is_final():
             return 0
         iteration = read_file(self.checkpointer.last_checkpoint()).get("iteration",
                                                                         self.max_iter - 1)
         return int(iteration) + 1
+
+    def _last_checkpoint_is_final(self) -> bool:
+        """Whether OUTPUT_DIR's last checkpoint is a model_final.pth (by name; no file read)."""
+        return (self.checkpointer.has_checkpoint() and
+                os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth")
 
     def load_for_evaluation(self, resume: bool = False) -> None:
         """``--eval-only``'s weights (:func:`load_for_evaluation`)."""
