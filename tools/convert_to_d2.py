@@ -29,8 +29,9 @@ import torch
 from slimdet.checkpoint import (CheckpointError, backbone_from_checkpoint, infer_architecture,
                                read_checkpoint)
 from slimdet.config import ConfigError, check_widths
-from slimdet.d2.checkpoint import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, slim_d2_overrides,
-                                   stock_d2_overrides, to_slim_d2_state, to_stock_d2_state)
+from slimdet.d2.checkpoint import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, input_meta,
+                                   slim_d2_overrides, stock_d2_overrides, to_slim_d2_state,
+                                   to_stock_d2_state)
 from slimdet.engine import run_cli
 from slimdet.layers import uncalibrated_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
@@ -155,7 +156,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "(sandwich-rule training): re-estimate them first with tools/recalibrate_bn.py "
                 f"--config-file CONFIG --weights {source} --output NEW.pth, then convert NEW.pth")
         state = to_slim_d2_state(resnet)
-        meta = {"widths": resnet.widths, "depth": resnet.depth}
+        meta = {"widths": resnet.widths, "depth": resnet.depth,
+                "input": input_meta(pixel_mean, pixel_std)}
         # Exact Detectron2 parameter names: no name-matching heuristics needed (or wanted).
         out = {"model": state, "__author__": f"slimdet convert_to_d2 --slimmable ({source})",
                "matching_heuristics": False, "slimdet": meta}
@@ -182,7 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"not exported from the width-{args.width:g} network: {_list(others)}")
         out = {"model": state, "__author__": f"slimdet convert_to_d2 --width {args.width:g} ({source})",
                "matching_heuristics": True,
-               "slimdet": {"width": args.width, "widths": resnet.widths, "depth": resnet.depth}}
+               "slimdet": {"width": args.width, "widths": resnet.widths, "depth": resnet.depth,
+                           "input": input_meta(pixel_mean, pixel_std)}}
         hint = ("use it in stock Detectron2 with MODEL.WEIGHTS " + args.output + " " +
                 " ".join(stock_d2_overrides(resnet, args.width, pixel_mean, pixel_std)))
     atomic_write(args.output, lambda f: pickle.dump(out, f))

@@ -37,7 +37,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from ..checkpoint import (CheckpointError, check_architecture, check_keys, count_parts, read_file,
                           single_width_name)
 from ..config import ConfigError
-from ..modeling.backbone.slim_resnet import SlimResNet, extract_subnet
+from ..modeling.backbone.slim_resnet import STAGE_BLOCKS, SlimResNet, extract_subnet
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,52 @@ def input_overrides(pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
             "MODEL.PIXEL_STD", "[" + ",".join(f"{v:.3f}" for v in pixel_std) + "]"]
 
 
+def input_meta(pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
+               pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> Dict[str, Any]:
+    """What a converted file records of the images its backbone was pre-trained on (the
+    ``slimdet`` field of tools/convert_to_d2.py's output), checked by :func:`check_cfg_fits_file`."""
+    return {"format": "L" if len(pixel_mean) == 1 else "RGB",
+            "pixel_mean": [float(v) for v in pixel_mean],
+            "pixel_std": [float(v) for v in pixel_std]}
+
+
+def _as_list(value: Any) -> List[float]:
+    return [float(v) for v in value]
+
+
+def check_cfg_fits_file(cfg, meta: Optional[Mapping[str, Any]], path: str) -> None:
+    """Refuse a detector config that reads a converted backbone differently from how it was
+    pre-trained: a tools/convert_to_d2.py --width export in a stock Detectron2 config keeps
+    STRIDE_IN_1X1 True (the stride on the 1x1 convolution: a different network), BGR input and
+    Caffe2's pixel statistics, so its features are off from the first layer on and every AP is
+    low without an error. ``meta`` is the file's ``slimdet`` field; a file without one (not
+    converted by slimdet) is not checked, nor are statistics an older converter did not record."""
+    if not isinstance(meta, Mapping):
+        return
+    wrong = []  # (key, the file's value, the config's)
+    if "width" in meta and cfg.MODEL.RESNETS.STRIDE_IN_1X1:
+        wrong.append(("MODEL.RESNETS.STRIDE_IN_1X1", "False", "True"))
+    seen = meta.get("input")
+    if isinstance(seen, Mapping):
+        if cfg.INPUT.FORMAT != seen.get("format", cfg.INPUT.FORMAT):
+            wrong.append(("INPUT.FORMAT", seen["format"], cfg.INPUT.FORMAT))
+        for key, field in (("MODEL.PIXEL_MEAN", "pixel_mean"), ("MODEL.PIXEL_STD", "pixel_std")):
+            ours = _as_list(getattr(cfg.MODEL, key.split(".")[1]))
+            theirs = _as_list(seen.get(field, ours))
+            if len(ours) != len(theirs) or not np.allclose(ours, theirs, rtol=1e-3, atol=1e-3):
+                wrong.append((key, "[" + ",".join(f"{v:.3f}" for v in theirs) + "]",
+                              "[" + ",".join(f"{v:g}" for v in ours) + "]"))
+    if wrong:
+        what = (f"width {float(meta['width']):g} of a slimmable ResNet" if "width" in meta
+                else "a slimmable ResNet")
+        raise ConfigError(
+            f"{path!r} is {what} converted by tools/convert_to_d2.py, which this config reads "
+            "differently from its pre-training (" +
+            ", ".join(f"{k} is {ours} here" for k, _, ours in wrong) + "), so its features "
+            "would be wrong from the first layer on: pass " +
+            " ".join(f"{k} {theirs}" for k, theirs, _ in wrong))
+
+
 def stock_d2_overrides(resnet: SlimResNet, width: float,
                        pixel_mean: Sequence[float] = IMAGENET_PIXEL_MEAN,
                        pixel_std: Sequence[float] = IMAGENET_PIXEL_STD) -> List[str]:
@@ -231,23 +277,58 @@ def _backbone_hint(in_file: Mapping[str, Any], meta: Optional[Mapping[str, Any]]
     names (a tools/convert_to_d2.py --width export), the MODEL.RESNETS overrides read from its
     shapes, with the width and depth its slimdet metadata records."""
     meta = meta if isinstance(meta, Mapping) else {}
+    if any(str(k).startswith(SLIM_D2_PREFIX) for k in in_file):
+        return ("it holds a slimmable backbone (tools/convert_to_d2.py --slimmable), which only "
+                "the slimmable detector loads: train with configs/detection/"
+                "mask_rcnn_slim_R_50_FPN_1x.yaml, or convert one width with --width")
+    trunk = "backbone.bottom_up."  # how a whole detector's file names its ResNet
+    in_file = {str(k)[len(trunk):] if str(k).startswith(trunk) else str(k): v
+               for k, v in in_file.items()}
     if "stem.conv1.weight" not in in_file or "res2.0.conv1.weight" not in in_file:
         return ("set MODEL.RESNETS.DEPTH / STEM_OUT_CHANNELS / RES2_OUT_CHANNELS / "
                 "WIDTH_PER_GROUP to the file's ResNet")
     stem = np.shape(in_file["stem.conv1.weight"])[0]
     bottleneck = "res2.0.conv3.weight" in in_file
     res2 = np.shape(in_file["res2.0.conv3.weight" if bottleneck else "res2.0.conv2.weight"])[0]
-    keys = ([f"MODEL.RESNETS.DEPTH {meta['depth']}"] if "depth" in meta else []) + [
+    depth = meta.get("depth", _depth_of(in_file, bottleneck))
+    keys = ([f"MODEL.RESNETS.DEPTH {depth}"] if depth else []) + [
         f"MODEL.RESNETS.STEM_OUT_CHANNELS {stem}", f"MODEL.RESNETS.RES2_OUT_CHANNELS {res2}"]
     if bottleneck:
         keys.append(f"MODEL.RESNETS.WIDTH_PER_GROUP {np.shape(in_file['res2.0.conv1.weight'])[0]}")
     if "width" not in meta:
         return f"set the detector's ResNet to the file's ({' '.join(keys)})"
     keys.append("MODEL.RESNETS.STRIDE_IN_1X1 False")
-    depth = f"-{meta['depth']}" if "depth" in meta else ""
-    return (f"it is width {float(meta['width']):g} of a slimmable ResNet{depth} "
+    name = f"ResNet-{depth}" if depth else "ResNet"
+    return (f"it is width {float(meta['width']):g} of a slimmable {name} "
             f"(tools/convert_to_d2.py): pass the overrides the converter printed "
             f"({' '.join(keys)}, and its INPUT.FORMAT / MODEL.PIXEL_MEAN / PIXEL_STD)")
+
+
+def _depth_of(stock: Mapping[str, Any], bottleneck: bool) -> Optional[int]:
+    """The ResNet depth whose blocks per stage a file in stock Detectron2 names has."""
+    blocks = [1 + max((int(m.group(1)) for k in stock
+                       for m in [re.match(rf"res{s}\.(\d+)\.", k)] if m), default=-1)
+              for s in (2, 3, 4, 5)]
+    return next((d for d, b in STAGE_BLOCKS.items()
+                 if b == blocks and (d >= 50) == bottleneck), None)
+
+
+def _filled_in(model_state: Mapping[str, Any], handed: set, reported: Sequence[str]) -> List[str]:
+    """Model keys the file did not give that fvcore does not report, because a module
+    filled them in: Detectron2's FrozenBatchNorm2d sets ``running_mean``/``running_var`` to 0/1
+    when a file lacks them (Caffe2 files fold the statistics into ``weight``/``bias``). That is
+    right for a norm whose ``weight`` came from the file; for one whose every tensor is absent it
+    counted a backbone as loaded that was random (a stock config with a --slimmable export)."""
+    known = set(reported)
+    out = []
+    for k in model_state:
+        if k in handed or k in known or _optional(k):
+            continue
+        prefix, _, field = k.rpartition(".")
+        if field in ("running_mean", "running_var") and f"{prefix}.weight" in handed:
+            continue
+        out.append(k)
+    return out
 
 
 def _missing(incompatible) -> List[str]:
@@ -289,6 +370,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         super().__init__(model, save_dir, **checkpointables)
         self.trusted_path = trusted_path
         self._current: Optional[_Load] = None
+        self.file_meta: Optional[Mapping[str, Any]] = None  # the last file's "slimdet" field
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None, *,
              complete: Optional[bool] = None, purpose: str = "") -> Dict[str, Any]:
@@ -296,6 +378,7 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         every weight of the model in the file; ``purpose`` names the job in errors."""
         if complete is None:
             complete = checkpointables is None
+        self.file_meta = None
         if not path:
             if complete:
                 raise ConfigError("no checkpoint to load: set MODEL.WEIGHTS")
@@ -329,35 +412,57 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
         # Names and shapes as in the file: Detectron2's name matching replaces the dict, and
         # fvcore drops tensors of other shapes from it.
         in_file = dict(checkpoint["model"])
-        incompatible = super()._load_model(checkpoint)
+        self.file_meta = checkpoint.get("slimdet")
+        handed: set = set()
+
+        def record_keys(module, state_dict, *_):
+            # The model's own pre-hook runs before any submodule's _load_from_state_dict, so it
+            # sees the keys the file gave, before a FrozenBatchNorm2d adds the ones it lacks.
+            handed.update(state_dict)
+
+        hook = self.model.register_load_state_dict_pre_hook(record_keys)
+        try:
+            incompatible = super()._load_model(checkpoint)
+        finally:
+            hook.remove()
+        reported = incompatible.missing_keys + [k for k, _, _ in incompatible.incorrect_shapes]
+        incompatible.missing_keys.extend(_filled_in(self.model.state_dict(), handed, reported))
         if self._current is not None and self._current.complete:
             self._require_every_weight(incompatible)
         elif self._current is not None:
-            self._require_a_backbone(incompatible, in_file, checkpoint.get("slimdet"))
+            self._require_the_backbone(incompatible, in_file, self.file_meta)
         return incompatible
 
-    def _require_a_backbone(self, incompatible, in_file: Mapping[str, Any],
-                            meta: Optional[Mapping[str, Any]]) -> None:
-        """Training from MODEL.WEIGHTS: a file that gives the backbone no weight at all (every
-        tensor missing or of another shape, e.g. a converted width without the channel
-        overrides) is refused; Detectron2 would warn and train a random backbone."""
+    def _require_the_backbone(self, incompatible, in_file: Mapping[str, Any],
+                              meta: Optional[Mapping[str, Any]]) -> None:
+        """Training from MODEL.WEIGHTS: the heads may be new, the backbone may not. A file that
+        leaves any backbone tensor at initialisation (missing or of another shape: a converted
+        width without its channel overrides, an R-50 file in an R-101 config) is refused;
+        Detectron2 would warn and train a partly or wholly random backbone."""
         backbone = [k for k in self.model.state_dict()
                     if detector_part(k) == "backbone.bottom_up" and not _optional(k)]
         not_loaded = set(incompatible.missing_keys) | {k for k, _, _ in incompatible.incorrect_shapes}
-        if not backbone or any(k not in not_loaded for k in backbone):
+        left = [k for k in backbone if k in not_loaded]
+        if not left:
             return
         ours = self.model.state_dict()
-        first = f"{backbone[0]!r} is not in the file"
-        for k in backbone:  # the file's name: the model's, or without the detector's prefix
+        first = f"{left[0]!r} is not in the file"
+        for k in left:  # the file's name: the model's, or without the detector's prefix
             name = next((n for n in (k, k[len("backbone.bottom_up."):]) if n in in_file), None)
             if name is not None:
                 first = (f"{name!r} is {tuple(np.shape(in_file[name]))} in the file, "
                          f"{tuple(ours[k].shape)} in the model")
                 break
+        if len(left) == len(backbone):
+            what = (f"gives the backbone no weight: all {len(backbone)} backbone.bottom_up "
+                    "tensors are missing from it or of another shape")
+        else:
+            what = (f"gives the backbone {len(backbone) - len(left)} of its {len(backbone)} "
+                    f"tensors: {len(left)} are missing from it or of another shape")
         raise CheckpointError(
-            f"{self._source!r} gives the backbone no weight: all {len(backbone)} "
-            f"backbone.bottom_up tensors are missing from it or of another shape (first: "
-            f"{first}), so it would train from a random backbone; {_backbone_hint(in_file, meta)}")
+            f"{self._source!r} {what} (first: {first}), so it would train from a "
+            f"{'random' if len(left) == len(backbone) else 'partly random'} backbone; "
+            f"{_backbone_hint(in_file, meta)}")
 
     def _require_every_weight(self, incompatible) -> None:
         path, purpose = self._source, self._current.purpose

@@ -28,7 +28,8 @@ from ..engine.run_folder import check_iterations_left, trim_metrics_for_resume
 from ..engine.trainer import WidthLoopTrainer, wrap_ddp
 from ..modeling.slim import WidthLoop
 from ..utils.d2compat import default_step_trainer, init_default_trainer
-from .checkpoint import SafeDetectionCheckpointer, SlimDetectionCheckpointer
+from .checkpoint import (SafeDetectionCheckpointer, SlimDetectionCheckpointer,
+                         check_cfg_fits_file)
 from .config import eval_widths, validate_slim_det_cfg
 from .datasets import ImageCheckingMapper, output_folder_name
 from .evaluation import build_coco_evaluator, evaluate_widths, format_width_table
@@ -111,10 +112,13 @@ class DetectionTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Detectron2's: the last checkpoint of OUTPUT_DIR (``resume``) or MODEL.WEIGHTS; a
-        resume whose SOLVER.MAX_ITER leaves no iteration to run is refused."""
+        resume whose SOLVER.MAX_ITER leaves no iteration to run is refused, and so is a config
+        that reads a converted MODEL.WEIGHTS unlike its pre-training (``check_cfg_fits_file``)."""
         super().resume_or_load(resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             check_iterations_left(self.start_iter, self.max_iter, self.cfg.OUTPUT_DIR)
+        elif self.cfg.MODEL.WEIGHTS:
+            check_cfg_fits_file(self.cfg, self.checkpointer.file_meta, self.cfg.MODEL.WEIGHTS)
 
     # ----------------------------------------------------------------------------- running
     def _evaluate(self) -> Dict:
@@ -148,6 +152,7 @@ class DetectionTrainer(DefaultTrainer):
                               "(or --resume in a run's OUTPUT_DIR)")
         checkpointer.load(path, checkpointables=[], complete=True,
                           purpose="evaluating the detector (--eval-only)")
+        check_cfg_fits_file(cfg, checkpointer.file_meta, path)
         return model, path
 
 

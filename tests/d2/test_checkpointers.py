@@ -106,10 +106,12 @@ def test_stock_checkpointer_complete_partial_and_reshaped(tmp_path, caplog):
         SafeDetectionCheckpointer(other).load(str(tmp_path / "full.pth"))
 
 
-def test_a_converted_width_without_its_channel_overrides_is_refused(tmp_path, caplog):
+@pytest.mark.parametrize("norm", ["BN", "FrozenBN"])  # FrozenBN: Detectron2's default
+def test_a_converted_width_without_its_channel_overrides_is_refused(norm, tmp_path, caplog):
     """Stock Detectron2 from a tools/convert_to_d2.py --width export: without the channels
     the converter printed, no backbone tensor fits; Detectron2 warns and trains a random
-    backbone, which is refused here; with them every backbone weight loads."""
+    backbone, which is refused here; with them every backbone weight loads. FrozenBN fills in
+    the running statistics a file lacks, which must not count as loaded."""
     from slimdet.d2.checkpoint import to_stock_d2_state
 
     state, _ = to_stock_d2_state(randomized_resnet(50), 0.5)
@@ -118,7 +120,8 @@ def test_a_converted_width_without_its_channel_overrides_is_refused(tmp_path, ca
         pickle.dump({"model": state, "__author__": "slimdet convert_to_d2 --width 0.5",
                      "matching_heuristics": True,
                      "slimdet": {"width": 0.5, "widths": [1.0, 0.5], "depth": 50}}, f)
-    r50 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256"]
+    r50 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256",
+           "MODEL.RESNETS.NORM", norm]
     with pytest.raises(CheckpointError) as err:
         SafeDetectionCheckpointer(_stock_model(*r50)).load(str(path), checkpointables=[])
     assert str(err.value) == (
@@ -132,7 +135,7 @@ def test_a_converted_width_without_its_channel_overrides_is_refused(tmp_path, ca
         "INPUT.FORMAT / MODEL.PIXEL_MEAN / PIXEL_STD)")
     fitting = _stock_model("MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "32",
                            "MODEL.RESNETS.RES2_OUT_CHANNELS", "128",
-                           "MODEL.RESNETS.WIDTH_PER_GROUP", "32")
+                           "MODEL.RESNETS.WIDTH_PER_GROUP", "32", "MODEL.RESNETS.NORM", norm)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         SafeDetectionCheckpointer(fitting).load(str(path), checkpointables=[])
     line = _summaries(caplog)[-1]
@@ -171,3 +174,56 @@ def test_detectron2_file_formats_as_detectron2_reads_them():
     assert detectron2_checkpoint({"a": w}, "run/model_final.pth") == {"model": {"a": w}}
     with pytest.raises(CheckpointError, match=r"weight 'a' is a str, not a tensor"):
         detectron2_checkpoint({"model": {"a": "text"}}, "x.pth")
+
+
+def test_a_slimmable_export_in_a_stock_frozen_bn_config_is_refused(backbone_pkl):
+    """Every width under the slimmable detector's names: a stock model finds none of them; its
+    FrozenBN statistics, filled in by Detectron2, said 'loaded' and training went on."""
+    with pytest.raises(CheckpointError) as err:
+        SafeDetectionCheckpointer(_stock_model("MODEL.RESNETS.NORM", "FrozenBN")).load(
+            backbone_pkl, checkpointables=[])
+    msg = str(err.value)
+    assert msg.startswith(f"{backbone_pkl!r} gives the backbone no weight: all 100 ")
+    assert msg.endswith("it holds a slimmable backbone (tools/convert_to_d2.py --slimmable), "
+                        "which only the slimmable detector loads: train with configs/detection/"
+                        "mask_rcnn_slim_R_50_FPN_1x.yaml, or convert one width with --width")
+
+
+def test_a_backbone_of_fewer_blocks_is_refused_naming_its_depth(tmp_path):
+    """An R-50 file in an R-101 config loads res2-res4.5 and res5 and leaves 17 blocks random:
+    refused, with the depth read from the file's blocks."""
+    from slimdet.d2.checkpoint import to_stock_d2_state
+
+    state, _ = to_stock_d2_state(randomized_resnet(50, widths=(1.0,)), 1.0)
+    path = tmp_path / "r50.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": state, "__author__": "test", "matching_heuristics": True}, f)
+    r101 = _stock_model("MODEL.RESNETS.DEPTH", "101", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256",
+                        "MODEL.RESNETS.NORM", "FrozenBN")
+    n = len([k for k in r101.state_dict() if k.startswith("backbone.bottom_up.")])
+    with pytest.raises(CheckpointError) as err:
+        SafeDetectionCheckpointer(r101).load(str(path), checkpointables=[])
+    assert str(err.value) == (
+        f"{str(path)!r} gives the backbone {len(state)} of its {n} tensors: {n - len(state)} "
+        "are missing from it or of another shape (first: 'backbone.bottom_up.res4.6.conv1.weight'"
+        " is not in the file), so it would train from a partly random backbone; set the "
+        "detector's ResNet to the file's (MODEL.RESNETS.DEPTH 50 MODEL.RESNETS.STEM_OUT_CHANNELS "
+        "64 MODEL.RESNETS.RES2_OUT_CHANNELS 256 MODEL.RESNETS.WIDTH_PER_GROUP 64)")
+
+
+def test_caffe2_files_without_running_statistics_still_load_into_frozen_bn(tmp_path, caplog):
+    """Detectron2's own ImageNet files (MSRA R-50.pkl) fold BN's statistics into weight and
+    bias and hold none: FrozenBN's 0/1 are right for them, and the load is complete."""
+    from slimdet.d2.checkpoint import to_stock_d2_state
+
+    state, _ = to_stock_d2_state(randomized_resnet(18, widths=(1.0,)), 1.0)
+    folded = {k: v for k, v in state.items() if not k.endswith(("running_mean", "running_var"))}
+    path = tmp_path / "folded.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": folded, "__author__": "test", "matching_heuristics": True}, f)
+    model = _stock_model("MODEL.RESNETS.NORM", "FrozenBN")
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        SafeDetectionCheckpointer(model).load(str(path), checkpointables=[])
+    n = len([k for k in model.state_dict() if k.startswith("backbone.bottom_up.")])
+    assert f"backbone.bottom_up ({n})" in _summaries(caplog)[-1]
+    assert n == len(state) > len(folded)

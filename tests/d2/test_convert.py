@@ -305,8 +305,18 @@ def test_output_pixel_statistics_and_stems_the_detector_cannot_hold(tmp_path, ca
     base = [k for pair in zip(SMALL[::2], SMALL[1::2]) if not pair[0].startswith("MODEL.RESNETS")
             for k in pair]
     model = build_model(load_det_cfg(SLIM_DEMO, base + overrides))
-    SlimDetectionCheckpointer(model).load(str(out), checkpointables=[])
+    checkpointer = SlimDetectionCheckpointer(model)
+    checkpointer.load(str(out), checkpointables=[])
     torch.testing.assert_close(model.backbone.bottom_up.resnet.conv1.weight, grey.conv1.weight)
+    # The file records what the printed keys say; a config without them is refused.
+    from slimdet.d2.checkpoint import check_cfg_fits_file
+    check_cfg_fits_file(load_det_cfg(SLIM_DEMO, base + overrides), checkpointer.file_meta, str(out))
+    no_input_keys = overrides[:overrides.index("INPUT.FORMAT")]
+    with pytest.raises(ConfigError, match=r"\(INPUT.FORMAT is RGB here, MODEL.PIXEL_MEAN is "
+                       r"\[123.675,116.28,103.53\] here, .*: pass INPUT.FORMAT L "
+                       r"MODEL.PIXEL_MEAN \[127.500\] MODEL.PIXEL_STD \[63.750\]$"):
+        check_cfg_fits_file(load_det_cfg(SLIM_DEMO, base + no_input_keys),
+                            checkpointer.file_meta, str(out))
 
     # Without a config.yaml beside it the hint says it assumes ImageNet statistics.
     rgb = tmp_path / "rgb.pth"

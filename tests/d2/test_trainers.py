@@ -66,3 +66,55 @@ def test_stock_train_returns_the_final_evaluation(stock_cfg):
     for task in ("bbox", "segm"):
         ap = results[task]["AP"]
         assert math.isfinite(ap) and 0.0 <= ap <= 100.0, (task, ap)
+
+
+def _converted_r18(tmp_path, pixel_std=None) -> str:
+    """What tools/convert_to_d2.py --width 1.0 writes for an R-18 (its metadata included)."""
+    import pickle
+
+    from slimdet.d2.checkpoint import input_meta, to_stock_d2_state
+
+    from d2_helpers import randomized_resnet
+
+    state, _ = to_stock_d2_state(randomized_resnet(18, widths=(1.0, 0.5)), 1.0)
+    seen = input_meta() if pixel_std is None else input_meta(pixel_std=pixel_std)
+    path = tmp_path / "r18_w1.0.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"model": state, "__author__": "slimdet convert_to_d2 --width 1",
+                     "matching_heuristics": True,
+                     "slimdet": {"width": 1.0, "widths": [1.0, 0.5], "depth": 18,
+                                 "input": seen}}, f)
+    return str(path)
+
+
+def test_a_config_that_reads_a_converted_width_unlike_its_pretraining_is_refused(tiny_coco,
+                                                                                 tmp_path):
+    """Detectron2's stock configs read BGR with Caffe2's statistics and the stride on the 1x1
+    convolution: a converted width trains there without an error and with every AP low."""
+    from slimdet.config import ConfigError
+
+    weights = _converted_r18(tmp_path)
+    stock_reading = ["MODEL.RESNETS.STRIDE_IN_1X1", "True", "INPUT.FORMAT", "BGR",
+                     "MODEL.PIXEL_MEAN", "[103.53, 116.28, 123.675]",
+                     "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"]
+    cfg = load_det_cfg(STOCK_CONVERTED, STOCK_SMALL + stock_reading + [
+        "OUTPUT_DIR", str(tmp_path / "run"), "MODEL.WEIGHTS", weights])
+    with pytest.raises(ConfigError) as err:
+        DetectionTrainer(cfg).resume_or_load(resume=False)
+    assert str(err.value) == (
+        f"{weights!r} is width 1 of a slimmable ResNet converted by tools/convert_to_d2.py, which "
+        "this config reads differently from its pre-training (MODEL.RESNETS.STRIDE_IN_1X1 is "
+        "True here, INPUT.FORMAT is BGR here, MODEL.PIXEL_MEAN is [103.53,116.28,123.675] here, "
+        "MODEL.PIXEL_STD is [1,1,1] here), so its features would be wrong from the first layer "
+        "on: pass MODEL.RESNETS.STRIDE_IN_1X1 False INPUT.FORMAT RGB MODEL.PIXEL_MEAN "
+        "[123.675,116.280,103.530] MODEL.PIXEL_STD [58.395,57.120,57.375]")
+    # The converted config reads it as pre-trained; statistics of the file's own are followed.
+    fits = load_det_cfg(STOCK_CONVERTED, STOCK_SMALL + [
+        "OUTPUT_DIR", str(tmp_path / "run"), "MODEL.WEIGHTS", weights])
+    DetectionTrainer(fits).resume_or_load(resume=False)
+    own_std = _converted_r18(tmp_path, pixel_std=[50.0, 50.0, 50.0])
+    fits.defrost()
+    fits.MODEL.WEIGHTS = own_std
+    with pytest.raises(ConfigError, match=r"MODEL.PIXEL_STD is \[58.395,57.12,57.375\] here\), "
+                       r".*: pass MODEL.PIXEL_STD \[50.000,50.000,50.000\]$"):
+        DetectionTrainer(fits).resume_or_load(resume=False)
