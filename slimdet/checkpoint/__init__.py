@@ -6,7 +6,7 @@
 - :mod:`.checkpointer`: atomic writes, the trainer's checkpointer, periodic checkpoints.
 - :mod:`.export`, :mod:`.recalibrate_bn`: one width as a torchvision ResNet; BN statistics.
 """
-from .checkpointer import PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
+from .checkpointer import AtomicSaving, PeriodicCheckpointer, SlimCheckpointer, restore_optimizer
 from .format import (ALL_PARTS, CLASSES_FIELD, TRUST_HINT, Checkpoint, CheckpointError, LoadReport,
                      ResNetArchitecture, backbone_from_checkpoint, check_architecture,
                      classes_of_checkpoint, check_keys, count_parts,
@@ -14,7 +14,7 @@ from .format import (ALL_PARTS, CLASSES_FIELD, TRUST_HINT, Checkpoint, Checkpoin
                      read_checkpoint, read_file, safe_globals, single_width_name)
 
 __all__ = [
-    "PeriodicCheckpointer", "SlimCheckpointer", "restore_optimizer",
+    "AtomicSaving", "PeriodicCheckpointer", "SlimCheckpointer", "restore_optimizer",
     "ALL_PARTS", "CLASSES_FIELD", "TRUST_HINT", "Checkpoint", "CheckpointError", "LoadReport",
     "ResNetArchitecture", "backbone_from_checkpoint", "check_architecture", "classes_of_checkpoint", "check_keys", "count_parts",
     "detect_layout", "infer_architecture", "load_state", "load_weights",

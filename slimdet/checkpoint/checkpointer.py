@@ -49,7 +49,32 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -
         group.update(settings)
 
 
-class SlimCheckpointer(Checkpointer):
+class AtomicSaving:
+    """fvcore ``Checkpointer.save`` / ``tag_last_checkpoint`` with atomic files (a run killed
+    while saving keeps the previous file and ``last_checkpoint``), for any fvcore checkpointer
+    (:class:`SlimCheckpointer`, the detection checkpointers). ``fields``: constant top-level
+    fields every saved file holds."""
+
+    fields: Dict[str, Any] = {}  # replaced per instance, never mutated
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict(), **self.fields}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_write(path, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(os.path.basename(path))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
+
+
+class SlimCheckpointer(AtomicSaving, Checkpointer):
     """fvcore's Checkpointer (model + extra checkpointables such as the trainer's optimizer,
     scheduler, scaler and hook states) whose files are replaced atomically, and which loads
     through :mod:`slimdet.checkpoint.format`:
@@ -122,23 +147,6 @@ class SlimCheckpointer(Checkpointer):
         """Initialise the model from ``path`` (any layout): parts in ``required`` completely,
         other parts when the file has them; one summary line."""
         return load_weights(self.model, path, required, purpose, trusted=self.trusted_weights)
-
-    # --------------------------------------------------------------------------------- out
-    def save(self, name: str, **kwargs: Any) -> None:
-        if not self.save_dir or not self.save_to_disk:
-            return
-        data = {"model": self.model.state_dict(), **self.fields}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        path = os.path.join(self.save_dir, f"{name}.pth")
-        self.logger.info("Saving checkpoint to %s", path)
-        atomic_write(path, lambda f: torch.save(data, f))
-        self.tag_last_checkpoint(os.path.basename(path))
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        path = os.path.join(self.save_dir, "last_checkpoint")
-        atomic_write(path, lambda f: f.write(last_filename_basename.encode()))
 
 
 class PeriodicCheckpointer(hooks.PeriodicCheckpointer):

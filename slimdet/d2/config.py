@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from detectron2.config import CfgNode as CN
@@ -256,6 +256,46 @@ def _training_categories(cfg: CN, read) -> Optional[Tuple[str, str, str, Tuple]]
     first = next(((k, n, s) for (k, n), s in read.items() if s is not None), None)
     return None if first is None else (first[0], first[1], first[2].json_file,
                                        first[2].categories)
+
+
+def label_categories(cfg: CN) -> Optional[List[List]]:
+    """The ``[id, name]`` categories the detector's labels are (label ``i`` is the ``i``-th),
+    those of the first training set: its registered classes or its annotation file's (read once
+    per process: :func:`check_datasets` has read it); None when they cannot be known (no
+    training set, not a COCO-format set). Recorded in the detection checkpoints."""
+    if not cfg.DATASETS.TRAIN or cfg.DATASETS.TRAIN[0] not in DatasetCatalog.list():
+        return None
+    name = cfg.DATASETS.TRAIN[0]
+    categories = _registered_categories(name)
+    json_file = MetadataCatalog.get(name).get("json_file")
+    if categories is None and json_file and os.path.isfile(json_file):
+        categories = coco_summary(json_file).categories
+    return None if categories is None else [[int(i), str(n)] for i, n in categories]
+
+
+def check_test_categories(cfg: CN, meta: Optional[Mapping], path: str) -> None:
+    """``--eval-only``: every ``DATASETS.TEST`` set has the categories the detector in ``path``
+    was trained on (``meta``: the checkpoint's ``slimdet`` field, which slimdet's detection
+    checkpoints fill). A set with a category less or the same names under other ids maps
+    the detector's labels to other classes: wrong AP without an error, or a failure in the
+    evaluator. Files of other origin record no categories and are not checked."""
+    recorded = meta.get("categories") if isinstance(meta, Mapping) else None
+    if not recorded:
+        return
+    trained = tuple((int(i), str(n)) for i, n in recorded)
+    for name in cfg.DATASETS.TEST:
+        json_file = MetadataCatalog.get(name).get("json_file")
+        if not json_file or not os.path.isfile(json_file):
+            continue
+        summary = coco_summary(json_file)
+        if summary.categories != trained:
+            first = _first_difference(trained, summary.categories, repr(path), "the test set")
+            raise ConfigError(
+                f"{_describe_set('TEST', name, summary)} has {len(summary.categories)} "
+                f"categories, the detector in {path!r} was trained on {len(trained)}, and they "
+                f"differ: {first}; labels are indices of the sorted category ids, so the test "
+                "set needs the training set's categories (ids and names), also those it has no "
+                "annotation of")
 
 
 def num_classes_setting(cfg: CN) -> Tuple[str, int]:

@@ -30,7 +30,7 @@ from ..modeling.slim import WidthLoop
 from ..utils.d2compat import default_step_trainer, init_default_trainer
 from .checkpoint import (SafeDetectionCheckpointer, SlimDetectionCheckpointer,
                          check_cfg_fits_file)
-from .config import eval_widths, validate_slim_det_cfg
+from .config import check_test_categories, eval_widths, label_categories, validate_slim_det_cfg
 from .datasets import ImageCheckingMapper, output_folder_name
 from .evaluation import build_coco_evaluator, evaluate_widths, format_width_table
 
@@ -48,7 +48,9 @@ class DetectionTrainer(DefaultTrainer):
     - nothing written into OUTPUT_DIR by the constructor: metrics.json and TensorBoard's events
       file are opened when training starts, so ``tools/train_det.py`` can refuse weights that
       do not fit (and ``--overwrite`` can remove a previous run) after building the trainer;
-    - a ``--resume`` with no iteration left refused (``run_folder.check_iterations_left``).
+    - a ``--resume`` with no iteration left refused (``run_folder.check_iterations_left``);
+    - checkpoints that record the categories the labels are (``label_categories``), which
+      ``--eval-only`` compares with the test sets'.
     """
 
     checkpointer_class = SafeDetectionCheckpointer
@@ -56,6 +58,9 @@ class DetectionTrainer(DefaultTrainer):
     def __init__(self, cfg):
         self.last_results: Dict = {}
         init_default_trainer(self, cfg, self.build_step_trainer, self.build_checkpointer)
+        categories = label_categories(cfg)
+        if categories is not None:  # what the labels mean, for --eval-only's check
+            self.checkpointer.fields = {"slimdet": {"categories": categories}}
 
     # ----------------------------------------------------------------------------- set-up
     @classmethod
@@ -153,6 +158,7 @@ class DetectionTrainer(DefaultTrainer):
         checkpointer.load(path, checkpointables=[], complete=True,
                           purpose="evaluating the detector (--eval-only)")
         check_cfg_fits_file(cfg, checkpointer.file_meta, path)
+        check_test_categories(cfg, checkpointer.file_meta, path)
         return model, path
 
 

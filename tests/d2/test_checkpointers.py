@@ -227,3 +227,27 @@ def test_caffe2_files_without_running_statistics_still_load_into_frozen_bn(tmp_p
     n = len([k for k in model.state_dict() if k.startswith("backbone.bottom_up.")])
     assert f"backbone.bottom_up ({n})" in _summaries(caplog)[-1]
     assert n == len(state) > len(folded)
+
+
+def test_a_save_killed_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """Detectron2's checkpointer wrote model_final.pth and last_checkpoint in place: a run
+    killed while saving left a truncated file where the previous one was."""
+    model = _stock_model()
+    checkpointer = SafeDetectionCheckpointer(model, str(tmp_path), fields={"slimdet": {"x": 1}})
+    checkpointer.save("model_final", iteration=1)
+    before = (tmp_path / "model_final.pth").read_bytes()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+
+    def killed(data, f):
+        f.write(before[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save("model_final", iteration=2)
+    monkeypatch.undo()
+    assert (tmp_path / "model_final.pth").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_final.pth"]
+    from slimdet.checkpoint import read_file
+    saved = read_file(str(tmp_path / "model_final.pth"))
+    assert saved["iteration"] == 1 and saved["slimdet"] == {"x": 1}
