@@ -116,12 +116,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.input is not None:
         check_not_input(args.output, {"CKPT": args.input}, "-o/--output")
+    if os.path.isdir(args.output):  # --overwrite would not help
+        raise ConfigError(f"-o/--output {args.output} is a folder, not a file")
     if os.path.exists(args.output) and not args.overwrite:
         # As train_net's run folders: a file someone made is replaced only when asked to.
         raise ConfigError(f"-o/--output {args.output} exists: pass --overwrite to replace it, "
                           "or choose another file")
-    if os.path.isdir(args.output):
-        raise ConfigError(f"-o/--output {args.output} is a folder, not a file")
     if args.random_init is not None:
         widths = args.widths or [1.0, 0.75, 0.5, 0.25]
         resnet = SlimResNet(depth=args.random_init, widths=widths).eval()

@@ -215,6 +215,15 @@ def _validate_input(cfg: CfgNode) -> None:
                               f"MODEL.BACKBONE.IN_CHANNELS is {channels}: give one per channel")
     if any(s <= 0 for s in i.PIXEL_STD):
         raise ConfigError(f"INPUT.PIXEL_STD must be positive, got {list(i.PIXEL_STD)}")
+    for key, top in (("PIXEL_MEAN", 1.0), ("PIXEL_STD", 1.0)):
+        if any(not 0.0 <= v <= top for v in i[key]):
+            # Detectron2's MODEL.PIXEL_MEAN is in 0-255 units; copied here it would normalise
+            # every image to about -2 and train on that without an error.
+            scaled = "[" + ", ".join(f"{v / 255:.3f}" for v in i[key]) + "]"
+            raise ConfigError(
+                f"INPUT.{key} {list(i[key])} is not in [0, 1]: slimdet reads pixels as values in "
+                f"[0, 1], so the statistics are in those units"
+                + (f" (0-255 values divided by 255: {scaled})" if max(i[key]) > top else ""))
     if i.CROP_SIZE <= 0:
         raise ConfigError(f"INPUT.CROP_SIZE must be positive, got {i.CROP_SIZE}")
     if i.TEST_RESIZE and i.TEST_RESIZE < i.CROP_SIZE:

@@ -174,8 +174,9 @@ _C.INPUT.CROP_SIZE = 224
 # RandomResizedCrop scale range.
 _C.INPUT.MIN_SCALE = 0.2
 _C.INPUT.MAX_SCALE = 1.0
-# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units); one value
-# per MODEL.BACKBONE.IN_CHANNELS.
+# Per-channel normalisation (ImageNet statistics by default, in [0, 1] pixel units: values
+# outside [0, 1], e.g. Detectron2's 0-255 MODEL.PIXEL_MEAN, are refused); one value per
+# MODEL.BACKBONE.IN_CHANNELS.
 _C.INPUT.PIXEL_MEAN = [0.485, 0.456, 0.406]
 _C.INPUT.PIXEL_STD = [0.229, 0.224, 0.225]
 # Evaluation view (every data source alike): resize the short side to TEST_RESIZE pixels, then

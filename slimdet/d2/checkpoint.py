@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..checkpoint import (CheckpointError, check_architecture, check_keys, count_parts, read_file,
-                          single_width_name)
+from ..checkpoint import (AtomicSaving, CheckpointError, check_architecture, check_keys, count_parts,
+                          read_file, single_width_name)
+from ..utils.file_io import remove_stale_temp_files
 from ..config import ConfigError
 from ..modeling.backbone.slim_resnet import STAGE_BLOCKS, SlimResNet, extract_subnet
 
@@ -108,9 +109,11 @@ def check_fits_stock_d2(state: Mapping[str, np.ndarray], resnet: SlimResNet, wid
         raise ConfigError(f"this ResNet-{resnet.depth} reads {resnet.conv1.in_channels}-channel "
                           "images; stock Detectron2 models read RGB: use --slimmable instead")
     if resnet.cifar_stem:
+        # --slimmable refuses it too: the slimmable detector's stem is Detectron2's.
         raise ConfigError(f"this ResNet-{resnet.depth} has a CIFAR stem (3x3 convolution, no "
-                          "max-pool); a stock Detectron2 ResNet has a 7x7 stem and a max-pool: "
-                          "use --slimmable instead")
+                          "max-pool); Detectron2's detectors (stock and slimmable) have a 7x7 "
+                          "stem and a max-pool, so none can load it: pre-train with "
+                          "MODEL.BACKBONE.CIFAR_STEM False for detection")
     expected = stock_d2_shapes(resnet, width)
     wrong = [f"{k} is {tuple(v.shape)} here, {expected[k]} in Detectron2"
              for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]
@@ -347,7 +350,7 @@ class _Load:
     purpose: str
 
 
-class SafeDetectionCheckpointer(DetectionCheckpointer):
+class SafeDetectionCheckpointer(AtomicSaving, DetectionCheckpointer):
     """Detectron2's ``DetectionCheckpointer``, reading without running code and strict where a
     job needs every weight.
 
@@ -364,10 +367,17 @@ class SafeDetectionCheckpointer(DetectionCheckpointer):
       class count) at initialisation, as Detectron2 does.
     - Every load logs one summary line (what came from the file, what did not, what it had
       that the model does not use) instead of Detectron2's key lists.
+    - Files are written atomically (a run killed while saving keeps the previous checkpoint and
+      ``last_checkpoint``); ``fields`` are top-level fields every saved file holds (the
+      trainer's ``slimdet`` field: the categories the detector's labels are).
     """
 
-    def __init__(self, model, save_dir: str = "", *, trusted_path: str = "", **checkpointables):
+    def __init__(self, model, save_dir: str = "", *, trusted_path: str = "",
+                 fields: Optional[Dict[str, Any]] = None, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
+        self.fields = dict(fields or {})
+        if save_dir and self.save_to_disk:
+            remove_stale_temp_files(save_dir)
         self.trusted_path = trusted_path
         self._current: Optional[_Load] = None
         self.file_meta: Optional[Mapping[str, Any]] = None  # the last file's "slimdet" field

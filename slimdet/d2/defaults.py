@@ -45,8 +45,11 @@ def setup_detection(args: argparse.Namespace) -> CfgNode:
     drawn = draw_seed(cfg)  # SEED < 0: one seed for every process, recorded in config.yaml
     cfg.freeze()
     weights = cfg.MODEL.WEIGHTS
+    # --resume reads the run's last checkpoint when there is one (as fvcore's has_checkpoint
+    # finds it), MODEL.WEIGHTS only otherwise.
+    resumes = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     # A local file (not a detectron2:// or URL name) that is not there is known now.
-    if weights and "://" not in weights and not os.path.isfile(weights):
+    if weights and not resumes and "://" not in weights and not os.path.isfile(weights):
         raise ConfigError(f"MODEL.WEIGHTS {weights} does not exist"
                           + (" (it is a folder)" if os.path.isdir(weights) else ""))
     if comm.is_main_process() and not args.eval_only:

@@ -95,6 +95,12 @@ def test_imagenet_recipes_evaluate_at_resize_256_crop_224():
     (["MODEL.BACKBONE.IN_CHANNELS", "4"], r"IN_CHANNELS must be 1.*or 3.*got 4"),
     (["INPUT.TEST_RESIZE", "200"], r"INPUT\.TEST_RESIZE 200 is smaller than INPUT\.CROP_SIZE 224"),
     (["INPUT.TEST_CROP_FRACTION", "1.5"], r"INPUT\.TEST_CROP_FRACTION.*1\.5"),
+    # Detectron2's 0-255 statistics, copied: every image would normalise to about -2.
+    (["INPUT.PIXEL_MEAN", "[123.675, 116.28, 103.53]"],
+     r"^INPUT\.PIXEL_MEAN \[123\.675, 116\.28, 103\.53\] is not in \[0, 1\]: .*divided by "
+     r"255: \[0\.485, 0\.456, 0\.406\]\)$"),
+    (["INPUT.PIXEL_STD", "[58.395, 57.12, 57.375]"], r"INPUT\.PIXEL_STD .*\[0\.229, 0\.224, 0\.225\]"),
+    (["INPUT.PIXEL_MEAN", "[-0.1, 0.4, 0.4]"], r"INPUT\.PIXEL_MEAN \[-0\.1, 0\.4, 0\.4\] is not in \[0, 1\].*units$"),
 ])
 def test_input_keys_checked_against_each_other(opts, match):
     with pytest.raises(ConfigError, match=match):

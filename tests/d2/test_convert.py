@@ -217,7 +217,8 @@ def test_detector_checkpointer_never_runs_a_malicious_pickle(tmp_path):
     # do (89 -> 178, 356, 712): half the tensors would be left random by a stock load.
     (50, (1.0, 0.35), 0.35, {}, r"width 0\.35 of this ResNet-50 is not a stock Detectron2 "
                                 r"ResNet: 173 tensor\(s\) of other shapes.*res3\.0\..*--slimmable"),
-    (50, (1.0, 0.5), 1.0, {"cifar_stem": True}, r"CIFAR stem.*--slimmable"),
+    (50, (1.0, 0.5), 1.0, {"cifar_stem": True},
+     r"CIFAR stem.*none can load it: pre-train with MODEL.BACKBONE.CIFAR_STEM False"),
     (18, (1.0, 0.5), 0.5, {}, r"RES2_OUT_CHANNELS = 64.*--slimmable"),
     (50, (1.0, 0.5), 0.5, {"in_channels": 1}, r"1-channel images.*--slimmable"),
 ])
@@ -290,6 +291,10 @@ def test_output_pixel_statistics_and_stems_the_detector_cannot_hold(tmp_path, ca
     with pytest.raises(ConfigError, match=r"^-o/--output .*grey.pkl exists: pass --overwrite"):
         convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out)])
     assert out.read_bytes() == b"someone's file"
+    for extra in ([], ["--overwrite"]):  # a folder: --overwrite would not help, so not named
+        with pytest.raises(ConfigError, match=r"^-o/--output .* is a folder, not a file$"):
+            convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(run),
+                                *extra])
     capsys.readouterr()
     assert convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out),
                                "--overwrite"]) == 0

@@ -244,6 +244,13 @@ def test_a_run_folder_survives_refused_starts_and_evaluations_of_other_weights(
                   for line in (out / "metrics.json").read_text().splitlines()]
     assert 2 in iterations and (out / "model_final.pth").read_bytes() != before["model_final.pth"]
 
+    # --eval-only --resume evaluates the run's last checkpoint: a MODEL.WEIGHTS that is gone
+    # since (the backbone the run started from) is not read, so not required.
+    res = run_tool("train_det.py", "--eval-only", "--resume", *common, "TEST.SLIM_WIDTHS",
+                   "[0.25]", "MODEL.WEIGHTS", tmp_path / "moved_away.pkl")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"go to {out / 'eval_model_final'}" in res.stdout
+
 
 def test_an_unreadable_test_image_ends_the_run_in_one_line_naming_it(tiny_coco, tmp_path):
     """The loaders of train_det read through ImageCheckingMapper (here the evaluation's after
@@ -260,3 +267,39 @@ def test_an_unreadable_test_image_ends_the_run_in_one_line_naming_it(tiny_coco, 
                             "", "SOLVER.MAX_ITER", "1", "DATASETS.TRAIN", f"('{train}',)",
                             "DATASETS.TEST", f"('{val}',)", "OUTPUT_DIR", tmp_path / "out"),
                    f"cannot read image {bad}", "image file is truncated")
+
+
+@pytest.mark.parametrize("dropped", ["first", "last"])
+def test_eval_only_on_a_test_set_without_a_trained_category_is_one_line(dropped, tiny_coco,
+                                                                         tmp_path):
+    """With DATASETS.TRAIN empty nothing says which categories the labels are but the
+    checkpoint, which records them: a test set with a category less shifted every label (the
+    first dropped: wrong AP, exit 0) or failed in the evaluator (the last)."""
+    from slimdet.checkpoint import read_file
+    from slimdet.d2 import DetectionTrainer
+
+    cfg = load_det_cfg(STOCK_CONVERTED, STOCK_SMALL + ["MODEL.WEIGHTS", "", "DATASETS.TEST", "()",
+                                                       "OUTPUT_DIR", str(tmp_path / "run")])
+    trainer = DetectionTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    weights = tmp_path / "run" / "model_final.pth"
+    tiny = json.loads((Path(tiny_coco_root()) / "annotations/instances_train.json").read_text())
+    trained = sorted([c["id"], c["name"]] for c in tiny["categories"])
+    assert read_file(str(weights))["slimdet"] == {"categories": trained}
+
+    def drop(doc):
+        gone = sorted(c["id"] for c in doc["categories"])[0 if dropped == "first" else -1]
+        doc["categories"] = [c for c in doc["categories"] if c["id"] != gone]
+        doc["annotations"] = [a for a in doc["annotations"] if a["category_id"] != gone]
+
+    _, val = _tiny_copy(tmp_path, drop)
+    label, (cid, name) = (0, trained[0]) if dropped == "first" else (len(trained) - 1, trained[-1])
+    expected = (f"label {label} is id {trained[1][0]} {trained[1][1]!r} in the test set"
+                if dropped == "first" else f"label {label} (id {cid} {name!r}) is only in "
+                f"{str(weights)!r}")
+    one_line_error(run_tool("train_det.py", "--eval-only", "--config-file", STOCK_CONVERTED,
+                            *STOCK_SMALL, "DATASETS.TRAIN", "()", "DATASETS.TEST", f"('{val}',)",
+                            "MODEL.WEIGHTS", weights, "OUTPUT_DIR", tmp_path / "run"),
+                   f"DATASETS.TEST '{val}' ({tmp_path}/val.json) has {len(trained) - 1} categories",
+                   f"the detector in {str(weights)!r} was trained on {len(trained)}", expected)

@@ -54,6 +54,38 @@ def test_missing_and_empty_folders_name_the_path(tmp_path):
         FolderDataset(str(empty))
 
 
+def test_folders_tools_leave_are_not_classes_and_misplaced_images_are_named(tmp_path):
+    """.ipynb_checkpoints in a split was a class (label 0, every other label moved up one);
+    macOS's ._name.jpg were read as images; a class whose images lie one folder deeper, or
+    carry an extension that is not read, was silently empty."""
+    root = tmp_path / "train"
+    make_folder(str(root), ["cat", "dog"], 2)
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / "cat" / "._cat_000.JPEG").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (root / "empty").mkdir()  # a class this split lacks: kept, so labels stay aligned
+    ds = FolderDataset(str(root))
+    assert ds.classes == ["cat", "dog", "empty"] and len(ds) == 4
+    assert ds.labels == [0, 0, 1, 1]
+
+    nested = tmp_path / "nested"
+    make_folder(str(nested), ["cat"], 1)
+    make_folder(str(nested / "dog"), ["photos"], 2)
+    with pytest.raises(FileNotFoundError) as err:
+        FolderDataset(str(nested))
+    assert str(err.value) == (
+        f"class folder {nested / 'dog'} holds no image itself but 2 in its subfolders (e.g. "
+        f"dog/photos/photos_000.JPEG): images must lie directly in {nested}/<class>/, one "
+        "folder level per class")
+
+    other = tmp_path / "other_ext"
+    make_folder(str(other), ["cat"], 1)
+    (other / "dog").mkdir()
+    (other / "dog" / "a.heic").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"class folder .*other_ext/dog holds 1 file\(s\) "
+                       r"\(e.g. a.heic\) but no image: .* these have .heic$"):
+        FolderDataset(str(other))
+
+
 def test_folder_to_lmdb_is_pixel_equal_and_resumable(image_folder, tmp_path):
     out = str(tmp_path / "train.lmdb")
     main = _prepare_lmdb_main()

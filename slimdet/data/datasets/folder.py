@@ -16,20 +16,57 @@ from .base import BadImageError, EncodedImageDataset
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
+def _hidden(name: str) -> bool:
+    # .ipynb_checkpoints, .DS_Store, .git ...: made by tools, never a class or an image
+    return name.startswith(".")
+
+
+def _check_class_folder(root: str, cls: str, exts: Tuple[str, ...]) -> None:
+    """A class folder without an image of its own is allowed empty (a split that lacks a
+    class keeps the others' labels), not when it holds files or images in subfolders: images
+    one level too deep, or of an extension not read, would leave the class silently empty."""
+    folder = os.path.join(root, cls)
+    entries = [e for e in g_pathmgr.ls(folder) if not _hidden(e)]
+    deeper = []
+    for e in entries:
+        sub = os.path.join(folder, e)
+        if g_pathmgr.isdir(sub):
+            deeper += [f"{e}/{f}" for f in g_pathmgr.ls(sub) if f.lower().endswith(exts)]
+    if deeper:
+        raise FileNotFoundError(
+            f"class folder {folder} holds no image itself but {len(deeper)} in its subfolders "
+            f"(e.g. {cls}/{sorted(deeper)[0]}): images must lie directly in "
+            f"{root}/<class>/, one folder level per class")
+    files = sorted(e for e in entries if not g_pathmgr.isdir(os.path.join(folder, e)))
+    if files:
+        found = sorted({os.path.splitext(f)[1].lower() or "(none)" for f in files})
+        raise FileNotFoundError(
+            f"class folder {folder} holds {len(files)} file(s) (e.g. {files[0]}) but no image: "
+            f"images are read by their extension ({', '.join(exts)}), these have "
+            f"{', '.join(found[:5])}")
+
+
 def scan_image_folder(root: str, extensions: Sequence[str] = IMAGE_EXTENSIONS
                       ) -> Tuple[List[str], List[Tuple[str, int]]]:
     """``(classes, [(relative path, label), ...])``, both sorted, of an image-folder tree.
 
-    Raises ``FileNotFoundError`` naming ``root`` when it is missing or holds no image in any
-    class folder: one clear error instead of a zero-length data set failing much later.
+    Classes are the folders of ``root``, hidden ones (``.ipynb_checkpoints``) aside; images
+    are the files of a class folder with an image extension. Raises ``FileNotFoundError``
+    naming the folder when ``root`` is missing or holds no image in any class folder, and when
+    a class folder has no image but holds other files or images in subfolders: one clear error
+    instead of a data set that is empty, or lacks a class, without a word.
     """
     if not g_pathmgr.isdir(root):
         raise FileNotFoundError(f"image folder not found: {root}")
-    classes = sorted(d for d in g_pathmgr.ls(root) if g_pathmgr.isdir(os.path.join(root, d)))
+    classes = sorted(d for d in g_pathmgr.ls(root)
+                     if not _hidden(d) and g_pathmgr.isdir(os.path.join(root, d)))
     samples: List[Tuple[str, int]] = []
     exts = tuple(e.lower() for e in extensions)
     for label, cls in enumerate(classes):
-        files = sorted(f for f in g_pathmgr.ls(os.path.join(root, cls)) if f.lower().endswith(exts))
+        files = sorted(f for f in g_pathmgr.ls(os.path.join(root, cls))
+                       if f.lower().endswith(exts) and not _hidden(f))
+        if not files:
+            _check_class_folder(root, cls, exts)
         samples.extend((f"{cls}/{f}", label) for f in files)
     if not samples:
         raise FileNotFoundError(
