@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import socket
 from datetime import timedelta
 from typing import Any, Callable, Sequence
 
@@ -62,6 +63,8 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
     if num_machines > 1 and dist_url in (None, "auto"):
         raise ConfigError("--num-machines > 1 needs --dist-url tcp://HOST0:PORT, the address of "
                           "machine rank 0 (the same on every machine)")
+    if dist_url not in (None, "auto"):
+        check_dist_url(dist_url)
     errors = multiprocessing.get_context("spawn").SimpleQueue()
     worker = _ReportUserErrors(main_func, errors)
     # When one worker stops, torch terminates the others and says so on stderr; the stopped
@@ -77,6 +80,23 @@ def launch(main_func: Callable, num_gpus_per_machine: int, num_machines: int = 1
         if e.exit_code == _WORKER_USER_ERROR and not errors.empty():
             raise WorkerUserError(errors.get()) from None
         raise
+
+
+def check_dist_url(dist_url: str) -> None:
+    """A ``tcp://HOST:PORT`` whose port is not a number or whose host does not resolve is a
+    :class:`ConfigError` now: torch's rendezvous would retry it until its timeout (30 minutes)
+    before saying anything. Other schemes (``file://``, ``env://``) are torch's to check."""
+    if not dist_url.startswith("tcp://"):
+        return
+    host, sep, port = dist_url[len("tcp://"):].rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--dist-url {dist_url} is not tcp://HOST:PORT (a port 1-65535), the "
+                          "address of machine rank 0")
+    try:
+        socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"--dist-url {dist_url}: host {host!r} does not resolve ({e}); give "
+                          "machine rank 0's name or IP address") from None
 
 
 def _launch_cpu(worker: Callable, per_machine: int, num_machines: int, machine_rank: int,

@@ -90,6 +90,18 @@ def test_a_multi_machine_job_needs_an_address():
         launch(_report_rank, 2, num_machines=2, dist_url="auto")
 
 
+@pytest.mark.parametrize("url,match", [
+    # .invalid never resolves (RFC 2606); torch retried it for its 30-minute timeout.
+    ("tcp://node0.invalid:29500", r"^--dist-url tcp://node0.invalid:29500: host 'node0.invalid' "
+                                  r"does not resolve \(.*\); give machine rank 0's name or IP"),
+    ("tcp://127.0.0.1", r"^--dist-url tcp://127.0.0.1 is not tcp://HOST:PORT"),
+    ("tcp://127.0.0.1:70000", r"is not tcp://HOST:PORT \(a port 1-65535\)"),
+])
+def test_a_dist_url_that_cannot_be_reached_is_one_line_at_once(url, match):
+    with pytest.raises(ConfigError, match=match):
+        launch(_report_rank, 2, num_machines=2, machine_rank=1, dist_url=url)
+
+
 def test_a_second_job_started_from_the_command_line_does_not_need_the_first_ones_port(tmp_path):
     """Detectron2's --dist-url default is one fixed port per user: a job started beside another
     failed to bind it (EADDRINUSE, a traceback). slimdet's default is ``auto``: a free port."""
