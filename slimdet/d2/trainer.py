@@ -24,7 +24,8 @@ from torch import nn
 
 from ..config import ConfigError
 from ..engine.hooks import DeferredPeriodicWriter
-from ..engine.run_folder import check_iterations_left, trim_metrics_for_resume
+from ..engine.run_folder import (EVAL_HISTORY, check_iterations_left,
+                                 retire_stale_eval_results, trim_metrics_for_resume)
 from ..engine.trainer import WidthLoopTrainer, wrap_ddp
 from ..modeling.slim import WidthLoop
 from ..utils.d2compat import default_step_trainer, init_default_trainer
@@ -136,9 +137,25 @@ class DetectionTrainer(DefaultTrainer):
         or on processes other than the main one)."""
         self.last_results = {}
         TrainerBase.train(self, self.start_iter, self.max_iter)
+        if comm.is_main_process() and self.cfg.OUTPUT_DIR:
+            self._retire_stale_evaluations()
         if len(self.cfg.TEST.EXPECTED_RESULTS) and comm.is_main_process():
             verify_results(self.cfg, self.last_results)
         return self.last_results
+
+    def _retire_stale_evaluations(self) -> None:
+        """An ``--eval-only`` of model_final.pth went to ``OUTPUT_DIR/eval_model_final``; a
+        resumed run that has written a new model_final.pth removes that eval_results.json,
+        whose numbers would read as the new file's (its eval_history.jsonl keeps them)."""
+        out = self.cfg.OUTPUT_DIR
+        for name in sorted(os.listdir(out)) if os.path.isdir(out) else []:
+            if not name.startswith("eval_"):
+                continue
+            stale = retire_stale_eval_results(os.path.join(out, name))
+            if stale:
+                logging.getLogger(__name__).info(
+                    "Removed %s: it held an --eval-only's numbers of a checkpoint this run has "
+                    "written anew (the record stays in %s)", stale, EVAL_HISTORY)
 
     @classmethod
     def load_for_evaluation(cls, cfg, resume: bool = False) -> Tuple[nn.Module, str]:

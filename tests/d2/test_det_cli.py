@@ -230,6 +230,14 @@ def test_a_run_folder_survives_refused_starts_and_evaluations_of_other_weights(
         assert (folder / "inference/tiny_coco_val" / f"w{w}" / "coco_instances_results.json").is_file()
     assert "Evaluation results saved to" in (out / "log.txt").read_text()
 
+    # --eval-only --resume evaluates the run's last checkpoint: a MODEL.WEIGHTS that is gone
+    # since (the backbone the run started from) is not read, so not required.
+    res = run_tool("train_det.py", "--eval-only", "--resume", *common, "TEST.SLIM_WIDTHS",
+                   "[0.25]", "MODEL.WEIGHTS", tmp_path / "moved_away.pkl")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"go to {out / 'eval_model_final'}" in res.stdout
+    assert (out / "eval_model_final/eval_results.json").is_file()
+
     # --resume with other values continues under them, keeps the old config, names the keys.
     res = run_tool("train_det.py", "--resume", *common, "MODEL.WEIGHTS", backbone_pkl,
                    "SOLVER.MAX_ITER", 3, "SOLVER.BASE_LR", 0.005)
@@ -243,13 +251,11 @@ def test_a_run_folder_survives_refused_starts_and_evaluations_of_other_weights(
     iterations = [json.loads(line).get("iteration")
                   for line in (out / "metrics.json").read_text().splitlines()]
     assert 2 in iterations and (out / "model_final.pth").read_bytes() != before["model_final.pth"]
+    # That evaluation's numbers were of the model_final.pth just replaced: its eval_results.json
+    # is removed (they would read as the new file's); the history keeps them.
+    assert not (out / "eval_model_final/eval_results.json").exists()
+    assert "model_final.pth" in (out / "eval_model_final/eval_history.jsonl").read_text()
 
-    # --eval-only --resume evaluates the run's last checkpoint: a MODEL.WEIGHTS that is gone
-    # since (the backbone the run started from) is not read, so not required.
-    res = run_tool("train_det.py", "--eval-only", "--resume", *common, "TEST.SLIM_WIDTHS",
-                   "[0.25]", "MODEL.WEIGHTS", tmp_path / "moved_away.pkl")
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"go to {out / 'eval_model_final'}" in res.stdout
 
 
 def test_an_unreadable_test_image_ends_the_run_in_one_line_naming_it(tiny_coco, tmp_path):
