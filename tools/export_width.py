@@ -82,9 +82,15 @@ def main() -> None:
                               f"from {min(widths):g} to {max(widths):g} can be exported")
     heads = method.classifier_widths() if isinstance(method, ClassificationMethod) else None
     if heads is not None and w not in heads:
-        raise CheckpointError(f"--width {w:g}: the probe in {args.weights!r} has classifiers for "
-                              f"widths {heads} only (train one at this width with TEST.WIDTHS)")
+        # The classifiers built are the config's TEST.WIDTHS; the file may hold more.
+        raise CheckpointError(f"--width {w:g}: the probe of this config has classifiers for "
+                              f"TEST.WIDTHS {heads} only: if {args.weights!r} was trained at "
+                              f"{w:g}, pass its run's config.yaml (or TEST.WIDTHS), else train a "
+                              "probe at this width with TEST.WIDTHS")
     add_widths(method.backbone, [w])
+    if not uncalibrated_widths(method.backbone, [w]) and args.calibrate_batches > 0:
+        print(f"width {w:g} has BN statistics in {args.weights}, which are exported: "
+              "--calibrate-batches is not used (tools/recalibrate_bn.py re-estimates them)")
     if uncalibrated_widths(method.backbone, [w]):
         if args.calibrate_batches <= 0:
             stale = bool(method.backbone.bn_statistics_stale)
@@ -95,7 +101,17 @@ def main() -> None:
                 f"--width {w:g} has no BN statistics in {args.weights!r} (trained widths "
                 f"{widths}{', statistics stale after sandwich-rule training' if stale else ''}): "
                 f"pass --calibrate-batches N to estimate them on N training batches{once}")
-        recalibrate_bn(method.backbone, CalibrationImages(cfg, torch.device("cpu")),
+        calibration = cfg.clone()
+        calibration.defrost()
+        calibration.TEST.CALIBRATE_BATCHES = args.calibrate_batches
+        # A probe's classifier at this width was trained on statistics of its own calibration:
+        # other statistics export a network with other logits (and accuracy), without a word.
+        mismatch = (method.calibration_mismatch(calibration)
+                    if isinstance(method, ClassificationMethod) else "")
+        if mismatch:
+            raise ConfigError(f"--width {w:g} with --calibrate-batches {args.calibrate_batches} "
+                              f"(TEST.CALIBRATE_BATCHES here): {mismatch}")
+        recalibrate_bn(method.backbone, CalibrationImages(calibration, torch.device("cpu")),
                        args.calibrate_batches, widths=[w])
 
     if args.format == "torchvision":

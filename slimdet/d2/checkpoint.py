@@ -105,15 +105,15 @@ def check_fits_stock_d2(state: Mapping[str, np.ndarray], resnet: SlimResNet, wid
     """Refuse a width whose tensors a stock Detectron2 ResNet cannot hold exactly (a width whose
     ``int(c * w)`` channels do not double from stage to stage, a CIFAR stem, base channels other
     than 64 in R-18/34): Detectron2 would load part of it and leave the rest random."""
-    if resnet.conv1.in_channels != 3:
-        raise ConfigError(f"this ResNet-{resnet.depth} reads {resnet.conv1.in_channels}-channel "
-                          "images; stock Detectron2 models read RGB: use --slimmable instead")
     if resnet.cifar_stem:
         # --slimmable refuses it too: the slimmable detector's stem is Detectron2's.
         raise ConfigError(f"this ResNet-{resnet.depth} has a CIFAR stem (3x3 convolution, no "
                           "max-pool); Detectron2's detectors (stock and slimmable) have a 7x7 "
                           "stem and a max-pool, so none can load it: pre-train with "
                           "MODEL.BACKBONE.CIFAR_STEM False for detection")
+    if resnet.conv1.in_channels != 3:
+        raise ConfigError(f"this ResNet-{resnet.depth} reads {resnet.conv1.in_channels}-channel "
+                          "images; stock Detectron2 models read RGB: use --slimmable instead")
     expected = stock_d2_shapes(resnet, width)
     wrong = [f"{k} is {tuple(v.shape)} here, {expected[k]} in Detectron2"
              for k, v in state.items() if k in expected and tuple(v.shape) != expected[k]]

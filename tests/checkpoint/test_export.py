@@ -171,3 +171,32 @@ def test_export_tool_refuses_to_write_over_its_input_and_bad_flag_values(demo_we
         assert all(f in lines[0] for f in fragments), lines[0]
     assert hashlib.sha1(demo_weights.read_bytes()).hexdigest() == digest
     assert not (tmp_path / "x").exists()
+
+
+def test_a_probes_untrained_width_is_exported_only_with_its_own_calibration(tmp_path):
+    """The classifier of a probe's untrained width was trained on BN statistics of its own
+    calibration; exporting it with other ones gave other logits and accuracy, exit 0."""
+    from slimdet.engine import load_cfg
+
+    config = ROOT / "configs/demo/lincls_demo.yaml"
+    probe = ["TEST.WIDTHS", "[1.0, 0.6, 0.5, 0.25]", "TEST.CALIBRATE_BATCHES", "2",
+             "DATASETS.TRAIN_SUBSET", "200", "SOLVER.IMS_PER_BATCH", "50"]
+    weights = tmp_path / "probe.pth"
+    torch.save({"model": build_model(load_cfg(str(config), probe)).state_dict()}, weights)
+    common = ["--config-file", config, "--weights", weights, "--width", "0.6"]
+    res = _run(*common, "--calibrate-batches", "1", "--output", tmp_path / "a.pth", *probe)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: --width 0.6 with --calibrate-batches 1 (TEST.CALIBRATE_BATCHES "
+                           "here): the classifiers of widths ['0.6'] were trained on BN "
+                           "statistics estimated with TEST.CALIBRATE_BATCHES 2 (now 1)"), line
+    assert not (tmp_path / "a.pth").exists()
+    res = _run(*common, "--calibrate-batches", "2", "--output", tmp_path / "b.pth", *probe)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert torch.load(tmp_path / "b.pth")["fc.weight"].shape == (10, int(128 * 0.6))  # base 16
+    # A narrower probe config than the file's: the hint names the config, not a new training.
+    res = _run("--config-file", config, "--weights", weights, "--width", "0.6",
+               "--calibrate-batches", "2", "--output", tmp_path / "c.pth")
+    assert res.returncode == 2
+    assert "the probe of this config has classifiers for TEST.WIDTHS [1.0, 0.5, 0.25] only: " \
+           f"if {str(weights)!r} was trained at 0.6, pass its run's config.yaml" in res.stderr

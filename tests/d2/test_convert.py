@@ -221,6 +221,8 @@ def test_detector_checkpointer_never_runs_a_malicious_pickle(tmp_path):
      r"CIFAR stem.*none can load it: pre-train with MODEL.BACKBONE.CIFAR_STEM False"),
     (18, (1.0, 0.5), 0.5, {}, r"RES2_OUT_CHANNELS = 64.*--slimmable"),
     (50, (1.0, 0.5), 0.5, {"in_channels": 1}, r"1-channel images.*--slimmable"),
+    # Grey and CIFAR (the Fashion-MNIST demo): --slimmable refuses it too, so it is not named.
+    (18, (1.0, 0.5), 1.0, {"in_channels": 1, "cifar_stem": True}, r"CIFAR stem.*none can load it"),
 ])
 def test_widths_a_stock_detectron2_resnet_cannot_hold_are_refused(depth, widths, width, kwargs,
                                                                    match):
