@@ -343,10 +343,12 @@ def _refuse_slim_keys(cfg: CN) -> None:
             ("TEST.SLIM_WIDTHS", cfg.TEST.SLIM_WIDTHS, defaults.TEST.SLIM_WIDTHS)]
     keys += [(f"MODEL.SLIM.{name}", value, defaults.MODEL.SLIM[name])
              for name, value in cfg.MODEL.SLIM.items()]
-    changed = [f"{key} {list(value) if isinstance(value, (list, tuple)) else value}"
-               for key, value, default in keys
-               if (list(value) if isinstance(value, (list, tuple)) else value) !=
-               (list(default) if isinstance(default, (list, tuple)) else default)]
+
+    def plain(value):  # a YAML list and a command-line tuple of the same values are equal
+        return list(value) if isinstance(value, (list, tuple)) else value
+
+    changed = [f"{key} {plain(value)}" for key, value, default in keys
+               if plain(value) != plain(default)]
     if changed:
         raise ConfigError(
             f"{', '.join(changed)}: only the slimmable detector (MODEL.META_ARCHITECTURE "
