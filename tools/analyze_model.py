@@ -13,7 +13,8 @@ convolutions, TorchScript-traced: what tools/export_width.py --format torchscrip
 
 With ``--results RESULTS --plot out.png`` it also draws accuracy vs FLOPs and params of every
 width the results hold (profiled too when --widths leaves them out; a width the network cannot
-run is named in a warning). RESULTS: a JSON dict such as {"top1/w1": 70.1, ...}, a run's
+run is named in a warning; a tools/eval_widths.py output whose MACs are another network's than
+the config's is refused). RESULTS: a JSON dict such as {"top1/w1": 70.1, ...}, a run's
 eval_results.json or eval_history.jsonl (its latest evaluation), a tools/eval_widths.py output,
 or a run's metrics.json (the last value of every key; a run folder reads its metrics.json).
 ``--reference`` overlays the paper's ImageNet numbers (docs/method.md §7). An existing --plot is
@@ -23,8 +24,8 @@ import argparse
 
 import torch
 
-from slimdet.analysis.plots import (FIGURE_EXTENSIONS, load_results, pick_accuracy_metric,
-                                    plot_accuracy_vs_cost, result_widths)
+from slimdet.analysis.plots import (FIGURE_EXTENSIONS, check_results_network, load_results,
+                                    pick_accuracy_metric, plot_accuracy_vs_cost, result_widths)
 from slimdet.analysis.requests import checked_device, head_classes, requested_widths
 from slimdet.config import ConfigError, config_inputs
 from slimdet.engine import WidthsAction, load_cfg, parse_tool_args, run_cli
@@ -86,6 +87,11 @@ def main() -> None:
         widths += [w for w in held if lo <= w <= hi and w not in widths]
         if args.widths is None:
             widths.sort(reverse=True)
+        # Costs first (no latency: quick), so results of another network stop before timing.
+        costs = profile_widths(model, cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS,
+                               widths, latency_batch=0, device=str(device))
+        check_results_network(args.results, costs,
+                              f"--config-file {args.config_file or '(the defaults)'}")
     rows = profile_widths(model, cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS, widths,
                           latency_batch=args.latency_batch, device=str(device))
     b = cfg.MODEL.BACKBONE

@@ -346,6 +346,33 @@ def load_results(path: str, flag: str = "--results") -> Dict[str, float]:
     return {k: pts[-1][1] for k, pts in series.items()}
 
 
+def check_results_network(path: str, profile: Sequence[Dict[str, Any]], network: str,
+                          flag: str = "--results", tolerance: float = 0.01) -> None:
+    """A ``tools/eval_widths.py`` output records the MACs of the network it evaluated at each
+    width; drawn at the costs of ``profile`` (the rows of :func:`profile_widths` for the network
+    named ``network``), its accuracies are another network's when those differ by more than
+    ``tolerance`` (relative; a classifier head of another size stays inside it). That is a
+    :class:`ConfigError`; the other forms of results record no costs and are not checked."""
+    if os.path.isdir(path):
+        return
+    try:
+        data = json.loads(_read_text(path, flag))
+    except json.JSONDecodeError:
+        return
+    if not (isinstance(data, dict) and isinstance(data.get("rows"), list) and "metric" in data):
+        return
+    recorded = {normalized_width(float(r["width"])): float(r["macs"])
+                for r in widths_results(data, path, flag)["rows"]}
+    for row in profile:
+        macs = recorded.get(normalized_width(row["width"]))
+        if macs is not None and abs(macs - row["macs"]) > tolerance * row["macs"]:
+            made_with = f" (made with {data['config']})" if data.get("config") else ""
+            raise ConfigError(
+                f"{flag} {path}{made_with} holds another network's accuracies: width "
+                f"{row['width']:g} had {macs / 1e6:.2f} M MACs there, {row['macs'] / 1e6:.2f} M "
+                f"in {network}; give the config the results were made with")
+
+
 def widths_results(data: Any, path: str, flag: str = "--compare") -> Dict[str, Any]:
     """``data`` if it has the shape of a ``tools/eval_widths.py`` output (a label, a metric,
     rows of width / macs / that metric, the trained widths); a :class:`ConfigError` naming

@@ -182,6 +182,18 @@ def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tm
     (tmp_path / "trunc.json").write_text(json.dumps(record, indent=2)[:60])
     taken = tmp_path / "taken.png"
     taken.write_bytes(b"someone's figure")
+
+    def widths_output(name, macs):  # a tools/eval_widths.py output with these MACs per width
+        rows = [{"width": w, "macs": m, "params": 1, "knn_top1": 50.0 + 10 * w}
+                for w, m in zip((1.0, 0.5), macs)]
+        path = tmp_path / name
+        path.write_text(json.dumps({"label": name, "metric": "knn_top1", "rows": rows,
+                                    "trained_widths": [1.0, 0.25], "config": "r18.yaml"}))
+        return path
+
+    # The demo network has 34.75 / 8.72 M MACs (to two decimals: inside the 1 % allowed).
+    same = widths_output("same.json", (34.75e6, 8.72e6))
+    other = widths_output("r50.json", (4.1e9, 1.1e9))
     base = ["--config-file", DEMO, "--latency-batch", "0"]
     plot = ["--widths", "1.0", "0.5", "--plot"]
     cases = [
@@ -194,6 +206,9 @@ def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tm
          ["taken.png exists: pass --overwrite"]),
         (base + ["--device", "bogus"], ["--device 'bogus'"]),
         (base + ["--widths", "1", "1.0"], ["--widths: width 1 is given twice"]),
+        (base + ["--results", other, "--plot", tmp_path / "o.png"],
+         ["r50.json (made with r18.yaml) holds another network's accuracies",
+          "width 1 had 4100.00 M MACs there, 34.75 M in --config-file"]),
     ]
     if not torch.cuda.is_available():
         cases.append((base + ["--device", "cuda"], ["--device cuda", "no CUDA device"]))
@@ -202,12 +217,14 @@ def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tm
                               f"{_unwritable_folder()}/a.png"], ["--plot", "cannot write in"]))
     good = [base + ["--results", run / "eval_results.json"] + plot + [tmp_path / "e.png"],
             base + ["--results", run / "eval_history.jsonl"] + plot + [tmp_path / "h.png"],
-            base + ["--results", run] + plot + [tmp_path / "m.png"]]
+            base + ["--results", run] + plot + [tmp_path / "m.png"],
+            base + ["--results", same] + plot + [tmp_path / "s.png"]]
     results = [run_tool(capsys, "analyze_model", a) for a in [a for a, _ in cases] + good]
     for (args, fragments), res in zip(cases, results):
         assert_one_line_error(res, *fragments)
     assert taken.read_bytes() == b"someone's figure"
-    for res, name in zip(results[len(cases):], ("e.png", "h.png", "m.png")):
+    assert not (tmp_path / "o.png").exists()
+    for res, name in zip(results[len(cases):], ("e.png", "h.png", "m.png", "s.png")):
         assert res.returncode == 0, res.stderr[-3000:]
         assert (tmp_path / name).stat().st_size > 10_000
         assert "no classifier head" in res.stdout  # a pre-training config: no fictitious head
@@ -215,7 +232,7 @@ def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tm
                 for r in res.stdout.splitlines() if r.startswith("|") and "---" not in r}
         assert rows["1"] == "34.75" and rows["0.5"] == "8.72"  # the MACs eval_widths reports
     # The results' width 0.75 is profiled and drawn though --widths left it out; 2 is named.
-    e, h, m = results[len(cases):]
+    e, h, m, _ = results[len(cases):]
     assert "0.75" in e.stdout.split("FLOPs")[1] and "0.75" in h.stdout.split("FLOPs")[1]
     assert "holds knn_top1 of widths 2, outside the network's widths" in e.stdout
     assert "0.75" not in m.stdout.split("FLOPs")[1]  # metrics.json (from the folder) has w1 only
