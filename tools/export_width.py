@@ -18,7 +18,10 @@ A width the checkpoint was not trained at (any width in [min(MODEL.WIDTHS), 1.0]
 a sandwich-trained checkpoint) needs --calibrate-batches N: its BN statistics are estimated on N
 training batches of the config first (its BN parameters come from the nearest trained width at
 or above it). --weights takes slimdet checkpoints and reference files; every weight the export
-uses must be in it. MODEL.WEIGHTS_TRUSTED True allows full unpickling of a file you trust.
+uses must be in it; a probe's or supervised model's file with the config of a method without
+a classifier exports the backbone alone (the last line says so; --init-fc-classes is refused
+then: a fresh fc would stand in for the trained one). MODEL.WEIGHTS_TRUSTED True allows full
+unpickling of a file you trust.
 The output folder is created if missing; an existing --output is replaced only with
 --overwrite (and never when it is --weights).
 """
@@ -28,7 +31,7 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import CheckpointError, load_weights
+from slimdet.checkpoint import CheckpointError, count_parts, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
                                        export_width_state_dict, run_exported, write_onnx,
                                        write_torchscript)
@@ -38,7 +41,7 @@ from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import add_widths, normalized_width, recalibrate_bn, uncalibrated_widths
 from slimdet.modeling import build_model
-from slimdet.modeling.methods.base import ClassificationMethod
+from slimdet.modeling.methods import ClassificationMethod, classifier_keys
 from slimdet.utils.file_io import atomic_write, check_output_file
 
 
@@ -73,8 +76,21 @@ def main() -> None:
     cfg = load_cfg(args.config_file, args.opts)
     seed_all(cfg.SEED)
     method = build_model(cfg)
-    load_weights(method, args.weights, method.eval_parts(), "export_width",
-                 trusted=cfg.MODEL.WEIGHTS_TRUSTED)
+    report = load_weights(method, args.weights, method.eval_parts(), "export_width",
+                          trusted=cfg.MODEL.WEIGHTS_TRUSTED)
+    # A probe's or supervised model's file with a config of a method without a classifier:
+    # the export is its backbone alone, which is said (and a fresh fc in place of the trained
+    # one is refused).
+    unexported = count_parts(classifier_keys(report.unused))
+    if unexported and args.init_fc_classes > 0:
+        raise ConfigError(f"--init-fc-classes {args.init_fc_classes}: {args.weights} holds a "
+                          f"trained classifier ({unexported}), which MODEL.METHOD "
+                          f"{cfg.MODEL.METHOD} does not have: a fresh fc would take its place; "
+                          "pass the config of the run that trained it (its config.yaml) to "
+                          "export that classifier")
+    backbone_only = (f"; backbone only (pooled features): the classifier in {args.weights} "
+                     f"({unexported}) is not part of MODEL.METHOD {cfg.MODEL.METHOD}, the config "
+                     "of the run that trained it exports it" if unexported else "")
     method.eval()
     w, widths = normalized_width(args.width), method.backbone.widths
     if not min(widths) <= w <= max(widths):
@@ -118,7 +134,8 @@ def main() -> None:
         state = export_width_state_dict(method, w, args.init_fc_classes)
         atomic_write(args.output, lambda f: torch.save(state, f))
         params = sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
-        print(f"wrote width {w:g} ({len(state)} tensors, {params / 1e6:.2f} M parameters) to {args.output}")
+        print(f"wrote width {w:g} ({len(state)} tensors, {params / 1e6:.2f} M parameters) to "
+              f"{args.output}{backbone_only}")
         return
     size, channels = cfg.INPUT.CROP_SIZE, cfg.MODEL.BACKBONE.IN_CHANNELS
     g = torch.Generator().manual_seed(0)
@@ -144,7 +161,8 @@ def main() -> None:
     (write_onnx if args.format == "onnx" else write_torchscript)(model, example, args.output,
                                                                  check=check)
     print(f"wrote width {w:g} as {args.format} to {args.output}: output {measured['shape']} on "
-          f"{args.check_batch} images, max |difference| to the eager model {measured['diff']:.2e}")
+          f"{args.check_batch} images, max |difference| to the eager model {measured['diff']:.2e}"
+          f"{backbone_only}")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ trained widths' statistics only.
 --weights takes slimdet checkpoints and reference files (the whole backbone must be in it); the
 output is a slimdet checkpoint ({"model": state_dict}) of the config's method holding exactly the
 weights the input had (BN statistics recalibrated), so --eval-only and the probe accept it and
-still refuse it if it lacks a part they need. MODEL.WEIGHTS_TRUSTED True allows full unpickling
-of a trusted input that needs it. An existing --output is replaced only with --overwrite (never
-when it is --weights).
+still refuse it if it lacks a part they need; a classifier's file (a probe's, a supervised
+model's) with the config of a method without one is refused: the output would lose the
+classifier. MODEL.WEIGHTS_TRUSTED True allows full unpickling of a trusted input that needs it.
+An existing --output is replaced only with --overwrite (never when it is --weights).
 
 A linear probe (MODEL.METHOD LinearProbe) is refused: its classifiers (and feature_norm) were
 trained on the features of the frozen backbone with the statistics it has; new statistics change
@@ -31,7 +32,7 @@ import sys
 
 import torch
 
-from slimdet.checkpoint import CLASSES_FIELD, load_weights
+from slimdet.checkpoint import CLASSES_FIELD, count_parts, load_weights
 from slimdet.config import ConfigError, config_inputs
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
@@ -39,7 +40,7 @@ from slimdet.engine.trainer import SlimTrainer, resolve_device
 from slimdet.evaluation.calibration import CalibrationImages
 from slimdet.layers import recalibrate_bn
 from slimdet.modeling import METHOD_REGISTRY, build_model
-from slimdet.modeling.methods import LinearProbe
+from slimdet.modeling.methods import LinearProbe, classifier_keys
 from slimdet.utils.file_io import atomic_write, check_output_file
 from slimdet.utils.registry import lookup
 
@@ -77,6 +78,15 @@ def main() -> None:
     # --eval also reads the classifier of a probe / supervised config: then it must be loaded too.
     report = load_weights(method, args.weights, method.eval_parts() if args.eval else ("backbone",),
                           "recalibrate_bn", trusted=cfg.MODEL.WEIGHTS_TRUSTED)
+    # A classifier's file with the config of a method without one (a probe's with its
+    # pre-training config): the output would be its backbone alone, labelled with its classes.
+    lost = count_parts(classifier_keys(report.unused))
+    if lost:
+        raise ConfigError(
+            f"{args.weights} holds a classifier ({lost}), which MODEL.METHOD {cfg.MODEL.METHOD} "
+            "does not have: the output would lose it; pass the config of the run that trained "
+            "it (a linear probe's is refused: recalibrate its pre-training checkpoint and train "
+            "the probe on the result)")
     method.to(device)
     if args.eval:
         SlimTrainer.test(cfg, method)
@@ -86,8 +96,10 @@ def main() -> None:
     # Only what came from the input: a part it lacked must stay missing, not become random.
     loaded = set(report.loaded)
     state = {k: v.cpu() for k, v in method.state_dict().items() if k in loaded}
-    # A classifier's class names go along: an evaluation of the output checks them too.
-    fields = {CLASSES_FIELD: report.classes} if report.classes is not None else {}
+    # A classifier's class names go along: an evaluation of the output checks them too. A
+    # file without a classifier has no classes its outputs mean.
+    fields = ({CLASSES_FIELD: report.classes}
+              if report.classes is not None and classifier_keys(state) else {})
     atomic_write(args.output, lambda f: torch.save({"model": state, **fields}, f))
     print(f"wrote {args.output}")
 

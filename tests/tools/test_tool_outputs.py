@@ -15,6 +15,7 @@ from tests.helpers import run_tool
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "configs/demo/slimclr_mocov2_demo.yaml"
 PROBE = ROOT / "configs/demo/lincls_demo.yaml"
+SUPERVISED = ROOT / "configs/demo/supervised_demo.yaml"
 SMALL = ["MODEL.BACKBONE.BASE_CHANNELS", "8", "MODEL.MOCOV2.HIDDEN_DIM", "32", "MODEL.MOCOV2.DIM",
          "16", "MODEL.MOCOV2.QUEUE_SIZE", "64", "MODEL.DEVICE", "cpu", "DATASETS.TRAIN_SUBSET", "200",
          "DATASETS.TEST_SUBSET", "100", "SOLVER.IMS_PER_BATCH", "50", "TEST.IMS_PER_BATCH", "100"]
@@ -159,13 +160,55 @@ def test_recalibrate_and_export_refuse_a_probe_or_an_existing_output(tmp_path, c
     assert base.read_bytes() == before
 
     # The class names a classifier's file records go to the recalibrated file (an evaluation
-    # of it checks the test set's classes as it would the input's).
-    named = tmp_path / "named.pth"
-    torch.save({**torch.load(moco, weights_only=True), "classes": ["ant", "bee"]}, named)
-    res = run_tool(capsys, "recalibrate_bn", ["--config-file", DEMO, "--weights", named,
-                                              "--output", tmp_path / "named_recal.pth", *recal])
+    # of it checks the test set's classes as it would the input's); a file without a
+    # classifier has no classes its outputs mean, whatever field it carries.
+    supervised = build_model(load_cfg(str(SUPERVISED), SMALL)).state_dict()
+    classes = [f"class{i}" for i in range(supervised["fc.weight"].shape[0])]
+    for name, state, kept in (("named.pth", supervised, classes),
+                              ("unnamed.pth", torch.load(moco, weights_only=True)["model"], None)):
+        torch.save({"model": state, "classes": classes}, tmp_path / name)
+        config = SUPERVISED if kept else DEMO
+        res = run_tool(capsys, "recalibrate_bn", ["--config-file", config, "--weights",
+                                                  tmp_path / name, "--output",
+                                                  tmp_path / f"recal_{name}", *recal])
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert torch.load(tmp_path / f"recal_{name}", weights_only=True).get("classes") == kept
+
+
+def test_a_classifiers_file_with_a_pre_training_config_is_not_cut_to_its_backbone_unsaid(
+        tmp_path, capsys, checkpoints):
+    """A probe's file with the pre-training config: recalibrate_bn wrote its backbone alone,
+    labelled with the probe's classes, and export_width --init-fc-classes a fresh fc in place
+    of the trained classifier, both exit 0; a plain export said nothing of the classifier."""
+    _, probe = checkpoints
+    named = tmp_path / "probe.pth"
+    torch.save({**torch.load(probe, weights_only=True),
+                "classes": [f"class{i}" for i in range(10)]}, named)
+    export = ["--config-file", DEMO, "--weights", named, "--width", "0.5", *SMALL]
+    fresh_fc, recalibrated, features = tmp_path / "fc.pth", tmp_path / "r.pth", tmp_path / "w.pt"
+    results = [run_tool(capsys, tool, args) for tool, args in [
+        ("export_width", export + ["--init-fc-classes", "10", "--output", fresh_fc]),
+        ("recalibrate_bn", ["--config-file", DEMO, "--weights", named, "--num-batches", "1",
+                            "--output", recalibrated, *SMALL]),
+        ("export_width", export + ["--format", "torchscript", "--output", features]),
+    ]]
+    assert_one_line_error(results[0], "--init-fc-classes 10", "holds a trained classifier",
+                          "classifier (6)", "MODEL.METHOD MoCoV2")
+    assert_one_line_error(results[1], "probe.pth holds a classifier (classifier (6)",
+                          "the output would lose it", "recalibrate its pre-training checkpoint")
+    assert not fresh_fc.exists() and not recalibrated.exists()
+    res = results[2]
     assert res.returncode == 0, res.stderr[-3000:]
-    assert torch.load(tmp_path / "named_recal.pth", weights_only=True)["classes"] == ["ant", "bee"]
+    assert "backbone only (pooled features): the classifier in" in res.stdout
+    features_at_half = build_model(load_cfg(str(DEMO), SMALL)).backbone.feature_dim(0.5)
+    assert torch.jit.load(str(features)).eval()(torch.randn(2, 1, 32, 32)).shape == (
+        2, features_at_half)
+    # With the probe's own config the classifier is exported, and nothing is said.
+    res = run_tool(capsys, "export_width", ["--config-file", PROBE, "--weights", named,
+                                            "--width", "0.5", "--output", tmp_path / "p.pth",
+                                            *SMALL])
+    assert res.returncode == 0 and "backbone only" not in res.stdout, res.stderr[-3000:]
+    assert torch.load(tmp_path / "p.pth", weights_only=True)["fc.weight"].shape[0] == 10
 
 
 def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tmp_path, capsys,

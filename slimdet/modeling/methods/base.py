@@ -102,6 +102,11 @@ class ClassificationMethod(TrainingMethod):
     """A method whose task is classification of ``views[0]`` (linear probe, supervised): its
     subclass provides ``classify(images)`` (class logits at the active width)."""
 
+    # The top-level parts of this method's checkpoints that hold its classifier, beside the
+    # backbone (``slimdet.modeling.methods.classifier_keys``: a tool given such a file with the
+    # config of a method without them would silently leave its classifier out).
+    classifier_parts: Tuple[str, ...] = ()
+
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -1,9 +1,12 @@
+from typing import Iterable, List
+
 import torch
 from fvcore.common.registry import Registry
 from torch import nn
 
 from ...layers import check_channels
 from ...utils.registry import lookup
+from .base import ClassificationMethod
 
 METHOD_REGISTRY = Registry("METHOD")
 METHOD_REGISTRY.__doc__ = """
@@ -31,3 +34,13 @@ def check_layer_channels(cfg, cls) -> None:
     with torch.device("meta"):
         network = cls(full_cfg)
     check_channels(network, cfg.MODEL.WIDTHS, "MODEL.WIDTHS")
+
+
+def classifier_keys(keys: Iterable[str]) -> List[str]:
+    """Those of ``keys`` (slimdet names) that belong to the classifier of some registered
+    classification method (``ClassificationMethod.classifier_parts``: a probe's ``classifier``
+    and ``feature_norm``, a supervised model's ``fc``; the reference probe / supervised files
+    are renamed to these): what a method without a classifier leaves out of such a file."""
+    parts = {p for _, cls in METHOD_REGISTRY if issubclass(cls, ClassificationMethod)
+             for p in cls.classifier_parts}
+    return [k for k in keys if k.split(".", 1)[0] in parts]

@@ -43,6 +43,8 @@ class LinearProbe(ClassificationMethod):
     probe checkpoint's classifier too; ``--eval-only`` needs both (``eval_parts``).
     """
 
+    classifier_parts = ("classifier", "feature_norm")
+
     def __init__(self, cfg):
         super().__init__()
         self.backbone = build_backbone(cfg)

@@ -23,6 +23,8 @@ from .build import METHOD_REGISTRY
 class Supervised(ClassificationMethod):
     """``backbone`` + ``fc`` trained with cross-entropy at every width."""
 
+    classifier_parts = ("fc",)
+
     def __init__(self, cfg):
         super().__init__()
         self.backbone = build_backbone(cfg)
