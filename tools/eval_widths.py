@@ -16,7 +16,9 @@ every width of a sandwich-trained checkpoint) on --calibrate-batches training ba
 trained widths) and prints a table; --plot draws it with the curves of --compare files (earlier
 outputs of this tool; all curves of one plot must share one metric), trained widths filled,
 calibrated ones open. --metric defaults to the accuracy the results hold (a probe's top1 before
-kNN's knn_top1); a --metric they lack is refused before --output is written. An existing
+kNN's knn_top1); a --metric they lack is refused before --output is written. A probe's
+untrained width evaluates only with the calibration its classifier was trained on
+(TEST.CALIBRATE_BATCHES, SOLVER.IMS_PER_BATCH, SEED of its run). An existing
 --output or --plot is replaced only with --overwrite; --output may not be --weights, the config
 or a --compare file. MACs and parameters count the network the config runs (backbone, plus the
 classifier of a probe / supervised model), as tools/analyze_model.py does.
@@ -103,6 +105,14 @@ def main() -> None:
                           trusted=cfg.MODEL.WEIGHTS_TRUSTED)
     if isinstance(method, ClassificationMethod):  # its outputs are its training set's labels
         check_classifier_classes(cfg, report.classes, args.weights)
+        # A probe's classifier at an untrained width was trained on the statistics of its own
+        # calibration: other ones give other numbers, which would stand in the table as its.
+        mismatch = method.calibration_mismatch(cfg)
+        if mismatch:
+            given = ("--calibrate-batches" if args.calibrate_batches is not None
+                     else "TEST.CALIBRATE_BATCHES")
+            raise ConfigError(f"--widths {' '.join(f'{w:g}' for w in widths)} with {given} "
+                              f"{cfg.TEST.CALIBRATE_BATCHES}: {mismatch}")
     method.to(resolve_device(cfg))
     results = SlimTrainer.test(cfg, method)
     # Checked before --output is written: a table of a metric no row has is no result.
