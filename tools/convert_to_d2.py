@@ -13,8 +13,8 @@ unpickles a trusted file fully). Every backbone weight must be in it. The conver
 architecture it found, what it wrote and which parts it dropped (heads, momentum encoder, queue,
 classifier), and the config keys that make a detector fit the file. Their pixel statistics
 come from the pre-training run's config.yaml when it lies beside CKPT (INPUT.PIXEL_MEAN / STD,
-x 255 for Detectron2's 0-255 pixels); otherwise the hint says it assumes ImageNet's. An
-existing -o file is replaced only with --overwrite.
+with its _BASE_ chain, x 255 for Detectron2's 0-255 pixels); otherwise the hint says it
+assumes ImageNet's, and why. An existing -o file is replaced only with --overwrite.
 """
 from __future__ import annotations
 
@@ -28,11 +28,12 @@ import torch
 
 from slimdet.checkpoint import (CheckpointError, backbone_from_checkpoint, infer_architecture,
                                read_checkpoint)
-from slimdet.config import ConfigError, check_widths
+from slimdet.config import ConfigError, check_widths, get_cfg
 from slimdet.d2.checkpoint import (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD, input_meta,
                                    slim_d2_overrides, stock_d2_overrides, to_slim_d2_state,
                                    to_stock_d2_state)
 from slimdet.engine import run_cli
+from slimdet.engine.defaults import one_line
 from slimdet.layers import uncalibrated_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
 from slimdet.utils.file_io import atomic_write, check_not_input
@@ -80,21 +81,36 @@ def _group(keys: List[str]) -> str:
                      for part, members in groups.items())
 
 
+def _config_pixel_statistics(config: str) -> Tuple[Optional[List[float]], Optional[List[float]], str]:
+    """INPUT.PIXEL_MEAN / STD of ``config`` as slimdet reads it (its _BASE_ chain, the defaults
+    for keys it leaves out: statistics in its _BASE_ were taken for ImageNet's, noted as "no
+    config.yaml"), else those the file itself holds (a run's config.yaml of a slimdet with
+    other keys), else (None, None, why not)."""
+    import yaml
+
+    cfg = get_cfg()
+    try:
+        cfg.merge_from_file(config)
+        return [float(v) for v in cfg.INPUT.PIXEL_MEAN], [float(v) for v in cfg.INPUT.PIXEL_STD], ""
+    except (ConfigError, OSError) as e:
+        why = f"config.yaml beside the checkpoint not read: {one_line(e)}"
+    try:
+        with open(config) as f:
+            inp = (yaml.safe_load(f) or {}).get("INPUT", {})
+        return [float(v) for v in inp["PIXEL_MEAN"]], [float(v) for v in inp["PIXEL_STD"]], ""
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError):
+        return None, None, why  # not a slimdet pre-training config: say what is assumed instead
+
+
 def pixel_statistics(ckpt_path: Optional[str], in_channels: int) -> Tuple[List[float], List[float], str]:
     """MODEL.PIXEL_MEAN / PIXEL_STD (0-255) for a backbone pre-trained by the run whose
     ``config.yaml`` lies beside ``ckpt_path`` (its INPUT.PIXEL_MEAN / STD, in [0, 1] units), and
     where they come from; ImageNet's when there is no such config, which the note says."""
-    import yaml
-
     config = os.path.join(os.path.dirname(os.path.abspath(ckpt_path)), "config.yaml") \
         if ckpt_path else ""
+    unusable = ""
     if config and os.path.isfile(config):
-        try:
-            with open(config) as f:
-                inp = (yaml.safe_load(f) or {}).get("INPUT", {})
-            mean, std = [float(v) for v in inp["PIXEL_MEAN"]], [float(v) for v in inp["PIXEL_STD"]]
-        except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError):
-            mean = std = None  # not a slimdet pre-training config: say what is assumed instead
+        mean, std, unusable = _config_pixel_statistics(config)
         if mean is not None:
             if len(mean) != in_channels or len(std) != in_channels:
                 raise ConfigError(f"{config}: INPUT.PIXEL_MEAN / PIXEL_STD have {len(mean)} / "
@@ -105,8 +121,10 @@ def pixel_statistics(ckpt_path: Optional[str], in_channels: int) -> Tuple[List[f
     if in_channels != 3:
         raise ConfigError(f"the backbone reads {in_channels}-channel images and no pre-training "
                           f"config.yaml lies beside {ckpt_path or 'it'} to give its pixel "
-                          "statistics: copy the run's config.yaml next to the checkpoint")
-    why = "no config.yaml beside the checkpoint" if ckpt_path else "random initialisation"
+                          f"statistics{f' ({unusable})' if unusable else ''}: copy the run's "
+                          "config.yaml next to the checkpoint")
+    why = unusable or ("no config.yaml beside the checkpoint" if ckpt_path
+                       else "random initialisation")
     return (IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD,
             f"pixel statistics: ImageNet's assumed ({why}); if pre-training used other "
             "INPUT.PIXEL_MEAN / PIXEL_STD, pass those x 255 instead")

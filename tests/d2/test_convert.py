@@ -340,3 +340,37 @@ def test_output_pixel_statistics_and_stems_the_detector_cannot_hold(tmp_path, ca
     with pytest.raises(ConfigError, match="has a CIFAR stem .*no detector config can load it"):
         convert_to_d2.main([str(cifar), "--slimmable", "-o", str(tmp_path / "cifar.pkl")])
     assert not (tmp_path / "cifar.pkl").exists()
+
+
+
+def test_pixel_statistics_of_a_config_yaml_whose_base_holds_them(tmp_path, capsys):
+    """A config.yaml beside the checkpoint whose INPUT.PIXEL_MEAN / STD lie in its _BASE_ was
+    read as a file without them: the converted file and its hint got ImageNet's statistics,
+    noted as "no config.yaml beside the checkpoint", exit 0. One that slimdet cannot read is
+    named as such."""
+    from slimdet.modeling.backbone import SlimResNet
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": {"backbone." + k: v for k, v in
+                          SlimResNet(depth=18, widths=[1.0, 0.5]).state_dict().items()}},
+               run / "model_final.pth")
+    (run / "base.yaml").write_text("INPUT:\n  PIXEL_MEAN: [0.5, 0.4, 0.3]\n"
+                                   "  PIXEL_STD: [0.2, 0.2, 0.2]\n")
+    (run / "config.yaml").write_text('_BASE_: "base.yaml"\nMODEL:\n  METHOD: MoCoV2\n')
+    out = tmp_path / "w.pkl"
+    capsys.readouterr()
+    assert convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "MODEL.PIXEL_MEAN [127.500,102.000,76.500] MODEL.PIXEL_STD [51.000,51.000,51.000]" \
+        in printed
+    assert f"INPUT.PIXEL_MEAN / PIXEL_STD of {run / 'config.yaml'}" in printed
+    with open(out, "rb") as f:
+        assert pickle.load(f)["slimdet"]["input"]["pixel_mean"] == pytest.approx(
+            [127.5, 102.0, 76.5])
+    (run / "config.yaml").write_text("MODEL:\n  RESNETS:\n    DEPTH: 50\n")  # Detectron2's
+    assert convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out),
+                               "--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert "ImageNet's assumed (config.yaml beside the checkpoint not read: " in printed
+    assert "unknown config key MODEL.RESNETS" in printed
