@@ -22,8 +22,8 @@ from detectron2.utils.events import (CommonMetricPrinter, JSONWriter, Tensorboar
 from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
-from ..checkpoint import (CLASSES_FIELD, PeriodicCheckpointer, SlimCheckpointer, read_file,
-                          restore_optimizer)
+from ..checkpoint import (CLASSES_FIELD, CheckpointError, PeriodicCheckpointer, SlimCheckpointer,
+                          read_file, restore_optimizer)
 from ..config import ConfigError, evaluation_widths
 from ..data import build_train_loader, get_dataset
 from ..data.datasets import EncodedImageDataset
@@ -360,6 +360,42 @@ class SlimTrainer(WidthLoopTrainer):
         """Whether OUTPUT_DIR's last checkpoint is a model_final.pth (by name; no file read)."""
         return (self.checkpointer.has_checkpoint() and
                 os.path.basename(self.checkpointer.get_checkpoint_file()) == "model_final.pth")
+
+    def state_dict(self):
+        ret = super().state_dict()
+        # Iteration t reads batch t % P of epoch t // P (P iterations per epoch) and every key
+        # counted in epochs is an iteration through P: a resume checks both (load_state_dict).
+        ret["ims_per_batch"] = self.cfg.SOLVER.IMS_PER_BATCH
+        ret["iters_per_epoch"] = self.iters_per_epoch
+        return ret
+
+    def load_state_dict(self, state_dict):
+        self._check_same_epochs(state_dict)
+        super().load_state_dict(state_dict)
+
+    def _check_same_epochs(self, state: Dict) -> None:
+        """A resume continues the run's passes over the data: under another SOLVER.IMS_PER_BATCH
+        or another number of iterations per epoch (another training set size), its next
+        iteration would read another epoch's batch than the run's next one (whole epochs
+        skipped or seen twice), metrics.json's ``epoch`` would jump, and every key counted in
+        epochs (SOLVER.EPOCHS, the warm-up, the slow start, EVAL_PERIOD_EPOCHS) would fall at
+        other iterations. That is refused (:class:`CheckpointError`); files without the record
+        (older ones) are not checked."""
+        if "iters_per_epoch" not in state:
+            return
+        batch, per_epoch = state.get("ims_per_batch"), state["iters_per_epoch"]
+        now_batch = self.cfg.SOLVER.IMS_PER_BATCH
+        if batch == now_batch and per_epoch == self.iters_per_epoch:
+            return
+        raise CheckpointError(
+            f"the run was trained at SOLVER.IMS_PER_BATCH {batch} with {per_epoch} iterations "
+            f"per epoch, and this config has SOLVER.IMS_PER_BATCH {now_batch} with "
+            f"{self.iters_per_epoch} (DATASETS.TRAIN {self.cfg.DATASETS.TRAIN!r}, "
+            f"DATASETS.TRAIN_SUBSET {self.cfg.DATASETS.TRAIN_SUBSET}): its iteration "
+            f"{int(state.get('iteration', -1)) + 1} would be another point of the data and of "
+            "every schedule counted in epochs; resume with the run's SOLVER.IMS_PER_BATCH and "
+            "training set, or start a new run (another OUTPUT_DIR) with MODEL.WEIGHTS set to "
+            "the file")
 
     def load_for_evaluation(self, resume: bool = False) -> None:
         """``--eval-only``'s weights (:func:`load_for_evaluation`)."""

@@ -217,6 +217,42 @@ def test_a_resume_with_another_number_of_processes_says_so(tmp_path, caplog):
     assert "Resuming a run of 2 process(es) with 1" in caplog.text
 
 
+def test_a_resume_with_another_batch_size_or_epoch_length_is_refused(tmp_path):
+    """Iteration t reads batch t % P of epoch t // P: resumed under another SOLVER.IMS_PER_BATCH
+    or training set size (another P), the run would skip or repeat epochs, its metrics.json
+    epoch would jump and every key counted in epochs would move (it ran with exit 0)."""
+    from slimdet.checkpoint import CheckpointError
+    from slimdet.engine import load_cfg
+    from slimdet.engine.trainer import SlimTrainer
+
+    def trainer_of(batch, images, max_iter):
+        return SlimTrainer(load_cfg(str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml"), [
+            "DATASETS.TRAIN_SUBSET", images, "SOLVER.IMS_PER_BATCH", batch,
+            "MODEL.MOCOV2.QUEUE_SIZE", 128, "TEST.EVALUATORS", [], "SOLVER.MAX_ITER", max_iter,
+            "OUTPUT_DIR", str(tmp_path)]))
+
+    first = trainer_of(64, 256, 2)
+    first.resume_or_load(resume=False)
+    first.train()
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir())
+    for batch, images, now in ((128, 256, "SOLVER.IMS_PER_BATCH 128 with 2"),
+                               (64, 128, "SOLVER.IMS_PER_BATCH 64 with 2"),
+                               (32, 128, "SOLVER.IMS_PER_BATCH 32 with 4")):
+        with pytest.raises(CheckpointError, match=(
+                r"model_final\.pth'?: the run was trained at SOLVER\.IMS_PER_BATCH 64 with 4 "
+                rf"iterations per epoch, and this config has {now} .*DATASETS\.TRAIN_SUBSET "
+                rf"{images}\): its iteration 2 would be another point of the data")):
+            trainer_of(batch, images, 4).resume_or_load(resume=True)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tmp_path.iterdir()) == before
+    resumed = trainer_of(64, 256, 4)  # the run's own batch and data: continued
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    # A file without the record (written before it) is not checked.
+    state = {k: v for k, v in first.state_dict().items()
+             if k not in ("ims_per_batch", "iters_per_epoch")}
+    trainer_of(128, 256, 4).load_state_dict(state)
+
+
 def test_a_resumed_run_retires_the_eval_results_of_the_model_final_it_rewrites(tmp_path):
     """eval_results.json of an --eval-only on model_final.pth would read as the numbers of the
     model_final.pth a resumed run writes under the same name: it goes (the record, with the
