@@ -283,10 +283,17 @@ def evaluate_only(cfg: CfgNode, resume: bool = False) -> dict:
     earlier evaluation's). Nothing else in OUTPUT_DIR is touched (no training
     data is read, no checkpoint or metrics.json written)."""
     from ..checkpoint import SlimCheckpointer
+    from ..evaluation.build import EVALUATOR_REGISTRY
     from ..modeling import build_model
     from .run_folder import RunLog, write_eval_results
     from .trainer import SlimTrainer, load_for_evaluation, resolve_device
 
+    if not cfg.TEST.EVALUATORS:
+        # An evaluation without evaluators measures nothing: it would end with exit 0 and an
+        # eval_results.json of no numbers, which replaced the previous evaluation's.
+        raise ConfigError("--eval-only with TEST.EVALUATORS [] has nothing to evaluate: name "
+                          "the evaluators, e.g. TEST.EVALUATORS \"['KNNEvaluator']\" "
+                          f"(registered: {', '.join(sorted(k for k, _ in EVALUATOR_REGISTRY))})")
     method = build_model(cfg).to(resolve_device(cfg))
     checkpointer = SlimCheckpointer(method, cfg.OUTPUT_DIR, save_to_disk=False,
                                     trusted_weights=cfg.MODEL.WEIGHTS_TRUSTED)

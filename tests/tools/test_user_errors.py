@@ -136,7 +136,7 @@ def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
         TINY + ["OUTPUT_DIR", str(out)],
         ["--resume"] + TINY + ["MODEL.WIDTHS", "[1.0, 0.001]", "OUTPUT_DIR", str(out)],
         ["--overwrite"] + TINY + ["SOLVER.IMS_PER_BATCH", "512", "OUTPUT_DIR", str(out)],
-        ["--eval-only"] + TINY + ["OUTPUT_DIR", str(out)]])
+        ["--eval-only"] + TINY + ["TEST.EVALUATORS", '["KNNEvaluator"]', "OUTPUT_DIR", str(out)]])
     assert_one_line_error(refused, str(out), "--resume", "--overwrite", "OUTPUT_DIR")
     assert_one_line_error(resumed, "MODEL.WIDTHS")
     assert_one_line_error(overwritten, "SOLVER.IMS_PER_BATCH")
@@ -157,6 +157,13 @@ def test_a_finished_run_is_not_changed_by_later_starts(tmp_path):
     assert set(record["results"]) == {"knn_top1/w1", "knn_top1/w0.5", "knn_top1/w0.25"}
     history = (out / "eval_history.jsonl").read_text().splitlines()
     assert [json.loads(line)["results"] for line in history] == [record["results"]]
+    # An evaluation without evaluators measures nothing: refused, the results stay (it wrote
+    # an eval_results.json of no numbers over them, exit 0).
+    res = run(["--eval-only", "--resume"] + TINY + ["OUTPUT_DIR", str(out)])
+    assert_one_line_error(res, "--eval-only with TEST.EVALUATORS []", "nothing to evaluate",
+                          "KNNEvaluator")
+    assert json.loads((out / "eval_results.json").read_text()) == record
+    assert (out / "eval_history.jsonl").read_text().splitlines() == history
 
     # --resume with other values continues under them, keeps the config the run had so far
     # and names every changed key.
