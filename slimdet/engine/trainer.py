@@ -445,13 +445,30 @@ def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = Fals
     weight evaluation reads (``eval_parts``) into ``checkpointer.model``; no weights at all is
     an error. A classifier's test set must have the classes it was trained on
     (:func:`check_classifier_classes`). Returns the file loaded."""
-    if resume and checkpointer.has_checkpoint():
+    # --resume in a folder without last_checkpoint (another OUTPUT_DIR than the run's, a run
+    # killed before its first checkpoint): Detectron2 evaluates MODEL.WEIGHTS instead, which
+    # is said, and an error about that file says why it was read.
+    no_run = (f"--eval-only --resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds no run checkpoint to "
+              "evaluate (no last_checkpoint)") if resume and not checkpointer.has_checkpoint() \
+        else ""
+    if resume and not no_run:
         path = checkpointer.last_checkpoint()
         classes = checkpointer.load(path, checkpointables=[]).get(CLASSES_FIELD)
     elif cfg.MODEL.WEIGHTS:
         path = cfg.MODEL.WEIGHTS
-        classes = checkpointer.load_weights(path, checkpointer.model.eval_parts(),
-                                            f"evaluating {cfg.MODEL.METHOD} (--eval-only)").classes
+        if no_run:
+            logger.warning("%s, so MODEL.WEIGHTS %s is evaluated instead", no_run, path)
+        try:
+            classes = checkpointer.load_weights(
+                path, checkpointer.model.eval_parts(),
+                f"evaluating {cfg.MODEL.METHOD} (--eval-only)").classes
+        except CheckpointError as e:
+            if not no_run:
+                raise
+            raise CheckpointError(f"{no_run}, so MODEL.WEIGHTS was read instead: {e}") from None
+    elif no_run:
+        raise ConfigError(f"{no_run}: set OUTPUT_DIR to the run's folder, or MODEL.WEIGHTS to "
+                          "the checkpoint to evaluate")
     else:
         raise ConfigError("--eval-only needs the checkpoint to evaluate: set MODEL.WEIGHTS "
                           "(or --resume in a run's OUTPUT_DIR)")

@@ -293,3 +293,35 @@ def test_a_resumed_run_retires_the_eval_results_of_the_model_final_it_rewrites(t
     write_eval_results(str(tmp_path), {"knn_top1/w1": 13.0}, str(other))
     run(4, resume=True)
     assert json.loads((tmp_path / EVAL_RESULTS).read_text())["weights"] == str(other)
+
+
+def test_eval_only_resume_without_a_run_checkpoint_says_which_weights_it_reads(tmp_path, caplog):
+    """--eval-only --resume in a folder without last_checkpoint (a mistyped OUTPUT_DIR) reads
+    MODEL.WEIGHTS, as Detectron2 does: that is said, and an error about that file says why it
+    was read (it named only the pre-training file's missing classifier)."""
+    from slimdet.checkpoint import CheckpointError, SlimCheckpointer
+    from slimdet.config import ConfigError
+    from slimdet.engine import load_cfg
+    from slimdet.engine.trainer import load_for_evaluation
+    from slimdet.modeling import build_model
+
+    pretraining = str(ROOT / "configs/demo/slimclr_mocov2_demo.yaml")
+    weights = tmp_path / "pretrained.pth"
+    torch.save({"model": build_model(load_cfg(pretraining)).state_dict()}, weights)
+    no_run = tmp_path / "mistyped"
+
+    def attempt(config, model_weights):
+        cfg = load_cfg(config, ["MODEL.WEIGHTS", model_weights, "OUTPUT_DIR", str(no_run)])
+        checkpointer = SlimCheckpointer(build_model(cfg), cfg.OUTPUT_DIR, save_to_disk=False)
+        return load_for_evaluation(checkpointer, cfg, resume=True)
+
+    says = rf"--eval-only --resume: OUTPUT_DIR {no_run} holds no run checkpoint to evaluate"
+    with pytest.raises(CheckpointError, match=rf"{says} .*so MODEL\.WEIGHTS was read instead: "
+                       r".*pretrained\.pth.* has no weights for 'classifier'"):
+        attempt(str(ROOT / "configs/demo/lincls_demo.yaml"), str(weights))
+    assert attempt(pretraining, str(weights)) == str(weights)
+    assert f"{no_run} holds no run checkpoint" in caplog.text
+    assert f"so MODEL.WEIGHTS {weights} is evaluated instead" in caplog.text
+    with pytest.raises(ConfigError, match=rf"{says} .*set OUTPUT_DIR to the run's folder"):
+        attempt(pretraining, "")
+    assert not no_run.exists()
