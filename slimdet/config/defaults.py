@@ -254,7 +254,8 @@ _C.TEST.EVAL_PERIOD_EPOCHS = 0.0
 # Also report the best periodic evaluation: the one whose full-width value of this metric is
 # highest (e.g. "top1": the reference probe's best full-width top-1), each of its per-width
 # results as "<metric>_best/w<width>" beside the last evaluation's "<metric>/w<width>", and its
-# iteration as "best_iter" (metrics.json, the final table). "" = last evaluation only.
+# iteration as "best_iter" (metrics.json, the final table). "" = last evaluation only. A
+# metric none of TEST.EVALUATORS reports (kNN's is "knn_top1") is refused at the start.
 _C.TEST.BEST_METRIC = ""
 _C.TEST.IMS_PER_BATCH = 256
 _C.TEST.KNN = CN()

@@ -231,6 +231,7 @@ class SlimTrainer(WidthLoopTrainer):
         ret += self.extra_hooks()
         self.eval_hook = None
         if cfg.TEST.EVALUATORS:
+            check_best_metric(cfg)
             eval_period = cfg.TEST.EVAL_PERIOD or self.clock.iteration(cfg.TEST.EVAL_PERIOD_EPOCHS)
             # The best evaluation is that of the widest width evaluated (TEST.WIDTHS may
             # leave out the full width).
@@ -475,6 +476,24 @@ def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = Fals
     if isinstance(checkpointer.model, ClassificationMethod):
         check_classifier_classes(cfg, classes, path)
     return path
+
+
+def check_best_metric(cfg) -> None:
+    """``TEST.BEST_METRIC`` must be a metric the evaluators of ``TEST.EVALUATORS`` report
+    (those that declare theirs, ``Evaluator.metrics``): another name (a typo, kNN's
+    ``knn_top1`` written ``top1``) kept no best evaluation, with a warning at every evaluation
+    of a run that ended with exit 0 and without the reference's best numbers."""
+    if not cfg.TEST.BEST_METRIC:
+        return
+    declared = [evaluator.metrics() for evaluator in build_evaluators(cfg)]
+    if any(names is None for names in declared):
+        return  # an evaluator that does not say what it reports: checked when it has run
+    reported = list(dict.fromkeys(name for names in declared for name in names))
+    if cfg.TEST.BEST_METRIC not in reported:
+        raise ConfigError(
+            f"TEST.BEST_METRIC {cfg.TEST.BEST_METRIC!r} is not a metric of TEST.EVALUATORS "
+            f"{list(cfg.TEST.EVALUATORS)} (they report {', '.join(reported) or 'none'}): no "
+            "best evaluation would be kept; set one of those, or '' for none")
 
 
 def classifier_fields(cfg, method) -> Dict[str, List[str]]:

@@ -1,4 +1,4 @@
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from fvcore.common.registry import Registry
 
@@ -20,6 +20,12 @@ class Evaluator:
 
     def required_datasets(self) -> List[str]:
         return []
+
+    def metrics(self) -> Optional[List[str]]:
+        """The metrics its results hold per width (``<metric>/w<width>``), which
+        ``TEST.BEST_METRIC`` is checked against when a run starts; None: not declared (that
+        check is then left out)."""
+        return None
 
     def evaluate(self, method) -> Dict[str, float]:
         raise NotImplementedError

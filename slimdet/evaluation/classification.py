@@ -95,6 +95,10 @@ class ClassificationEvaluator(Evaluator):
         calibration = [self.cfg.DATASETS.TRAIN] if untrained_widths(self.cfg) else []
         return calibration + [self.cfg.DATASETS.TEST]
 
+    def metrics(self) -> List[str]:
+        # No top-5 of at most 5 classes (evaluate_classification).
+        return ["top1", "top5"] if self.cfg.MODEL.NUM_CLASSES > 5 else ["top1"]
+
     def evaluate(self, method) -> Dict[str, float]:
         mismatch = (method.calibration_mismatch(self.cfg)
                     if isinstance(method, ClassificationMethod) else "")
@@ -119,6 +123,9 @@ class ProfilerEvaluator(Evaluator):
         super().__init__(cfg)
         self.image_size = cfg.INPUT.CROP_SIZE
         self.in_channels = cfg.MODEL.BACKBONE.IN_CHANNELS
+
+    def metrics(self) -> List[str]:
+        return ["params_M", "macs_M"]
 
     def evaluate(self, method) -> Dict[str, float]:
         if not comm.is_main_process():

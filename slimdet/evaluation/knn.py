@@ -180,6 +180,9 @@ class KNNEvaluator(Evaluator):
     def required_datasets(self) -> List[str]:
         return [self.cfg.DATASETS.TRAIN, self.cfg.DATASETS.TEST]
 
+    def metrics(self) -> List[str]:
+        return ["knn_top1"]
+
     def evaluate(self, method) -> Dict[str, float]:
         backbone = backbone_of(method)
         device = next(backbone.parameters()).device

@@ -325,3 +325,31 @@ def test_eval_only_resume_without_a_run_checkpoint_says_which_weights_it_reads(t
     with pytest.raises(ConfigError, match=rf"{says} .*set OUTPUT_DIR to the run's folder"):
         attempt(pretraining, "")
     assert not no_run.exists()
+
+
+def test_a_best_metric_no_evaluator_reports_is_refused_when_the_run_is_built(tmp_path):
+    """TEST.BEST_METRIC that none of TEST.EVALUATORS reports kept no best evaluation: a warning
+    at every evaluation and exit 0, the best numbers missing at the end of the run."""
+    from slimdet.config import ConfigError
+    from slimdet.engine import load_cfg
+    from slimdet.engine.trainer import SlimTrainer, check_best_metric
+
+    def cfg(config, *keys):
+        return load_cfg(str(ROOT / "configs/demo" / config), [
+            "DATASETS.TRAIN_SUBSET", 256, "SOLVER.IMS_PER_BATCH", 64, "SOLVER.MAX_ITER", 2,
+            "OUTPUT_DIR", str(tmp_path / "run"), *keys])
+
+    with pytest.raises(ConfigError, match=r"TEST\.BEST_METRIC 'top1' is not a metric of "
+                       r"TEST\.EVALUATORS \['KNNEvaluator'\] \(they report knn_top1\)"):
+        SlimTrainer(cfg("slimclr_mocov2_demo.yaml", "TEST.BEST_METRIC", "top1"))
+    assert not (tmp_path / "run").exists()
+    SlimTrainer(cfg("slimclr_mocov2_demo.yaml", "TEST.BEST_METRIC", "knn_top1"))
+    probe = ["TEST.EVALUATORS", ["ClassificationEvaluator", "ProfilerEvaluator"]]
+    for metric in ("top1", "top5", "macs_M", ""):
+        check_best_metric(cfg("lincls_demo.yaml", *probe, "TEST.BEST_METRIC", metric))
+    with pytest.raises(ConfigError, match=r"'top_1' .*they report top1, top5, params_M, macs_M"):
+        check_best_metric(cfg("lincls_demo.yaml", *probe, "TEST.BEST_METRIC", "top_1"))
+    # Of at most 5 classes no top-5 is reported.
+    with pytest.raises(ConfigError, match=r"'top5' .*they report top1\)"):
+        check_best_metric(cfg("lincls_demo.yaml", "MODEL.NUM_CLASSES", 5,
+                              "TEST.BEST_METRIC", "top5"))
