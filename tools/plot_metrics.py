@@ -5,7 +5,7 @@ gradient diagnostics. PNGs go to OUTPUT_DIR/plots/ (or --out).
     python tools/plot_metrics.py output/demo_slimclr_mocov2
 
 Lines of metrics.json that are not JSON (a run killed mid-write) are skipped, and a warning
-names them. The figures are losses.png, lr.png, accuracy.png and gradients.png; each PNG records
+names them; a file with no metrics record at all (an eval_results.json ...) is refused. The figures are losses.png, lr.png, accuracy.png and gradients.png; each PNG records
 that this tool drew it. A call replaces the figures it drew earlier and removes those whose
 metrics are no longer in the file (so the folder never shows a stale figure beside new ones); a
 file of one of those names that it did not draw is replaced only with --overwrite, never removed.

@@ -50,9 +50,10 @@ def read_metrics(path: str, flag: str = "metrics file") -> Tuple[Series, List[in
         raise FileNotFoundError(f"no metrics file at {path}")
     values: Dict[str, Dict[int, float]] = defaultdict(dict)
     skipped: List[int] = []
-    for number, line in enumerate(_read_text(path, flag).splitlines(), 1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(_read_text(path, flag).splitlines(), 1)
+             if line.strip()]
+    rows = 0
+    for number, line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -60,10 +61,18 @@ def read_metrics(path: str, flag: str = "metrics file") -> Tuple[Series, List[in
             continue
         if not isinstance(row, dict) or "iteration" not in row:
             continue
+        rows += 1
         it = int(row["iteration"])
         for k, v in row.items():
             if k != "iteration" and isinstance(v, (int, float)) and math.isfinite(v):
                 values[k][it] = float(v)
+    if not rows and (len(lines) > 1 or len(skipped) < len(lines)):
+        # Another file (an eval_results.json, a config): read as a metrics file it drew
+        # nothing, exit 0, after a warning about lines "a killed run" left. A lone partial
+        # line is what a run killed during its first write leaves.
+        raise ConfigError(f"{flag} {path}: not a run's metrics.json (none of its {len(lines)} "
+                          "line(s) is a JSON record with an 'iteration'); give a run's "
+                          "OUTPUT_DIR or its metrics.json")
     return {k: sorted(v.items()) for k, v in values.items()}, skipped
 
 

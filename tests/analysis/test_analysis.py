@@ -324,6 +324,30 @@ def test_plot_metrics_names_skipped_lines_and_removes_its_stale_figures(tmp_path
         main([str(run), "--out", str(run / "metrics.json")])
 
 
+def test_plot_metrics_of_a_file_that_is_not_a_metrics_json_is_one_line(tmp_path, capsys):
+    """An eval_results.json (or eval_history.jsonl) given instead of a run's metrics.json drew
+    nothing with exit 0, after a warning that its lines were cut off by a killed run, and left
+    an empty plots/ folder; a metrics.json with only a first line cut off still plots nothing."""
+    from slimdet.engine.run_folder import write_eval_results
+    from tests.helpers import run_tool
+
+    write_eval_results(str(tmp_path), {"knn_top1/w1": 30.0}, str(tmp_path / "model_final.pth"))
+    write_eval_results(str(tmp_path), {"knn_top1/w1": 31.0}, str(tmp_path / "model_final.pth"))
+    for name in ("eval_results.json", "eval_history.jsonl"):
+        lines = len([line for line in (tmp_path / name).read_text().splitlines() if line.strip()])
+        res = run_tool(capsys, "plot_metrics", [tmp_path / name])
+        assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+            f"error: metrics file {tmp_path / name}: not a run's metrics.json (none of its "
+            f"{lines} line(s) is a JSON record with an 'iteration'); give a run's OUTPUT_DIR or "
+            "its metrics.json"], res.stderr
+    assert not (tmp_path / "plots").exists()
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "metrics.json").write_text('{"data_time": 0.1, "ite')
+    res = run_tool(capsys, "plot_metrics", [killed])
+    assert res.returncode == 0 and "nothing to plot" in res.stderr and "skipped 1 line" in res.stdout
+
+
 def test_load_results_reads_every_results_file_slimdet_writes(tmp_path):
     from slimdet.analysis.plots import load_results
     from slimdet.config import ConfigError
