@@ -23,7 +23,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from ..config import ConfigError
-from ..utils.d2compat import set_local_process_group
+from ..utils.d2compat import release_process_groups, set_local_process_group
 from ..utils.ddp import start_wait_group
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -144,4 +144,5 @@ def _cpu_worker(local_rank: int, main_func: Callable, world_size: int, per_machi
         # Only on success: after an error the launcher ends the others.
         comm.synchronize()
     finally:
+        release_process_groups()
         dist.destroy_process_group()

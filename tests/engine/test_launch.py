@@ -1,6 +1,7 @@
 """The CPU (gloo) launcher: N worker processes meet on a rendezvous store that the launching
 process serves, so no other job can take its port in between."""
 import importlib
+import os
 import socket
 from datetime import timedelta
 from pathlib import Path
@@ -30,6 +31,21 @@ def _draw_seed(out_dir: str) -> None:
     cfg = load_cfg("", ["SEED", -1])
     note = draw_seed(cfg)
     Path(out_dir, f"rank{dist.get_rank()}").write_text(f"{cfg.SEED}\n{note}")
+
+
+def _gather_then_record_groups_at_exit(out_dir: str) -> None:
+    import atexit
+
+    from detectron2.utils import comm
+
+    comm.all_gather(dist.get_rank())  # caches Detectron2's gloo group
+
+    def record() -> None:  # at interpreter exit: after launch's worker has torn down
+        held = comm._get_global_gloo_group.cache_info().currsize
+        Path(out_dir, f"rank{dist.get_rank() if dist.is_initialized() else 'x'}-{os.getpid()}"
+             ).write_text(f"{held} {comm._LOCAL_PROCESS_GROUP is not None}")
+
+    atexit.register(record)
 
 
 def _slow_main_process(out_dir: str, seconds: float, wait) -> None:
@@ -133,6 +149,17 @@ def test_a_negative_seed_is_one_seed_drawn_for_every_process(tmp_path):
     assert len(seeds) == 2 and seeds[0] == seeds[1]
     seed, note = seeds[0]
     assert int(seed) >= 0 and note == f"SEED -1: drew seed {seed} (set SEED {seed} to run this again)"
+
+
+def test_a_worker_leaves_no_process_group_for_interpreter_exit_to_destroy(tmp_path):
+    """A gloo group Detectron2 still referenced (``comm.all_gather``'s cached group, the local
+    group) was destroyed at interpreter exit, after ``destroy_process_group``, and now and then
+    aborted the worker with SIGABRT ("terminate called without an active exception"): about one
+    two-process job in six that had called ``comm.all_gather``
+    (``scripts/check_gloo_teardown.py``). Every worker drops them first."""
+    launch(_gather_then_record_groups_at_exit, 2, args=(str(tmp_path),))
+    records = sorted(p.read_text() for p in tmp_path.iterdir())
+    assert records == ["0 False", "0 False"]
 
 
 def test_the_others_wait_for_the_main_process_longer_than_a_collective_may(tmp_path):
