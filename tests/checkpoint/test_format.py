@@ -444,6 +444,8 @@ def test_allowlisted_types_load_and_others_need_the_opt_in(tmp_path):
 # ------------------------------------------------------------------ broken files, one line each
 TRAIN = ["--config-file", DEMO, *SMALL_R50]
 PROBE = ["--config-file", str(ROOT / "configs/demo/lincls_demo.yaml"), *SMALL_R50]
+# --eval-only needs an evaluator (TEST.EVALUATORS [] is refused before any weights are read).
+EVAL = ["TEST.EVALUATORS", "['KNNEvaluator']"]
 
 
 @pytest.fixture(scope="module")
@@ -474,13 +476,13 @@ def test_broken_inputs_fail_in_one_line(run_dir, tmp_path):
         (_run("export_width.py", *TRAIN[:2], "--weights", tmp_path / "notes.pth", "--width", "0.5",
               "--output", tmp_path / "e.pth", *SMALL_R50),
          ["notes.pth", "text file"]),
-        (_run("train_net.py", "--eval-only", *TRAIN, "MODEL.WEIGHTS", tmp_path / "tv.pth",
+        (_run("train_net.py", "--eval-only", *TRAIN, *EVAL, "MODEL.WEIGHTS", tmp_path / "tv.pth",
               "OUTPUT_DIR", out),
          ["tv.pth", "torchvision-style single-width ResNet"]),
-        (_run("train_net.py", "--eval-only", *PROBE, "MODEL.WEIGHTS", run_dir / "model_final.pth",
-              "OUTPUT_DIR", out),
+        (_run("train_net.py", "--eval-only", *PROBE, *EVAL, "MODEL.WEIGHTS",
+              run_dir / "model_final.pth", "OUTPUT_DIR", out),
          ["model_final.pth", "no weights for 'classifier'"]),
-        (_run("train_net.py", "--eval-only", *PROBE, "OUTPUT_DIR", out),
+        (_run("train_net.py", "--eval-only", *PROBE, *EVAL, "OUTPUT_DIR", out),
          ["--eval-only needs", "MODEL.WEIGHTS"]),
         (_run("train_net.py", *TRAIN, "MODEL.WEIGHTS", tmp_path / "nowhere.pth", "OUTPUT_DIR", out),
          ["nowhere.pth", "does not exist"]),

@@ -93,7 +93,8 @@ def test_config_mistakes_exit_2_in_one_line_before_writing(tmp_path, colour_fold
                                        "TEST.EVALUATORS", '["KNNEvaluator"]'],
          ["DATASETS.TEST", "DATASETS.TRAIN", "lacks ['ant']"]),
         # A flag typed among the overrides is read as the flag (not as a config key).
-        (["MODEL.WEIGHTS", str(tmp_path / "missing.pth"), "--eval-only"],
+        (["TEST.EVALUATORS", '["KNNEvaluator"]', "MODEL.WEIGHTS", str(tmp_path / "missing.pth"),
+          "--eval-only"],
          ["missing.pth", "does not exist"]),
     ]
     results = run_all([TINY + opts + ["OUTPUT_DIR", str(out)] for opts, _ in cases])
