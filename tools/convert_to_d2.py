@@ -36,7 +36,7 @@ from slimdet.engine import run_cli
 from slimdet.engine.defaults import one_line
 from slimdet.layers import uncalibrated_widths
 from slimdet.modeling.backbone import STAGE_BLOCKS, SlimResNet
-from slimdet.utils.file_io import atomic_write, check_not_input
+from slimdet.utils.file_io import atomic_write, check_output_file
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -132,14 +132,9 @@ def pixel_statistics(ckpt_path: Optional[str], in_channels: int) -> Tuple[List[f
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.input is not None:
-        check_not_input(args.output, {"CKPT": args.input}, "-o/--output")
-    if os.path.isdir(args.output):  # --overwrite would not help
-        raise ConfigError(f"-o/--output {args.output} is a folder, not a file")
-    if os.path.exists(args.output) and not args.overwrite:
-        # As train_net's run folders: a file someone made is replaced only when asked to.
-        raise ConfigError(f"-o/--output {args.output} exists: pass --overwrite to replace it, "
-                          "or choose another file")
+    # Before the checkpoint is read: the input itself, a folder, someone's file (replaced only
+    # with --overwrite) or a place no file can be made in is refused now, not after the work.
+    check_output_file(args.output, "-o/--output", args.overwrite, {"CKPT": args.input or ""})
     if args.random_init is not None:
         widths = args.widths or [1.0, 0.75, 0.5, 0.25]
         resnet = SlimResNet(depth=args.random_init, widths=widths).eval()

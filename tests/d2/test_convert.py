@@ -18,6 +18,7 @@ from slimdet.config import ConfigError
 from slimdet.d2 import SlimDetectionCheckpointer, get_slim_det_cfg, stock_d2_overrides
 from slimdet.d2.backbone import build_slim_resnet_fpn_backbone
 from slimdet.layers import set_width
+from slimdet.utils.file_io import OutputError
 
 from d2_helpers import randomized_resnet, reference_layout
 
@@ -290,13 +291,20 @@ def test_output_pixel_statistics_and_stems_the_detector_cannot_hold(tmp_path, ca
     (run / "config.yaml").write_text("INPUT:\n  PIXEL_MEAN: [0.5]\n  PIXEL_STD: [0.25]\n")
     out = tmp_path / "grey.pkl"
     out.write_bytes(b"someone's file")
-    with pytest.raises(ConfigError, match=r"^-o/--output .*grey.pkl exists: pass --overwrite"):
+    with pytest.raises(OutputError, match=r"^-o/--output .*grey.pkl exists: pass --overwrite"):
         convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out)])
     assert out.read_bytes() == b"someone's file"
     for extra in ([], ["--overwrite"]):  # a folder: --overwrite would not help, so not named
-        with pytest.raises(ConfigError, match=r"^-o/--output .* is a folder, not a file$"):
+        with pytest.raises(OutputError, match=r"^-o/--output .* is a folder, not a file$"):
             convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(run),
                                 *extra])
+    # A place no file can be made in is refused before the checkpoint is read (the file is
+    # not a checkpoint at all here, so reading it first would fail with another error).
+    not_a_checkpoint = tmp_path / "notes.txt"
+    not_a_checkpoint.write_text("not a checkpoint")
+    with pytest.raises(OutputError, match=r"^-o/--output .*notes.txt/x.pkl.*is a file, not a folder$"):
+        convert_to_d2.main([str(not_a_checkpoint), "--width", "1.0",
+                            "-o", str(not_a_checkpoint / "x.pkl")])
     capsys.readouterr()
     assert convert_to_d2.main([str(run / "model_final.pth"), "--slimmable", "-o", str(out),
                                "--overwrite"]) == 0
