@@ -23,7 +23,7 @@ from iopath.common.file_io import g_pathmgr
 
 from ..analysis.hooks import GradientDiagnosticsHook, TrajectoryHook
 from ..checkpoint import (CLASSES_FIELD, CheckpointError, PeriodicCheckpointer, SlimCheckpointer,
-                          read_file, restore_optimizer)
+                          count_parts, read_file, restore_optimizer)
 from ..config import ConfigError, evaluation_widths
 from ..data import build_train_loader, get_dataset
 from ..data.datasets import EncodedImageDataset
@@ -319,12 +319,31 @@ class SlimTrainer(WidthLoopTrainer):
                 self.cfg.MODEL.WEIGHTS, self.method.frozen_parts(),
                 f"training {self.cfg.MODEL.METHOD} from MODEL.WEIGHTS")
             self.method.after_weights_loaded(report.left_out)
+            self._warn_of_trained_classifier(report.loaded)
         elif self.method.frozen_parts():
             # Legitimate for a random-init baseline, a mistake otherwise: say which it is.
             logger.warning("MODEL.WEIGHTS is empty: the frozen %s keeps its random "
                            "initialisation (a random-init baseline; set MODEL.WEIGHTS to a "
                            "pre-training checkpoint to probe that)",
                            ", ".join(self.method.frozen_parts()))
+
+    def _warn_of_trained_classifier(self, loaded: Sequence[str]) -> None:
+        """A new classifier run whose MODEL.WEIGHTS already holds a trained classifier (a
+        probe's or supervised model's file where the pre-training checkpoint was meant; both
+        are called model_final.pth) starts from it instead of its initialisation: the accuracy
+        it then reports is that of a continued run, not the linear evaluation of the backbone,
+        and nothing else in its output tells the two apart."""
+        if not isinstance(self.method, ClassificationMethod):
+            return
+        parts = set(self.method.classifier_parts)
+        started = [k for k in loaded if k.split(".", 1)[0] in parts]
+        if started:
+            logger.warning(
+                "MODEL.WEIGHTS %s holds a trained classifier (%s): this new run continues from "
+                "it, not from a fresh initialisation, so its accuracy is not that of a new %s "
+                "on the backbone; to evaluate a pre-training checkpoint, give that checkpoint "
+                "(to continue this run's own training, --resume in its OUTPUT_DIR)",
+                self.cfg.MODEL.WEIGHTS, count_parts(started), self.cfg.MODEL.METHOD)
 
     def _iteration_limit(self) -> str:
         """The config keys that set ``max_iter``, for messages."""

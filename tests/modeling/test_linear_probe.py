@@ -159,6 +159,32 @@ def test_a_probe_without_weights_says_its_backbone_is_random(tmp_path, caplog):
         in caplog.text
 
 
+def test_a_new_probe_started_from_a_probe_file_says_it_continues_that_probe(pretrained, tmp_path,
+                                                                            caplog):
+    """A probe's model_final.pth given as MODEL.WEIGHTS where the pre-training checkpoint was
+    meant: the new run starts from the trained classifiers (its accuracy is a continued
+    probe's), which is said; started from the pre-training checkpoint, nothing is."""
+    import logging
+
+    first = _probe_cfg(tmp_path / "first")
+    first.defrost()
+    first.SOLVER.MAX_ITER, first.MODEL.WEIGHTS = 2, pretrained
+    trainer = SlimTrainer(first)
+    with caplog.at_level(logging.WARNING, logger="slimdet"):
+        trainer.resume_or_load(resume=False)
+    assert "holds a trained classifier" not in caplog.text
+    trainer.train()
+    again = _probe_cfg(tmp_path / "again")
+    again.defrost()
+    again.MODEL.WEIGHTS = str(tmp_path / "first" / "model_final.pth")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="slimdet"):
+        SlimTrainer(again).resume_or_load(resume=False)
+    warned = [r.getMessage() for r in caplog.records if "holds a trained classifier" in r.getMessage()]
+    assert len(warned) == 1 and again.MODEL.WEIGHTS in warned[0]
+    assert "classifier (" in warned[0] and "not from a fresh initialisation" in warned[0]
+
+
 def test_an_evaluation_calibrating_otherwise_than_the_probe_was_trained_says_so(tmp_path):
     def cfg(batches):
         return load_cfg(os.path.join(ROOT, "configs/demo/lincls_demo.yaml"), SMALL_DATA + [
