@@ -14,6 +14,19 @@ batch size); output: pooled features, or class logits for a probe / supervised m
 is run after writing and compared with the eager model at that width (max |difference| printed;
 a mismatch is an error, and the file replaces --output only once it passed).
 
+A torchscript / onnx file records how to feed it, as JSON (slimdet.checkpoint.export's module
+docstring; read_export_metadata(path, fmt) reads it): in TorchScript the extra file
+slimdet.json (torch.jit.load(path, _extra_files={"slimdet.json": ""})), in ONNX the metadata
+key "slimdet" (onnxruntime: session.get_modelmeta().custom_metadata_map). It holds
+"slimdet_export" (1, its version), "width", "network" (MODEL.METHOD, MODEL.BACKBONE.NAME /
+DEPTH / BASE_CHANNELS / CIFAR_STEM), "weights" (--weights as given), "input" (NCHW float32,
+MODEL.BACKBONE.IN_CHANNELS channels, "RGB" or "grey" as the data sets decode; the evaluation
+view: short side resized to "resize_short_side" (bilinear, antialiased), centre crop of
+INPUT.CROP_SIZE; then (pixel / 255 - mean[c]) / std[c] with INPUT.PIXEL_MEAN / PIXEL_STD) and
+"output": {"kind": "features", "dim"} or {"kind": "logits", "num_classes", "classifier":
+"trained" or "fresh" (--init-fc-classes), "classes": the class names of the --weights file when
+it has them}. The line before the last sums it up. --format torchvision stays a bare state dict.
+
 A width the checkpoint was not trained at (any width in [min(MODEL.WIDTHS), 1.0]; every width of
 a sandwich-trained checkpoint) needs --calibrate-batches N: its BN statistics are estimated on N
 training batches of the config first (its BN parameters come from the nearest trained width at
@@ -33,9 +46,11 @@ import torch
 
 from slimdet.checkpoint import CheckpointError, count_parts, load_weights
 from slimdet.checkpoint.export import (FORMATS, ExportError, deployable_width, eager_output,
-                                       export_width_state_dict, run_exported, write_onnx,
+                                       export_metadata, export_width_state_dict,
+                                       metadata_summary, run_exported, write_onnx,
                                        write_torchscript)
 from slimdet.config import ConfigError, config_inputs
+from slimdet.data.transforms import eval_input_record
 from slimdet.engine import load_cfg, parse_tool_args, run_cli
 from slimdet.engine.defaults import seed_all
 from slimdet.evaluation.calibration import CalibrationImages
@@ -158,8 +173,15 @@ def main() -> None:
                               "existing file there is left as it was)")
         measured.update(shape=tuple(got.shape), diff=diff)
 
+    backbone = cfg.MODEL.BACKBONE
+    network = {"method": cfg.MODEL.METHOD, "backbone": backbone.NAME, "depth": backbone.DEPTH,
+               "base_channels": backbone.BASE_CHANNELS, "cifar_stem": backbone.CIFAR_STEM}
+    metadata = export_metadata(method, w, args.weights, network, eval_input_record(cfg),
+                               args.init_fc_classes, report.classes)
     (write_onnx if args.format == "onnx" else write_torchscript)(model, example, args.output,
-                                                                 check=check)
+                                                                 check=check, metadata=metadata)
+    # The summary first: the last line stays the one that names a classifier left out.
+    print(f"{args.output} records {metadata_summary(metadata)}")
     print(f"wrote width {w:g} as {args.format} to {args.output}: output {measured['shape']} on "
           f"{args.check_batch} images, max |difference| to the eager model {measured['diff']:.2e}"
           f"{backbone_only}")

@@ -15,11 +15,37 @@ width, or one added and calibrated: ``slimdet.layers.any_width``). From there:
   batch dimension (``onnxruntime`` runs it). Both files take images of the config's crop size,
   normalised as in training, and return the pooled features (self-supervised models) or the
   class logits (probe, supervised).
+
+Each TorchScript / ONNX file carries how to feed it and what it returns, as one JSON record
+(:func:`export_metadata`; :func:`read_export_metadata` reads it back): in TorchScript the extra
+file ``slimdet.json`` (``torch.jit.load(path, _extra_files={"slimdet.json": ""})``), in ONNX the
+model's ``metadata_props`` key ``slimdet`` (onnxruntime:
+``session.get_modelmeta().custom_metadata_map["slimdet"]``)::
+
+    {"slimdet_export": 1,                  # version of this record
+     "width": 0.6,
+     "network": {"method": "MoCoV2", "backbone": "SlimResNet", "depth": 18,
+                 "base_channels": 16, "cifar_stem": true},   # the config's, at width 1.0
+     "weights": "output/demo_slimclr_mocov2/model_final.pth",  # as given to the tool
+     "input": {"layout": "NCHW", "dtype": "float32", "channels": 1,
+               "channel_order": "grey",    # or "RGB": as the data sets decode images
+               "resize_short_side": 36, "resize_interpolation": "bilinear",
+               "resize_antialias": true, "crop": "centre", "crop_size": 32,
+               "pixel_divisor": 255.0, "mean": [0.286], "std": [0.353],
+               "normalize": "(pixel / 255 - mean[c]) / std[c]"},
+     "output": {"kind": "features", "dim": 76}}
+
+``input`` is the evaluation view (``slimdet.data.transforms.eval_input_record``). ``output`` of
+a classifier is ``{"kind": "logits", "num_classes": N, "classifier": "trained", "classes":
+[...]}`` (``classes``: the class names the weights file records, in label order, when it has
+them) or ``"classifier": "fresh"`` for an untrained fc added with ``init_fc_classes``.
 """
 from __future__ import annotations
 
 import io
-from typing import Callable, Dict, Iterator, Optional, Tuple
+import json
+from types import ModuleType
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -156,34 +182,144 @@ def eager_output(method: nn.Module, width: float, images: torch.Tensor,
         method.train(was_training)
 
 
+METADATA_VERSION_KEY, METADATA_VERSION = "slimdet_export", 1
+TORCHSCRIPT_METADATA_FILE = "slimdet.json"  # extra file of the TorchScript archive
+ONNX_METADATA_KEY = "slimdet"  # key of the ONNX model's metadata_props
+
+
+def output_record(method: nn.Module, width: float, init_fc_classes: int = 0,
+                  classes: Optional[Sequence[str]] = None,
+                  weights: str = "the weights file") -> Dict[str, Any]:
+    """What :func:`deployable_width` of the same arguments returns, as the metadata's
+    ``output``: pooled ``features`` of their ``dim``, or ``logits`` of ``num_classes``, from the
+    method's ``trained`` classifier (with ``classes``, the names the weights file records, when
+    given) or a ``fresh`` one (``init_fc_classes``: its outputs name no class yet)."""
+    head = _classifier(method, width, init_fc_classes)
+    if head is None:
+        return {"kind": "features", "dim": _backbone(method).feature_dim(float(width))}
+    record: Dict[str, Any] = {"kind": "logits", "num_classes": head.out_features}
+    if not isinstance(method, ClassificationMethod):
+        return {**record, "classifier": "fresh"}
+    record["classifier"] = "trained"
+    if classes is not None:
+        if len(classes) != head.out_features:
+            raise ExportError(f"{weights}: its {len(classes)} class names do not match the "
+                              f"{head.out_features} outputs of its classifier at width {width:g}")
+        record["classes"] = list(classes)
+    return record
+
+
+def export_metadata(method: nn.Module, width: float, weights: str, network: Mapping[str, Any],
+                    input_record: Mapping[str, Any], init_fc_classes: int = 0,
+                    classes: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The JSON record a TorchScript / ONNX file of ``method`` at ``width`` carries (module
+    docstring): ``network`` (the config's method and backbone) and ``input_record`` (how
+    images are prepared: ``slimdet.data.transforms.eval_input_record``) come from the config,
+    as plain values, since this package does not read configs; ``output`` is
+    :func:`output_record`."""
+    return {METADATA_VERSION_KEY: METADATA_VERSION, "width": float(width),
+            "network": dict(network), "weights": weights, "input": dict(input_record),
+            "output": output_record(method, width, init_fc_classes, classes, weights)}
+
+
+def metadata_summary(record: Mapping[str, Any]) -> str:
+    """One line of a record for people: input size and normalisation, output kind."""
+    i, o = record["input"], record["output"]
+    size = f"{i['channels']}x{i['crop_size']}x{i['crop_size']}"
+    output = (f"logits of {o['num_classes']} classes ({o['classifier']}"
+              f"{', named' if 'classes' in o else ''})" if o["kind"] == "logits"
+              else f"features of dim {o['dim']}")
+    return (f"input {i['layout']} {size} {i['channel_order']} (short side resized to "
+            f"{i['resize_short_side']}, centre crop), (pixel / {i['pixel_divisor']:g} - mean "
+            f"{i['mean']}) / std {i['std']}; output {output}")
+
+
 def write_torchscript(model: nn.Module, example: torch.Tensor, path: str,
-                      check: Optional[Callable[[str], None]] = None) -> None:
+                      check: Optional[Callable[[str], None]] = None,
+                      metadata: Optional[Mapping[str, Any]] = None) -> None:
     """Trace ``model`` on ``example`` and write it atomically (``torch.jit.load`` reads it);
-    ``check(temporary path)`` may refuse the complete file before it replaces ``path``."""
+    ``check(temporary path)`` may refuse the complete file before it replaces ``path``.
+    ``metadata`` (:func:`export_metadata`) goes in as the extra file ``slimdet.json``."""
     with torch.no_grad():
         traced = torch.jit.trace(model, example)
-    atomic_write(path, lambda f: torch.jit.save(traced, f), check=check)
+    extra = {TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)} if metadata is not None else {}
+    atomic_write(path, lambda f: torch.jit.save(traced, f, _extra_files=extra), check=check)
+
+
+def _import_onnx(need: str) -> ModuleType:
+    """The ``onnx`` package, or a one-line error: ``need`` (what uses it) needs it, and how to
+    install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError(f"{need} needs the onnx package: pip install -e .[onnx]") from None
+    return onnx
 
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: str, opset: int = 17,
-               check: Optional[Callable[[str], None]] = None) -> None:
+               check: Optional[Callable[[str], None]] = None,
+               metadata: Optional[Mapping[str, Any]] = None) -> None:
     """Export ``model`` to ONNX with a dynamic batch dimension, written atomically (``check`` as
-    in :func:`write_torchscript`).
+    in :func:`write_torchscript`); ``metadata`` (:func:`export_metadata`) goes in the model's
+    ``metadata_props`` under the key ``slimdet``.
 
     Uses torch's TorchScript-based exporter (``dynamo=False``): it needs only the ``onnx``
     package, where the default dynamo exporter of torch 2.14 also needs ``onnxscript``.
     """
-    try:
-        import onnx  # noqa: F401  (the exporter serialises through it)
-    except ImportError:
-        raise ExportError("--format onnx needs the onnx package (and onnxruntime to check the "
-                          "file): pip install -e .[onnx]") from None
+    # The exporter serialises through onnx; the record is added with it.
+    onnx = _import_onnx("--format onnx (and onnxruntime to check the file)")
     buffer = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,
                           input_names=["images"], output_names=["output"],
                           dynamic_axes={"images": {0: "batch"}, "output": {0: "batch"}})
-    atomic_write(path, lambda f: f.write(buffer.getvalue()), check=check)
+    data = buffer.getvalue()
+    if metadata is not None:
+        proto = onnx.load_from_string(data)
+        # set_model_props replaces every property: keep any the exporter wrote.
+        props = {p.key: p.value for p in proto.metadata_props}
+        onnx.helper.set_model_props(proto, {**props, ONNX_METADATA_KEY: json.dumps(metadata)})
+        data = proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data), check=check)
+
+
+def read_export_metadata(path: str, fmt: str) -> Dict[str, Any]:
+    """The record (:func:`export_metadata`) a TorchScript or ONNX file written by slimdet
+    carries; a one-line :class:`ExportError` for a file without one."""
+    if fmt == "torchscript":
+        where = f"extra file {TORCHSCRIPT_METADATA_FILE!r}"
+        extra = {TORCHSCRIPT_METADATA_FILE: ""}
+        try:
+            torch.jit.load(path, map_location="cpu", _extra_files=extra)
+        except (OSError, RuntimeError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ExportError(f"{path}: not a readable TorchScript file ({first})") from None
+        text = extra[TORCHSCRIPT_METADATA_FILE]
+        text = text.decode("utf-8") if isinstance(text, bytes) else text
+    elif fmt == "onnx":
+        onnx = _import_onnx("reading an ONNX file's metadata")
+        from google.protobuf.message import DecodeError  # onnx's own dependency
+
+        where = f"metadata_props key {ONNX_METADATA_KEY!r}"
+        try:
+            proto = onnx.load(path, load_external_data=False)
+        except (OSError, DecodeError) as e:
+            raise ExportError(f"{path}: not a readable ONNX file ({e})") from None
+        text = {p.key: p.value for p in proto.metadata_props}.get(ONNX_METADATA_KEY, "")
+    else:
+        raise ValueError(f"no metadata in format {fmt!r}: torchscript or onnx")
+    if not text:
+        raise ExportError(f"{path}: no slimdet metadata ({where}): not written by "
+                          "tools/export_width.py, or by a version before it recorded one")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path}: its {where} is not valid JSON ({e})") from None
+    version = record.get(METADATA_VERSION_KEY) if isinstance(record, dict) else None
+    if version != METADATA_VERSION:
+        raise ExportError(f"{path}: its {where} has {METADATA_VERSION_KEY} {version!r}; this "
+                          f"slimdet reads version {METADATA_VERSION}")
+    return record
 
 
 def run_exported(path: str, fmt: str, images: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ per sample; or pass ``seed=``) makes every view reproducible.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from .datasets.base import CHANNEL_MODES
 from .recipes import ViewSpec, eval_spec, recipe_views
 
 
@@ -134,6 +135,32 @@ def eval_view(cfg) -> v2.Compose:
     return v2.Compose([
         v2.Resize(spec.resize, interpolation=v2.InterpolationMode.BILINEAR, antialias=True),
         v2.CenterCrop(spec.crop_size), ToNormalizedTensor(cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)])
+
+
+# How the data sets decode images (``CHANNEL_MODES``: PIL "RGB" or "L"), in a runtime user's words.
+CHANNEL_ORDER = {"RGB": "RGB", "L": "grey"}
+
+
+def eval_input_record(cfg) -> Dict[str, Any]:
+    """What :func:`eval_view` (and the batched ``BatchEvalTransform``) feeds the network, as
+    plain JSON values: an exported file records it so that a program without slimdet can
+    prepare its images the same way (``slimdet.checkpoint.export``'s metadata ``input``)."""
+    spec, channels = eval_spec(cfg), cfg.MODEL.BACKBONE.IN_CHANNELS
+    return {
+        "layout": "NCHW",
+        "dtype": "float32",
+        "channels": channels,
+        "channel_order": CHANNEL_ORDER[CHANNEL_MODES[channels]],
+        "resize_short_side": spec.resize,
+        "resize_interpolation": "bilinear",
+        "resize_antialias": True,
+        "crop": "centre",
+        "crop_size": spec.crop_size,
+        "pixel_divisor": 255.0,
+        "mean": [float(m) for m in cfg.INPUT.PIXEL_MEAN],
+        "std": [float(s) for s in cfg.INPUT.PIXEL_STD],
+        "normalize": "(pixel / 255 - mean[c]) / std[c]",
+    }
 
 
 def build_view_transform(cfg, is_train: bool) -> MultiViewTransform:

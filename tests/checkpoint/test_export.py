@@ -6,11 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from slimdet.checkpoint.export import (deployable_width, eager_output, export_width_state_dict,
-                                       run_exported, write_onnx, write_torchscript)
+from slimdet.checkpoint.export import (ExportError, deployable_width, eager_output,
+                                       export_metadata, export_width_state_dict,
+                                       read_export_metadata, run_exported, write_onnx,
+                                       write_torchscript)
+from slimdet.data.batch_transforms import eval_batch_transform
+from slimdet.data.transforms import eval_input_record
 from slimdet.layers import WidthAware, add_widths, recalibrate_bn
 from slimdet.modeling import build_model
 from tests.helpers import tiny_cfg
@@ -56,6 +63,97 @@ def test_exported_file_equals_the_eager_model(fmt, method_name, width, tmp_path)
     assert torch.allclose(got, want, atol=1e-5, rtol=1e-4)
 
 
+def _metadata_as_a_user_reads_it(path, fmt):
+    """The record read without slimdet: torch.jit.load's extra files, onnxruntime's metadata."""
+    if fmt == "torchscript":
+        extra = {"slimdet.json": ""}
+        torch.jit.load(path, _extra_files=extra)
+        return json.loads(extra["slimdet.json"])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return json.loads(session.get_modelmeta().custom_metadata_map["slimdet"])
+
+
+def _prepared_as_the_record_says(images, record):
+    """uint8 [B, C, H, W] images made network input from the record alone, as a program
+    without slimdet would: resize the short side, centre crop, divide, normalise."""
+    spec = record["input"]
+    assert spec["layout"] == "NCHW" and spec["crop"] == "centre"
+    x = images.float() / spec["pixel_divisor"]
+    h, w = x.shape[-2:]
+    short = spec["resize_short_side"]
+    size = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+    x = F.interpolate(x, size=size, mode=spec["resize_interpolation"], align_corners=False,
+                      antialias=spec["resize_antialias"])
+    crop = spec["crop_size"]
+    top, left = round((size[0] - crop) / 2), round((size[1] - crop) / 2)
+    x = x[..., top:top + crop, left:left + crop]
+    mean, std = (torch.tensor(spec[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+    return (x - mean) / std
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("method_name,width", [("MoCoV2", 0.6), ("Supervised", 0.5)])
+def test_exported_file_records_how_to_feed_it_and_what_it_returns(fmt, method_name, width,
+                                                                  tmp_path):
+    cfg = tiny_cfg(method_name)  # _calibrated's config: its input and network
+    cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = [0.3], [0.4]
+    method = _calibrated(method_name)
+    classes = [f"class{i}" for i in range(10)]
+    network = {"method": method_name, "backbone": "SlimResNet", "depth": 18}
+    record = export_metadata(method, width, "run/model.pth", network, eval_input_record(cfg),
+                             classes=classes)
+    path = str(tmp_path / f"w.{fmt}")
+    (write_onnx if fmt == "onnx" else write_torchscript)(
+        deployable_width(method, width), torch.randn(2, 1, 16, 16), path, metadata=record)
+    for read in (_metadata_as_a_user_reads_it(path, fmt), read_export_metadata(path, fmt)):
+        assert read == record
+        assert read["slimdet_export"] == 1 and read["width"] == width
+        assert read["network"] == network and read["weights"] == "run/model.pth"
+        assert read["input"]["mean"] == [0.3] and read["input"]["std"] == [0.4]
+        assert read["input"]["crop_size"] == 16 and read["input"]["resize_short_side"] == 18
+        assert read["input"]["channels"] == 1 and read["input"]["channel_order"] == "grey"
+    if method_name == "Supervised":
+        assert record["output"] == {"kind": "logits", "num_classes": 10,
+                                    "classifier": "trained", "classes": classes}
+    else:  # no classifier: the file's class names would name nothing it returns
+        assert record["output"] == {"kind": "features", "dim": 38}
+    # Images of another size than the crop, prepared from the record alone, give what the
+    # evaluation pipeline's input gives the eager model.
+    images = torch.randint(0, 256, (3, 1, 20, 27), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    pipeline = eval_batch_transform(cfg)(images.clone())
+    prepared = _prepared_as_the_record_says(images, record)
+    assert torch.allclose(prepared, pipeline, atol=1e-5)
+    assert torch.allclose(run_exported(path, fmt, prepared), eager_output(method, width, pipeline),
+                          atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_file_without_a_record_is_one_line_naming_it(fmt, tmp_path):
+    method = _calibrated("MoCoV2")
+    bare = str(tmp_path / f"bare.{fmt}")
+    (write_onnx if fmt == "onnx" else write_torchscript)(
+        deployable_width(method, 1.0), torch.randn(2, 1, 16, 16), bare)
+    with pytest.raises(ExportError, match="no slimdet metadata") as e:
+        read_export_metadata(bare, fmt)
+    assert bare in str(e.value) and "\n" not in str(e.value)
+    garbage = tmp_path / f"garbage.{fmt}"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(ExportError, match=f"{garbage}: not a readable") as e:
+        read_export_metadata(str(garbage), fmt)
+    assert "\n" not in str(e.value)
+
+
+def test_a_classifiers_class_names_must_match_its_outputs():
+    cfg = tiny_cfg("Supervised")
+    with pytest.raises(ExportError, match="run/model.pth: its 3 class names do not match the 10 "
+                                          "outputs of its classifier at width 0.5"):
+        export_metadata(_calibrated("Supervised"), 0.5, "run/model.pth", {},
+                        eval_input_record(cfg), classes=["a", "b", "c"])
+
+
 def test_torchvision_state_of_an_untrained_width_has_its_calibrated_statistics():
     method = _calibrated("Supervised")
     state = export_width_state_dict(method, 0.6)
@@ -92,6 +190,20 @@ def test_export_tool_writes_a_calibrated_untrained_width(fmt, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.is_file() and "max |difference| to the eager model" in res.stdout
     assert run_exported(str(out), fmt, torch.randn(3, 1, 32, 32)).shape == (3, int(64 * 0.6))
+    # The file says how to feed it: the config's input, and features of the exported width.
+    record = read_export_metadata(str(out), fmt)
+    assert record["width"] == 0.6 and record["weights"] == str(weights)
+    assert record["network"] == {"method": "MoCoV2", "backbone": "SlimResNet", "depth": 18,
+                                 "base_channels": 8, "cifar_stem": True}
+    assert record["input"] == {
+        "layout": "NCHW", "dtype": "float32", "channels": cfg.MODEL.BACKBONE.IN_CHANNELS,
+        "channel_order": "grey", "resize_short_side": 36, "resize_interpolation": "bilinear",
+        "resize_antialias": True, "crop": "centre", "crop_size": cfg.INPUT.CROP_SIZE,
+        "pixel_divisor": 255.0, "mean": list(cfg.INPUT.PIXEL_MEAN),
+        "std": list(cfg.INPUT.PIXEL_STD), "normalize": "(pixel / 255 - mean[c]) / std[c]"}
+    assert record["output"] == {"kind": "features", "dim": int(64 * 0.6)}
+    assert (f"{out} records input NCHW 1x32x32 grey (short side resized to 36, centre crop), "
+            "(pixel / 255 - mean [0.286]) / std [0.353]; output features of dim 38") in res.stdout
 
 
 def test_a_fresh_fc_is_one_fc_in_every_export_whatever_the_global_generator():
@@ -149,6 +261,9 @@ def test_export_tool_with_a_fresh_fc_replaces_an_earlier_file(fmt, demo_weights,
     assert "max |difference| to the eager model" in res.stdout
     assert run_exported(str(out), fmt, torch.randn(3, 1, 32, 32)).shape == (3, 10)
     assert sorted(os.listdir(tmp_path)) == [out.name]  # no temporary file left
+    # An untrained fc's outputs name no class: the record says it is fresh.
+    assert read_export_metadata(str(out), fmt)["output"] == {"kind": "logits", "num_classes": 10,
+                                                            "classifier": "fresh"}
 
 
 def test_export_tool_refuses_to_write_over_its_input_and_bad_flag_values(demo_weights, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from slimdet.checkpoint.export import read_export_metadata
 from slimdet.engine import load_cfg
 from slimdet.modeling import build_model
 from tests.helpers import run_tool
@@ -203,12 +204,30 @@ def test_a_classifiers_file_with_a_pre_training_config_is_not_cut_to_its_backbon
     features_at_half = build_model(load_cfg(str(DEMO), SMALL)).backbone.feature_dim(0.5)
     assert torch.jit.load(str(features)).eval()(torch.randn(2, 1, 32, 32)).shape == (
         2, features_at_half)
+    # Its record says features, without the probe's class names: they name nothing it returns.
+    assert read_export_metadata(str(features), "torchscript")["output"] == {
+        "kind": "features", "dim": features_at_half}
     # With the probe's own config the classifier is exported, and nothing is said.
     res = run_tool(capsys, "export_width", ["--config-file", PROBE, "--weights", named,
                                             "--width", "0.5", "--output", tmp_path / "p.pth",
                                             *SMALL])
     assert res.returncode == 0 and "backbone only" not in res.stdout, res.stderr[-3000:]
     assert torch.load(tmp_path / "p.pth", weights_only=True)["fc.weight"].shape[0] == 10
+    # As TorchScript it carries the names of the classes its logits score, in label order.
+    logits = tmp_path / "p.pt"
+    res = run_tool(capsys, "export_width", ["--config-file", PROBE, "--weights", named, "--width",
+                                            "0.5", "--format", "torchscript", "--output", logits,
+                                            *SMALL])
+    assert res.returncode == 0, res.stderr[-3000:]
+    record = read_export_metadata(str(logits), "torchscript")
+    probe_cfg = load_cfg(str(PROBE), SMALL)
+    assert record["output"] == {"kind": "logits", "num_classes": 10, "classifier": "trained",
+                                "classes": [f"class{i}" for i in range(10)]}
+    assert record["network"]["method"] == probe_cfg.MODEL.METHOD and record["width"] == 0.5
+    assert (record["input"]["mean"], record["input"]["std"], record["input"]["crop_size"]) == (
+        list(probe_cfg.INPUT.PIXEL_MEAN), list(probe_cfg.INPUT.PIXEL_STD),
+        probe_cfg.INPUT.CROP_SIZE)
+    assert "output logits of 10 classes (trained, named)" in res.stdout
 
 
 def test_analyze_model_reads_any_results_file_and_profiles_every_result_width(tmp_path, capsys,
