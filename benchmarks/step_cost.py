@@ -87,7 +87,10 @@ A 2-core Intel Xeon VM with AVX-512 and AMX (2026-12-06; README table): ``--batc
 steady step: no primitive-cache misses (a larger ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` changes
 nothing); the SlimCLR step's convolution kernels take 2.17x the plain step's (FLOPs 1.68x), the
 layout reorders a third of oneDNN's time in both; a slimmable and a dense backbone at width
-0.75 spend the same time in oneDNN, so slicing's cost is outside the kernels.
+0.75 spend the same time in oneDNN, so slicing's cost is outside the kernels. The same VM kind
+later (2026-12-06, afternoon): ``--batch 16 --size 64 --pairs 9`` 1.90x (1.89-1.93), floor
+1.76x, slimming overhead 52 ms per step, peak RSS 1.07x (one graph 1.15x); ``--batch 8 --size
+224 --pairs 7 --no-memory --no-dense`` 1.85x (1.79-1.92) while a test job shared the cores.
 
 - The CUDA path (CUDA graphs through ``--compile reduce-overhead``, ``--amp``,
   ``max_memory_allocated``) has had no GPU to run on since issue 14's changes.
