@@ -52,12 +52,15 @@ def load_trajectory(path: str, model: Optional[nn.Module] = None,
     architecture, e.g. a probe's run under a pre-training config) and every other file must
     have exactly the model's keys and shapes too: the trajectory's PCA runs on the model's
     weights."""
-    if os.path.isdir(os.path.join(path, "trajectory")):
-        path = os.path.join(path, "trajectory")
-    files = sorted(glob.glob(os.path.join(path, "iter_*.pth"))) or \
-        sorted(glob.glob(os.path.join(path, "model_*.pth")))
+    # A run folder's trajectory/ first; an empty one (a run stopped before TrajectoryHook's
+    # first save) leaves the folder's own periodic checkpoints to use, not an error.
+    files = (sorted(glob.glob(os.path.join(path, "trajectory", "iter_*.pth")))
+             or sorted(glob.glob(os.path.join(path, "iter_*.pth")))
+             or sorted(glob.glob(os.path.join(path, "model_*.pth"))))
     if not files:
-        raise FileNotFoundError(f"no iter_*.pth or model_*.pth weight files in {path}")
+        raise FileNotFoundError(f"no weight files in {path}: neither trajectory/iter_*.pth "
+                                "(ANALYSIS.TRAJECTORY_PERIOD) nor model_*.pth (periodic "
+                                "checkpoints) nor iter_*.pth")
     by_iter: Dict[int, Tuple[str, StateDict]] = {}
     for n, f in enumerate(files):
         data = read_file(f)  # without running code, like every checkpoint slimdet reads

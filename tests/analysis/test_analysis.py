@@ -367,3 +367,28 @@ def test_load_results_reads_every_results_file_slimdet_writes(tmp_path):
     (tmp_path / "cut.json").write_text(json.dumps(record, indent=2)[:40])
     with pytest.raises(ConfigError, match=r"cut\.json: not valid JSON"):
         load_results(str(tmp_path / "cut.json"))
+
+
+def test_an_empty_trajectory_folder_leaves_the_runs_periodic_checkpoints_to_use(tmp_path):
+    """A run stopped before TrajectoryHook's first save has an empty trajectory/ beside its
+    model_*.pth files: the trajectory is those checkpoints (it was an error naming the empty
+    folder); with iter_*.pth in trajectory/, those are used; with neither, one error naming
+    both kinds."""
+    from slimdet.analysis.landscape import load_trajectory
+
+    cfg = tiny_cfg("MoCoV2")
+    states = _train_trajectory(cfg, steps=2)
+    run = tmp_path / "run"
+    (run / "trajectory").mkdir(parents=True)
+    for it, state in states:
+        torch.save({"model": state, "iteration": it}, run / f"model_{it:07d}.pth")
+    got = load_trajectory(str(run), build_model(cfg))
+    assert [it for it, _ in got] == [0, 1, 2]
+    for (_, want), (_, have) in zip(states, got):
+        assert all(torch.equal(want[k], have[k]) for k in want)
+    torch.save({"model": states[-1][1], "iteration": 2}, run / "trajectory" / "iter_0000002.pth")
+    assert [it for it, _ in load_trajectory(str(run))] == [2]
+    with pytest.raises(FileNotFoundError, match=r"no weight files in .*empty: neither "
+                                                r"trajectory/iter_\*\.pth .* nor model_\*\.pth"):
+        (tmp_path / "empty" / "trajectory").mkdir(parents=True)
+        load_trajectory(str(tmp_path / "empty"))
