@@ -31,7 +31,7 @@ from ..data.build import check_classes
 from ..data.catalog import dataset_key
 from ..evaluation import build_evaluators
 from ..modeling import build_model
-from ..modeling.methods.base import ClassificationMethod
+from ..modeling.methods import ClassificationMethod, classifier_keys
 from ..modeling.slim import WidthLoop, compile_method
 from ..solver import EpochClock, build_lr_scheduler, build_optimizer
 from ..utils.d2compat import data_iterator
@@ -335,8 +335,7 @@ class SlimTrainer(WidthLoopTrainer):
         and nothing else in its output tells the two apart."""
         if not isinstance(self.method, ClassificationMethod):
             return
-        parts = set(self.method.classifier_parts)
-        started = [k for k in loaded if k.split(".", 1)[0] in parts]
+        started = classifier_keys(loaded)
         if started:
             logger.warning(
                 "MODEL.WEIGHTS %s holds a trained classifier (%s): this new run continues from "
@@ -468,10 +467,12 @@ def load_for_evaluation(checkpointer: SlimCheckpointer, cfg, resume: bool = Fals
     # --resume in a folder without last_checkpoint (another OUTPUT_DIR than the run's, a run
     # killed before its first checkpoint): Detectron2 evaluates MODEL.WEIGHTS instead, which
     # is said, and an error about that file says why it was read.
-    no_run = (f"--eval-only --resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds no run checkpoint to "
-              "evaluate (no last_checkpoint)") if resume and not checkpointer.has_checkpoint() \
-        else ""
-    if resume and not no_run:
+    run_checkpoint = resume and checkpointer.has_checkpoint()
+    no_run = ""
+    if resume and not run_checkpoint:
+        no_run = (f"--eval-only --resume: OUTPUT_DIR {cfg.OUTPUT_DIR} holds no run checkpoint "
+                  "to evaluate (no last_checkpoint)")
+    if run_checkpoint:
         path = checkpointer.last_checkpoint()
         classes = checkpointer.load(path, checkpointables=[]).get(CLASSES_FIELD)
     elif cfg.MODEL.WEIGHTS:
